@@ -1,0 +1,203 @@
+//! The validated config: what the programs run on. Every invariant listed on a type holds.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use geolb_common::{GeoPoint, NodeId, PopId};
+use ipnet::IpNet;
+
+/// A validated geolb config.
+///
+/// Invariants: ids are unique; every node's PoP exists; every service's nodes exist; names are
+/// lower-case and absolute; coordinates are in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The resolver's own settings.
+    pub resolver: ResolverConfig,
+    /// GeoIP databases, absolute paths, in the order given.
+    pub geoip: Vec<PathBuf>,
+    /// BIND zone files holding the static records of the zones geolb overlays.
+    pub zones: Vec<ZoneFile>,
+    /// Where clients are placed when neither an override nor GeoIP locates them.
+    pub default_location: DefaultLocation,
+    /// Points of presence.
+    pub pops: Vec<Pop>,
+    /// CDN nodes.
+    pub nodes: Vec<Node>,
+    /// Managed DNS names.
+    pub services: Vec<Service>,
+    /// CIDR overrides, which beat GeoIP.
+    pub overrides: Vec<Override>,
+    /// Things that are legal but probably not meant (printed by `--check-config`).
+    pub warnings: Vec<String>,
+}
+
+/// Settings of the resolver process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolverConfig {
+    /// Address of the HTTP remote-backend endpoint (`POST /dns`).
+    pub listen: SocketAddr,
+    /// Largest request body accepted from PowerDNS; larger ones are refused.
+    pub max_request_bytes: usize,
+}
+
+/// One zone file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneFile {
+    /// The zone's origin, lower-case and absolute (`example.net.`).
+    pub origin: String,
+    /// The zone file, absolute.
+    pub file: PathBuf,
+}
+
+/// Where unlocated clients are placed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DefaultLocation {
+    /// At this PoP's coordinates.
+    Pop(PopId),
+    /// At these coordinates.
+    Point(GeoPoint),
+}
+
+/// A point of presence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pop {
+    /// Unique id.
+    pub id: PopId,
+    /// Where it is.
+    pub location: GeoPoint,
+    /// Free-form region name (e.g. `eu`), used to group probers and dashboards.
+    pub region: Option<String>,
+}
+
+/// A CDN node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Unique id.
+    pub id: NodeId,
+    /// The PoP it stands in.
+    pub pop: PopId,
+    /// Address answered for A queries.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Address answered for AAAA queries.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Relative share of its PoP's traffic, 1 to 1,000,000.
+    pub weight: u32,
+    /// A disabled node is never answered, whatever its health.
+    pub enabled: bool,
+}
+
+/// Which address record types a service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordTypes {
+    /// Answers A.
+    pub a: bool,
+    /// Answers AAAA.
+    pub aaaa: bool,
+}
+
+/// What to answer when every candidate node of a service is down.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllDownPolicy {
+    /// Answer as if every enabled node were healthy (nearest PoP, stable pick).
+    FailOpen,
+    /// Answer from these nodes (nearest healthy one first, else nearest).
+    FallbackPool(Vec<NodeId>),
+    /// Answer no address records (the name's other records still answer).
+    Nodata,
+}
+
+/// A DNS name whose A/AAAA records geolb answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Lower-case absolute name (`cdn.example.net.`).
+    pub name: String,
+    /// A and/or AAAA.
+    pub types: RecordTypes,
+    /// The pool: nodes this service may answer.
+    pub nodes: Vec<NodeId>,
+    /// TTL of the answers, seconds.
+    pub ttl: u32,
+    /// Addresses per answer, 1 to [`MAX_ANSWERS`](crate::model::MAX_ANSWERS).
+    pub answers: u8,
+    /// PoPs this much farther than the nearest usable one are candidates too, kilometres.
+    pub tie_band_km: f64,
+    /// What happens when every node of the pool is down.
+    pub all_down: AllDownPolicy,
+}
+
+/// Upper bound of a service's `answers`.
+pub const MAX_ANSWERS: u8 = 8;
+
+/// A CIDR whose clients are placed explicitly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// The network (host bits zero).
+    pub net: IpNet,
+    /// Where its clients are.
+    pub target: OverrideTarget,
+}
+
+/// Where an override places clients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverrideTarget {
+    /// At this PoP.
+    Pop(PopId),
+    /// At these coordinates.
+    Point(GeoPoint),
+}
+
+impl Config {
+    /// The PoP with this id.
+    pub fn pop(&self, id: &str) -> Option<&Pop> {
+        self.pops.iter().find(|p| p.id.as_str() == id)
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id.as_str() == id)
+    }
+
+    /// A small valid config for tests: PoPs `fra` and `syd` with two nodes each and service
+    /// `cdn.example.net.` (A+AAAA) over all of them.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn for_test() -> Config {
+        let text = r#"
+default_location = { pop = "fra" }
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[[pops]]
+id = "syd"
+lat = -33.87
+lon = 151.21
+[[nodes]]
+id = "fra-1"
+pop = "fra"
+ipv4 = "192.0.2.1"
+ipv6 = "2001:db8::1"
+[[nodes]]
+id = "fra-2"
+pop = "fra"
+ipv4 = "192.0.2.2"
+ipv6 = "2001:db8::2"
+[[nodes]]
+id = "syd-1"
+pop = "syd"
+ipv4 = "192.0.2.11"
+ipv6 = "2001:db8::11"
+[[nodes]]
+id = "syd-2"
+pop = "syd"
+ipv4 = "192.0.2.12"
+ipv6 = "2001:db8::12"
+[[services]]
+name = "cdn.example.net"
+"#;
+        match crate::parse(text, std::path::Path::new("/")) {
+            Ok(c) => c,
+            Err(e) => panic!("Config::for_test is invalid: {e}"),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Every example config parses, and broken configs report every problem with its place.
+
+use std::path::{Path, PathBuf};
+
+use geolb_config::{AllDownPolicy, ConfigError, DefaultLocation, OverrideTarget};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+#[test]
+fn every_example_parses() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(examples_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = geolb_config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.services.is_empty(), "{}", path.display());
+            count += 1;
+        }
+    }
+    assert!(count >= 1, "no example configs found");
+}
+
+#[test]
+fn world_example_has_what_the_docs_promise() {
+    let config = geolb_config::load(&examples_dir().join("world.toml")).unwrap();
+    let ids: Vec<&str> = config.pops.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["fra", "lhr", "iad", "sjc", "gru", "sin", "nrt", "syd"]
+    );
+    assert_eq!(config.nodes.len(), 16);
+    let svc = &config.services[0];
+    assert_eq!(svc.name, "cdn.example.net.");
+    assert!(svc.types.a && svc.types.aaaa);
+    assert_eq!(svc.ttl, 30);
+    assert_eq!(svc.nodes.len(), 16);
+    assert_eq!(svc.all_down, AllDownPolicy::FailOpen);
+    assert_eq!(config.default_location, DefaultLocation::Pop("fra".into()));
+    assert_eq!(
+        config.overrides[0].target,
+        OverrideTarget::Pop("sin".into())
+    );
+    // Relative paths are resolved against the config's directory.
+    assert!(config.zones[0].file.ends_with("examples/example.net.zone"));
+    assert!(config.zones[0].file.is_absolute());
+    assert!(config.geoip[0].is_absolute());
+}
+
+/// Hickory's mutation test: an unknown key anywhere is an error naming it and its line.
+#[test]
+fn unknown_key_in_every_table_is_rejected() {
+    let path = examples_dir().join("world.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut tried = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with('[') {
+            continue;
+        }
+        let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        mutated.insert(i + 1, "bogus_key = 1".to_owned());
+        let err = geolb_config::parse(&mutated.join("\n"), examples_dir().as_path()).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1, "{err}");
+        assert!(problems[0].message.contains("bogus_key"), "{err}");
+        assert_eq!(problems[0].position.map(|p| p.0), Some(i + 2), "{err}");
+        tried += 1;
+    }
+    assert!(tried > 10);
+    // And at the top level.
+    let err = geolb_config::parse(&format!("bogus_top = 1\n{text}"), &examples_dir()).unwrap_err();
+    assert!(err.to_string().contains("unknown key `bogus_top`"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_place() {
+    let text = r#"
+default_location = { pop = "nowhere" }
+[[pops]]
+id = "fra"
+lat = 95.0
+lon = 8.68
+[[pops]]
+id = "fra"
+lat = 50.0
+lon = 8.0
+[[nodes]]
+id = "n1"
+pop = "ams"
+ipv4 = "192.0.2.1"
+[[nodes]]
+id = "n2"
+pop = "fra"
+ipv4 = "not-an-ip"
+[[nodes]]
+id = "n3"
+pop = "fra"
+weight = 0
+[[services]]
+name = "cdn..example.net"
+[[services]]
+name = "www.example.net"
+types = ["AAAA"]
+answers = 9
+all_down = "fallback_pool"
+[[overrides]]
+cidr = "198.51.100.7/24"
+pop = "fra"
+"#;
+    let err = geolb_config::parse(text, Path::new("/etc/geolb")).unwrap_err();
+    let rendered = err.to_string();
+    let expect = [
+        (2, "default_location.pop", "unknown pop `nowhere`"),
+        (5, "pops[0].lat", "latitude 95 is outside"),
+        (8, "pops[1].id", "duplicate pop id `fra`"),
+        (13, "nodes[0].pop", "unknown pop `ams`"),
+        (18, "nodes[1].ipv4", "invalid"),
+        (19, "nodes[2]", "neither `ipv4` nor `ipv6`"),
+        (22, "nodes[2].weight", "weight 0 is outside"),
+        (24, "services[0].name", "empty label"),
+        (
+            27,
+            "services[1].types",
+            "answers AAAA but none of its nodes has `ipv6`",
+        ),
+        (28, "services[1].answers", "answers 9 is outside"),
+        (
+            29,
+            "services[1].all_down",
+            "needs a non-empty `fallback_pool`",
+        ),
+        (
+            31,
+            "overrides[0].cidr",
+            "host bits set; did you mean `198.51.100.0/24`",
+        ),
+    ];
+    let problems = err.problems();
+    for (line, path, msg) in expect {
+        assert!(
+            problems.iter().any(|p| p.path == path
+                && p.position.map(|p| p.0) == Some(line)
+                && p.message.contains(msg)),
+            "missing {line} {path} {msg} in\n{rendered}"
+        );
+    }
+    assert_eq!(problems.len(), expect.len(), "{rendered}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let err = geolb_config::parse("[[pops]\nid = 1\n", Path::new("/")).unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { .. }));
+    assert_eq!(err.problems()[0].position.map(|p| p.0), Some(1), "{err}");
+}
+
+#[test]
+fn read_error_names_the_file() {
+    let err = geolb_config::load(Path::new("/nonexistent/geolb.toml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/geolb.toml"), "{err}");
+}
+
+#[test]
+fn for_test_is_valid() {
+    let config = geolb_config::Config::for_test();
+    assert_eq!(config.nodes.len(), 4);
+}
