@@ -14,8 +14,8 @@ mod raw;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    AllDownPolicy, Config, DefaultLocation, Node, Override, OverrideTarget, Pop, RecordTypes,
-    ResolverConfig, Service, ZoneFile,
+    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop,
+    RecordTypes, ResolverConfig, Service, ZoneFile,
 };
 
 use std::path::Path;

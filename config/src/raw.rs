@@ -260,9 +260,18 @@ impl<'a> Problems<'a> {
             .filter_map(|(i, item)| {
                 let parsed = self.de(item, &path.index(i));
                 if parsed.is_none() {
-                    let id = item.get_ref().as_table().and_then(|t| t.get("id")).and_then(|v| v.get_ref().as_str());
-                    if let (Some(id), Some(crate::location::Seg::Key(section))) = (id, path.0.last()) {
-                        self.broken_ids.entry(section.clone()).or_default().insert(id.to_owned());
+                    let id = item
+                        .get_ref()
+                        .as_table()
+                        .and_then(|t| t.get("id"))
+                        .and_then(|v| v.get_ref().as_str());
+                    if let (Some(id), Some(crate::location::Seg::Key(section))) =
+                        (id, path.0.last())
+                    {
+                        self.broken_ids
+                            .entry(section.clone())
+                            .or_default()
+                            .insert(id.to_owned());
                     }
                 }
                 parsed.map(|v| (i, v))
@@ -481,9 +490,15 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
     }
     // A PoP that failed to parse is reported once; references to it are not errors too.
     let broken_pops = problems.broken_ids.get("pops").cloned().unwrap_or_default();
-    let broken_nodes = problems.broken_ids.get("nodes").cloned().unwrap_or_default();
+    let broken_nodes = problems
+        .broken_ids
+        .get("nodes")
+        .cloned()
+        .unwrap_or_default();
     for id in &broken_pops {
-        pop_points.entry(id.as_str()).or_insert(GeoPoint::new(0.0, 0.0));
+        pop_points
+            .entry(id.as_str())
+            .or_insert(GeoPoint::new(0.0, 0.0));
     }
 
     let mut nodes = Vec::new();
@@ -549,6 +564,12 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         };
         if !names.insert(name.clone()) {
             problems.at(&path.key("name"), format!("duplicate service `{name}`"));
+        }
+        if zones.iter().any(|z| z.origin == name) {
+            problems.at(
+                &path.key("name"),
+                format!("service `{name}` is a zone apex; PowerDNS turns a zone REFUSED when a backend answers the apex without its SOA, so balance a name below it"),
+            );
         }
         if !zones.is_empty() && !zones.iter().any(|z| in_zone(&name, &z.origin)) {
             problems.at(&path.key("name"), format!("service `{name}` is in none of the configured zones; PowerDNS would never ask for it"));

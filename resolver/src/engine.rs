@@ -1,0 +1,356 @@
+//! The answering engine: one immutable snapshot of config, zones, GeoIP and health, turned into
+//! remote-backend replies.
+//!
+//! An [`Engine`] is built off the hot path (at start, on reload, on a health change) and
+//! published through `arc_swap`; lookups read it without locks. Building pre-renders everything
+//! that does not depend on the client: each managed name's static records as JSON, its quoted
+//! name, its plans per address family.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use geolb_common::HealthView;
+use geolb_config::Config;
+
+use crate::geoip::GeoIp;
+use crate::locate::Locator;
+use crate::pdns::reply::{self, RecordWriter};
+use crate::pdns::{self, Call, Lookup, QType};
+use crate::select::{Family, Outcome, Picked, Selector, ServicePlan, client_key};
+use crate::zones::ZoneSet;
+
+/// How a request was answered, for the caller's status code and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Records answered.
+    Answered,
+    /// `false`: not ours, or nothing of that type; PowerDNS asks the next backend.
+    FellThrough,
+    /// Another call answered (`initialize`, `getAllDomains`, …).
+    Other,
+    /// The request was malformed; the reply says why.
+    BadRequest,
+}
+
+/// Per-name pre-rendered data.
+#[derive(Debug)]
+struct Managed {
+    plan_index: usize,
+    /// The name as a JSON string literal.
+    qname_json: Box<str>,
+    /// Static records of the name that geolb does not replace: (qtype, rendered JSON).
+    statics: Vec<(Box<str>, Box<[u8]>)>,
+}
+
+/// Counters the engine keeps; exported as metrics by the caller.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// GeoIP lookups that failed on a corrupt record.
+    pub geoip_errors: AtomicU64,
+    /// Answers given by an all-down policy.
+    pub all_down_answers: AtomicU64,
+}
+
+/// An immutable answering snapshot.
+#[derive(Debug)]
+pub struct Engine {
+    selector: Selector,
+    locator: Locator,
+    zones: Arc<ZoneSet>,
+    managed: HashMap<Box<str>, Managed>,
+    counters: Arc<Counters>,
+}
+
+/// Longest name PowerDNS can send (255 octets in wire form → at most 254 characters + dot).
+const MAX_NAME: usize = 256;
+
+impl Engine {
+    /// Builds a snapshot. Cheap enough to run on every health change.
+    pub fn build(
+        config: &Config,
+        geoip: Option<Arc<GeoIp>>,
+        zones: Arc<ZoneSet>,
+        health: &dyn HealthView,
+        counters: Arc<Counters>,
+    ) -> Engine {
+        let selector = Selector::build(config, health);
+        let mut managed = HashMap::new();
+        for (plan_index, plan) in selector.services().iter().enumerate() {
+            let statics = zones
+                .records(&plan.name)
+                .iter()
+                .filter(|r| {
+                    !plan.manages(&r.qtype)
+                })
+                .map(|r| {
+                    (
+                        r.qtype.clone(),
+                        reply::static_record(&plan.name, &r.qtype, &r.content, r.ttl),
+                    )
+                })
+                .collect();
+            let qname_json = serde_json::to_string(&*plan.name)
+                .unwrap_or_default()
+                .into_boxed_str();
+            managed.insert(
+                plan.name.clone(),
+                Managed {
+                    plan_index,
+                    qname_json,
+                    statics,
+                },
+            );
+        }
+        Engine {
+            locator: Locator::new(config, geoip),
+            selector,
+            zones,
+            managed,
+            counters,
+        }
+    }
+
+    /// The zones this snapshot answers from.
+    pub fn zones(&self) -> &Arc<ZoneSet> {
+        &self.zones
+    }
+
+    /// The GeoIP databases this snapshot uses.
+    pub fn geoip(&self) -> Option<&Arc<GeoIp>> {
+        self.locator.geoip()
+    }
+
+    /// Answers one remote-backend request into `out` (cleared first).
+    pub fn handle(&self, body: &[u8], out: &mut Vec<u8>) -> Handled {
+        out.clear();
+        match pdns::parse(body) {
+            Ok(Call::Lookup(lookup)) => self.lookup(&lookup, out),
+            Ok(Call::Initialize) => {
+                out.extend_from_slice(reply::TRUE);
+                Handled::Other
+            }
+            Ok(Call::GetAllDomains) => {
+                out.extend_from_slice(reply::EMPTY);
+                Handled::Other
+            }
+            Ok(Call::Other(_)) => {
+                out.extend_from_slice(reply::FALSE);
+                Handled::Other
+            }
+            Err(e) => {
+                reply::error(out, &e.to_string());
+                Handled::BadRequest
+            }
+        }
+    }
+
+    /// Answers a lookup.
+    pub fn lookup(&self, q: &Lookup<'_>, out: &mut Vec<u8>) -> Handled {
+        let mut buf = [0u8; MAX_NAME];
+        let Some(name) = normalize(&q.qname, &mut buf) else {
+            out.extend_from_slice(reply::FALSE);
+            return Handled::FellThrough;
+        };
+        let Some(managed) = self.managed.get(name) else {
+            out.extend_from_slice(reply::FALSE);
+            return Handled::FellThrough;
+        };
+        let plan = &self.selector.services()[managed.plan_index];
+        let mut w = RecordWriter::new(out);
+        let (want_a, want_aaaa, statics_of) = match q.qtype {
+            QType::Any => (plan.types.a, plan.types.aaaa, None),
+            QType::A => (
+                plan.types.a,
+                false,
+                if plan.types.a { Some("") } else { Some("A") },
+            ),
+            QType::Aaaa => (
+                false,
+                plan.types.aaaa,
+                if plan.types.aaaa {
+                    Some("")
+                } else {
+                    Some("AAAA")
+                },
+            ),
+            QType::Other(t) => (false, false, Some(t)),
+        };
+        if want_a || want_aaaa {
+            let loc = self.locator.locate(q.client, |_| {
+                self.counters.geoip_errors.fetch_add(1, Ordering::Relaxed);
+            });
+            let scope = scope(loc.prefix_len, q.source_prefix);
+            let key = client_key(q.client, scope);
+            for (wanted, family, qtype) in
+                [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")]
+            {
+                if wanted {
+                    self.write_addresses(
+                        plan,
+                        family,
+                        qtype,
+                        &loc.vector,
+                        key,
+                        scope,
+                        &managed.qname_json,
+                        &mut w,
+                    );
+                }
+            }
+        }
+        for (qtype, json) in &managed.statics {
+            if statics_of.is_none_or(|t| t.eq_ignore_ascii_case(qtype)) {
+                w.raw(json);
+            }
+        }
+        let answered = w.count() > 0;
+        w.finish();
+        if answered {
+            Handled::Answered
+        } else {
+            Handled::FellThrough
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_addresses(
+        &self,
+        plan: &ServicePlan,
+        family: Family,
+        qtype: &str,
+        client: &geolb_common::geo::UnitVector,
+        key: u64,
+        scope: u8,
+        qname_json: &str,
+        w: &mut RecordWriter<'_>,
+    ) {
+        let mut picked = Picked::new(usize::from(plan.answers));
+        let (outcome, _) = plan.select(family, client, key, &mut picked);
+        if outcome != Outcome::Healthy {
+            self.counters
+                .all_down_answers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        for c in picked.iter() {
+            w.address(qtype, qname_json, &c.addr_text, plan.ttl, scope);
+        }
+    }
+}
+
+/// The ECS scope of an answer: the prefix of the network that decided it, never longer than
+/// what the query disclosed, and at least 1 when the query disclosed anything, so PowerDNS keeps
+/// client-dependent answers out of its packet and query caches.
+pub fn scope(decided: u8, source_prefix: u8) -> u8 {
+    if source_prefix == 0 {
+        0
+    } else {
+        decided.min(source_prefix).max(1)
+    }
+}
+
+/// Lower-cases `qname` into `buf` and makes it absolute; `None` for names too long or not text.
+fn normalize<'b>(qname: &str, buf: &'b mut [u8; MAX_NAME]) -> Option<&'b str> {
+    let bytes = qname.as_bytes();
+    let dot = !bytes.ends_with(b".");
+    let len = bytes.len() + usize::from(dot);
+    if len > MAX_NAME {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(bytes) {
+        *d = s.to_ascii_lowercase();
+    }
+    if dot {
+        buf[bytes.len()] = b'.';
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// Whether an address is of the family.
+pub fn family_of(ip: IpAddr) -> Family {
+    if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_rules() {
+        assert_eq!(scope(18, 24), 18);
+        assert_eq!(scope(26, 24), 24, "never longer than the source prefix");
+        assert_eq!(scope(0, 24), 1, "never 0 for a client-dependent answer");
+        assert_eq!(scope(16, 0), 0, "a /0 source asks for no tailoring");
+    }
+
+    #[test]
+    fn normalize_names() {
+        let mut buf = [0u8; MAX_NAME];
+        assert_eq!(
+            normalize("CDN.Example.NET", &mut buf),
+            Some("cdn.example.net.")
+        );
+        assert_eq!(
+            normalize("cdn.example.net.", &mut buf),
+            Some("cdn.example.net.")
+        );
+        assert_eq!(normalize(&"a".repeat(300), &mut buf), None);
+    }
+
+    fn engine() -> Engine {
+        let config = Config::for_test();
+        Engine::build(
+            &config,
+            None,
+            Arc::new(ZoneSet::empty()),
+            &geolb_common::health::NoVerdicts,
+            Arc::default(),
+        )
+    }
+
+    fn answer(e: &Engine, body: &str) -> (Handled, serde_json::Value) {
+        let mut out = Vec::new();
+        let h = e.handle(body.as_bytes(), &mut out);
+        (h, serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn managed_and_unmanaged_names() {
+        let e = engine();
+        let (h, v) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"ANY","qname":"CDN.example.net.","remote":"127.0.0.1","real-remote":"203.0.113.0/24"}}"#,
+        );
+        assert_eq!(h, Handled::Answered);
+        let recs = v["result"].as_array().unwrap();
+        assert_eq!(recs.len(), 2, "{v}");
+        assert_eq!(recs[0]["qtype"], "A");
+        assert_eq!(recs[1]["qtype"], "AAAA");
+        // No GeoIP: the default location (fra), scope = the source prefix.
+        assert!(
+            recs[0]["content"].as_str().unwrap().starts_with("192.0.2."),
+            "{v}"
+        );
+        assert_eq!(recs[0]["scopeMask"], 24);
+        let (h, v) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"ANY","qname":"www.example.net.","remote":"127.0.0.1"}}"#,
+        );
+        assert_eq!(
+            (h, v),
+            (Handled::FellThrough, serde_json::json!({"result": false}))
+        );
+        let (h, v) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"MX","qname":"cdn.example.net.","remote":"127.0.0.1"}}"#,
+        );
+        assert_eq!(
+            (h, v),
+            (Handled::FellThrough, serde_json::json!({"result": false}))
+        );
+        let (h, v) = answer(&e, "{");
+        assert_eq!(h, Handled::BadRequest);
+        assert!(v["log"][0].as_str().unwrap().contains("malformed"), "{v}");
+    }
+}

@@ -1,0 +1,79 @@
+//! geolb-resolver: answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
+//!
+//! # Layout
+//! * [`pdns`]: the remote-backend protocol ([`pdns::parse`], [`pdns::reply`]) and its HTTP
+//!   connector ([`pdns::http`]).
+//! * [`engine`]: one immutable snapshot of everything a lookup needs, and the lookup itself.
+//! * [`select`]: pure selection (nearest PoP with a usable node, tie band, weighted stable pick).
+//! * [`locate`]: client location (overrides, GeoIP, default). [`geoip`]: the GeoIP databases.
+//! * [`zones`]: the BIND zone files whose records geolb answers beside its own.
+//! * [`state`]: loading all of the above from the config, and reloading it.
+//!
+//! [`run`] ties them together on pre-bound listeners, so tests bind port 0.
+
+pub mod engine;
+pub mod geoip;
+pub mod locate;
+pub mod pdns;
+pub mod select;
+pub mod state;
+pub mod zones;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+
+/// Errors that stop the resolver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config could not be loaded.
+    #[error(transparent)]
+    Config(#[from] geolb_config::ConfigError),
+    /// A task failed.
+    #[error("resolver task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Sockets the resolver serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP remote-backend connector.
+    pub http: TcpListener,
+}
+
+/// Runs the resolver until `shutdown` is cancelled.
+///
+/// `config_path` is watched (with every zone file and GeoIP database it names) and reloaded on
+/// change or on [`state::Shared::reload`]; an invalid new config is refused and the old one kept.
+pub async fn run(
+    config_path: PathBuf,
+    config: geolb_config::Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let shared = Arc::new(Shared::start(config_path, config).await);
+    let http_state = pdns::http::HttpState {
+        engine: shared.engine.clone(),
+        max_body: shared.max_request_bytes(),
+    };
+    if let Ok(addr) = listeners.http.local_addr() {
+        tracing::info!("listening on http://{addr}/dns");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(pdns::http::serve(
+        listeners.http,
+        http_state,
+        shutdown.clone(),
+    ));
+    tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
+    while let Some(res) = tasks.join_next().await {
+        res?;
+        // Any task ending means shutdown (they only end when cancelled).
+        shutdown.cancel();
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `geolb-resolver`: the remote backend PowerDNS asks for geo-balanced names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a config that does not load or validate.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The config file.
+    #[arg(long, short, default_value = "/etc/geolb/geolb.toml")]
+    config: PathBuf,
+    /// Validate the config (and open the GeoIP databases and zone files it names), print every
+    /// problem and warning, and exit: 0 when valid, 2 when not.
+    #[arg(long)]
+    check_config: bool,
+    /// Listen address of the HTTP connector, overriding `[resolver] listen` (port 0 picks one;
+    /// the chosen address is logged as `listening on http://ADDR/dns`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Log filter, e.g. `info` or `geolb_resolver=debug` (RUST_LOG works too).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match geolb_config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if cli.check_config {
+        return check_config(&config);
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    match serve(cli, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(config: &geolb_config::Config) -> ExitCode {
+    let mut errors = Vec::new();
+    let mut warnings = config.warnings.clone();
+    match geolb_resolver::state::open_geoip(config) {
+        Ok(Some(g)) => {
+            for db in g.describe() {
+                println!("geoip: {db}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+    match geolb_resolver::state::load_zones(config) {
+        Ok(zones) => {
+            for (origin, count) in zones.zones() {
+                println!("zone {origin}: {count} records");
+            }
+            for s in &config.services {
+                // DNSSEC: pdns signs our answers with the zone's keys; a name that exists only
+                // in the remote backend gets a denial proof from the zone and validates as bogus.
+                if !config.zones.is_empty() && zones.records(&s.name).is_empty() {
+                    warnings.push(format!(
+                        "service `{}` has no record in the zone files; add a placeholder (e.g. an A record) so DNSSEC-signed zones do not deny it",
+                        s.name
+                    ));
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    if errors.is_empty() {
+        println!(
+            "config ok: {} pops, {} nodes, {} services",
+            config.pops.len(),
+            config.nodes.len(),
+            config.services.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            eprintln!("Error: {e}");
+        }
+        ExitCode::from(EXIT_BAD_CONFIG)
+    }
+}
+
+fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let addr = cli.listen.unwrap_or(config.resolver.listen);
+        let http = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to bind {addr}"))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        geolb_resolver::run(
+            cli.config,
+            config,
+            geolb_resolver::Listeners { http },
+            shutdown,
+        )
+        .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,794 @@
+//! Selection: which nodes answer a client, given where it is and which nodes are usable.
+//!
+//! Pure and allocation-free per query. [`Selector::build`] turns the config and a health view
+//! into per-service, per-address-family [`PopSet`]s holding only the PoPs that have a node to
+//! offer, their positions as unit vectors in structure-of-arrays layout. A query then takes two
+//! linear passes of dot products (the nearest PoP, then every PoP within the tie band) and a
+//! weighted rendezvous hash over the candidate nodes:
+//!
+//! * *nearest*: great-circle distance, compared through dot products of unit vectors;
+//! * *tie band*: PoPs at most `tie_band_km` farther than the nearest are candidates too;
+//! * *stable*: the weighted rendezvous (highest-random-weight) hash of the client subnet and node
+//!   id picks the same node for the same subnet on every resolver and after every restart, and
+//!   when a node goes down only its own clients move;
+//! * *weighted*: a node of weight 2w wins twice as many subnets as one of weight w.
+//!
+//! It does not locate clients ([`crate::locate`]) nor encode answers ([`crate::engine`]).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use geolb_common::geo::UnitVector;
+use geolb_common::{HealthView, NodeId, PopId};
+use geolb_config::{AllDownPolicy, Config, Node, RecordTypes, Service};
+
+/// Most addresses one answer can carry (the config caps `answers` at this).
+pub const MAX_ANSWERS: usize = geolb_config::MAX_ANSWERS as usize;
+
+/// One node as a candidate answer for one address family.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The node.
+    pub node: NodeId,
+    /// Its PoP.
+    pub pop: PopId,
+    /// The address to answer.
+    pub addr: IpAddr,
+    /// Its address in presentation format, rendered once.
+    pub addr_text: Box<str>,
+    /// Weight, > 0.
+    weight: f64,
+    /// Stable hash of the node id, mixed with the client key for rendezvous hashing.
+    seed: u64,
+}
+
+/// PoPs with at least one candidate node, positions in structure-of-arrays layout.
+#[derive(Debug, Clone, Default)]
+pub struct PopSet {
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    zs: Vec<f64>,
+    /// Candidates of PoP `i`, never empty.
+    nodes: Vec<Vec<Candidate>>,
+}
+
+impl PopSet {
+    fn build(
+        pops: &HashMap<&str, UnitVector>,
+        candidates: impl Iterator<Item = Candidate>,
+    ) -> PopSet {
+        let mut order: Vec<PopId> = Vec::new();
+        let mut by_pop: HashMap<PopId, Vec<Candidate>> = HashMap::new();
+        for c in candidates {
+            if !by_pop.contains_key(&c.pop) {
+                order.push(c.pop.clone());
+            }
+            by_pop.entry(c.pop.clone()).or_default().push(c);
+        }
+        let mut set = PopSet::default();
+        for pop in order {
+            let (Some(v), Some(nodes)) = (pops.get(pop.as_str()), by_pop.remove(&pop)) else {
+                continue;
+            };
+            set.xs.push(v.x);
+            set.ys.push(v.y);
+            set.zs.push(v.z);
+            set.nodes.push(nodes);
+        }
+        set
+    }
+
+    /// Number of PoPs in the set.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no PoP has a candidate.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Picks up to `count` nodes for a client at `client`, hashing `key` (see [`client_key`]).
+    /// Returns how many were written to `out`, and the distance to the nearest PoP in km.
+    pub fn pick<'s>(
+        &'s self,
+        client: &UnitVector,
+        key: u64,
+        tie_band_km: f64,
+        out: &mut Picked<'s>,
+    ) -> Option<f64> {
+        out.len = 0;
+        if self.is_empty() {
+            return None;
+        }
+        // Pass 1: the nearest PoP is the one with the largest dot product.
+        let mut best = f64::NEG_INFINITY;
+        for i in 0..self.xs.len() {
+            let d = self.xs[i] * client.x + self.ys[i] * client.y + self.zs[i] * client.z;
+            best = best.max(d);
+        }
+        let nearest_km = UnitVector::dot_to_km(best);
+        // Pass 2: every PoP within the tie band competes. The small epsilon keeps the nearest
+        // PoP itself in when acos/cos round.
+        let threshold = if tie_band_km > 0.0 {
+            UnitVector::km_to_dot(nearest_km + tie_band_km).min(best)
+        } else {
+            best
+        } - 1e-12;
+        for i in 0..self.xs.len() {
+            let d = self.xs[i] * client.x + self.ys[i] * client.y + self.zs[i] * client.z;
+            if d >= threshold {
+                for c in &self.nodes[i] {
+                    out.offer(c, rendezvous_score(key, c));
+                }
+            }
+        }
+        Some(nearest_km)
+    }
+}
+
+/// Weighted rendezvous score: smaller wins. `-ln(u) / w` with `u` uniform in (0, 1] from the
+/// hash, the exponential-race form that gives each node a win share proportional to its weight.
+fn rendezvous_score(key: u64, c: &Candidate) -> f64 {
+    let h = splitmix64(key ^ c.seed);
+    let u = ((h >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    -u.ln() / c.weight
+}
+
+/// The nodes picked for one answer, best first; at most [`MAX_ANSWERS`], no allocation.
+#[derive(Debug)]
+pub struct Picked<'s> {
+    want: usize,
+    len: usize,
+    items: [(f64, Option<&'s Candidate>); MAX_ANSWERS],
+}
+
+impl<'s> Picked<'s> {
+    /// An empty pick that will keep the best `want` (clamped to 1..=[`MAX_ANSWERS`]).
+    pub fn new(want: usize) -> Self {
+        Picked {
+            want: want.clamp(1, MAX_ANSWERS),
+            len: 0,
+            items: [(f64::INFINITY, None); MAX_ANSWERS],
+        }
+    }
+
+    fn offer(&mut self, c: &'s Candidate, score: f64) {
+        // Insertion into a sorted array of at most 8: cheaper than any heap at this size.
+        // Ties (same score) are broken by node id so the order never depends on config order.
+        let better = |a: (f64, &Candidate), b: (f64, Option<&Candidate>)| match b.1 {
+            None => true,
+            Some(bc) => a.0 < b.0 || (a.0 == b.0 && a.1.node < bc.node),
+        };
+        if self.len == self.want && !better((score, c), self.items[self.len - 1]) {
+            return;
+        }
+        let mut i = self.len.min(self.want - 1);
+        while i > 0 && better((score, c), self.items[i - 1]) {
+            self.items[i] = self.items[i - 1];
+            i -= 1;
+        }
+        self.items[i] = (score, Some(c));
+        if self.len < self.want {
+            self.len += 1;
+        }
+    }
+
+    /// The picked candidates, best first.
+    pub fn iter(&self) -> impl Iterator<Item = &'s Candidate> + '_ {
+        self.items[..self.len].iter().filter_map(|(_, c)| *c)
+    }
+
+    /// How many were picked.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none was picked.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Why an answer holds the nodes it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nearest usable nodes.
+    Healthy,
+    /// No usable node: answered as if every enabled node were up (`fail_open`).
+    FailOpen,
+    /// No usable node: answered from the fallback pool.
+    Fallback,
+    /// No usable node: no address records (`nodata`), or nothing to offer at all.
+    Nodata,
+}
+
+/// Address family of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A records.
+    V4,
+    /// AAAA records.
+    V6,
+}
+
+/// One service's plan for one address family.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyPlan {
+    /// Usable nodes (enabled, not Down).
+    healthy: PopSet,
+    /// Enabled nodes whatever their health (for `fail_open`).
+    enabled: PopSet,
+    /// Fallback pool: usable ones, else enabled ones.
+    fallback_healthy: PopSet,
+    fallback_enabled: PopSet,
+}
+
+/// A managed name, ready to answer.
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    /// Lower-case absolute name.
+    pub name: Box<str>,
+    /// Answered types.
+    pub types: RecordTypes,
+    /// Answer TTL.
+    pub ttl: u32,
+    /// Addresses per answer.
+    pub answers: u8,
+    tie_band_km: f64,
+    nodata_when_down: bool,
+    v4: FamilyPlan,
+    v6: FamilyPlan,
+}
+
+impl ServicePlan {
+    /// Whether geolb answers this record type for the name (the zone's own records of that type
+    /// are then replaced, not added).
+    pub fn manages(&self, qtype: &str) -> bool {
+        (self.types.a && qtype == "A") || (self.types.aaaa && qtype == "AAAA")
+    }
+
+    /// Picks the nodes for a client of this service, following the all-down policy.
+    pub fn select<'s>(
+        &'s self,
+        family: Family,
+        client: &UnitVector,
+        key: u64,
+        out: &mut Picked<'s>,
+    ) -> (Outcome, Option<f64>) {
+        let plan = match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        let band = self.tie_band_km;
+        if let Some(km) = plan.healthy.pick(client, key, band, out) {
+            return (Outcome::Healthy, Some(km));
+        }
+        if self.nodata_when_down {
+            return (Outcome::Nodata, None);
+        }
+        if let Some(km) = plan.fallback_healthy.pick(client, key, band, out) {
+            return (Outcome::Fallback, Some(km));
+        }
+        if let Some(km) = plan.fallback_enabled.pick(client, key, band, out) {
+            return (Outcome::Fallback, Some(km));
+        }
+        if let Some(km) = plan.enabled.pick(client, key, band, out) {
+            return (Outcome::FailOpen, Some(km));
+        }
+        (Outcome::Nodata, None)
+    }
+}
+
+/// Every service's plan, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    by_name: HashMap<Box<str>, usize>,
+    services: Vec<ServicePlan>,
+}
+
+impl Selector {
+    /// Builds the plans from the config and the current health view.
+    pub fn build(config: &Config, health: &dyn HealthView) -> Selector {
+        let pops: HashMap<&str, UnitVector> = config
+            .pops
+            .iter()
+            .map(|p| (p.id.as_str(), p.location.unit_vector()))
+            .collect();
+        let nodes: HashMap<&str, &Node> = config.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let mut selector = Selector::default();
+        for service in &config.services {
+            let plan = build_service(service, &pops, &nodes, health);
+            selector
+                .by_name
+                .insert(plan.name.clone(), selector.services.len());
+            selector.services.push(plan);
+        }
+        selector
+    }
+
+    /// The plan for a lower-case absolute name.
+    pub fn service(&self, name: &str) -> Option<&ServicePlan> {
+        self.by_name.get(name).map(|&i| &self.services[i])
+    }
+
+    /// Every plan.
+    pub fn services(&self) -> &[ServicePlan] {
+        &self.services
+    }
+}
+
+fn build_service(
+    service: &Service,
+    pops: &HashMap<&str, UnitVector>,
+    nodes: &HashMap<&str, &Node>,
+    health: &dyn HealthView,
+) -> ServicePlan {
+    let family_plan = |family: Family| {
+        let candidates = |ids: &[NodeId], need_usable: bool| {
+            ids.iter()
+                .filter_map(|id| nodes.get(id.as_str()).copied())
+                .filter(|n| n.enabled && (!need_usable || health.health(&n.id).is_usable()))
+                .filter_map(move |n| {
+                    let addr = match family {
+                        Family::V4 => n.ipv4.map(IpAddr::V4),
+                        Family::V6 => n.ipv6.map(IpAddr::V6),
+                    }?;
+                    Some(Candidate {
+                        node: n.id.clone(),
+                        pop: n.pop.clone(),
+                        addr,
+                        addr_text: addr.to_string().into_boxed_str(),
+                        weight: f64::from(n.weight),
+                        seed: node_seed(n.id.as_str()),
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let fallback: &[NodeId] = match &service.all_down {
+            AllDownPolicy::FallbackPool(list) => list,
+            _ => &[],
+        };
+        let enabled = match service.all_down {
+            AllDownPolicy::FailOpen => {
+                PopSet::build(pops, candidates(&service.nodes, false).into_iter())
+            }
+            _ => PopSet::default(),
+        };
+        FamilyPlan {
+            healthy: PopSet::build(pops, candidates(&service.nodes, true).into_iter()),
+            enabled,
+            fallback_healthy: PopSet::build(pops, candidates(fallback, true).into_iter()),
+            fallback_enabled: PopSet::build(pops, candidates(fallback, false).into_iter()),
+        }
+    };
+    ServicePlan {
+        name: service.name.clone().into_boxed_str(),
+        types: service.types,
+        ttl: service.ttl,
+        answers: service.answers,
+        tie_band_km: service.tie_band_km,
+        nodata_when_down: service.all_down == AllDownPolicy::Nodata,
+        v4: if service.types.a {
+            family_plan(Family::V4)
+        } else {
+            FamilyPlan::default()
+        },
+        v6: if service.types.aaaa {
+            family_plan(Family::V6)
+        } else {
+            FamilyPlan::default()
+        },
+    }
+}
+
+/// SplitMix64 finalizer: a fast, well-mixed, fixed (so stable across processes) 64-bit hash step.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Stable per-node hash seed: FNV-1a of the node id, mixed.
+fn node_seed(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    splitmix64(h)
+}
+
+/// The rendezvous key of a client network: its address with bits past `prefix_len` cleared,
+/// and the prefix length, so every client of the network the answer is scoped to gets the same
+/// pick.
+pub fn client_key(ip: IpAddr, prefix_len: u8) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let masked = if prefix_len == 0 {
+                0
+            } else {
+                bits & (u32::MAX << (32 - u32::from(prefix_len.min(32))))
+            };
+            splitmix64(u64::from(masked) << 8 | u64::from(prefix_len) | 4 << 40)
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let masked = if prefix_len == 0 {
+                0
+            } else {
+                bits & (u128::MAX << (128 - u32::from(prefix_len.min(128))))
+            };
+            let hi = splitmix64((masked >> 64) as u64 ^ 6 << 56 ^ u64::from(prefix_len));
+            splitmix64(hi ^ masked as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geolb_common::{GeoPoint, Health};
+    use proptest::prelude::*;
+    use std::collections::HashMap as Map;
+
+    fn world() -> Config {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/world.toml");
+        geolb_config::load(&path).unwrap()
+    }
+
+    fn pick_one(
+        plan: &ServicePlan,
+        family: Family,
+        at: GeoPoint,
+        key: u64,
+    ) -> (Outcome, Option<Candidate>) {
+        let mut out = Picked::new(1);
+        let (outcome, _) = plan.select(family, &at.unit_vector(), key, &mut out);
+        (outcome, out.iter().next().cloned())
+    }
+
+    const LONDON: GeoPoint = GeoPoint::new(51.5, -0.12);
+    const SYDNEY: GeoPoint = GeoPoint::new(-33.9, 151.2);
+    const TOKYO: GeoPoint = GeoPoint::new(35.7, 139.7);
+    const SAO_PAULO: GeoPoint = GeoPoint::new(-23.5, -46.6);
+    const ASHBURN: GeoPoint = GeoPoint::new(39.0, -77.5);
+    const SAN_JOSE: GeoPoint = GeoPoint::new(37.3, -121.9);
+
+    #[test]
+    fn nearest_pop_answers() {
+        let config = world();
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        for (at, pop) in [
+            (LONDON, "lhr"),
+            (SYDNEY, "syd"),
+            (TOKYO, "nrt"),
+            (SAO_PAULO, "gru"),
+            (ASHBURN, "iad"),
+            (SAN_JOSE, "sjc"),
+        ] {
+            for family in [Family::V4, Family::V6] {
+                let (outcome, c) = pick_one(svc, family, at, 42);
+                let c = c.unwrap();
+                assert_eq!(outcome, Outcome::Healthy);
+                assert_eq!(c.pop.as_str(), pop, "{at:?}");
+                assert_eq!(matches!(c.addr, IpAddr::V4(_)), family == Family::V4);
+            }
+        }
+    }
+
+    #[test]
+    fn down_nodes_are_skipped_and_all_down_fails_open() {
+        let config = world();
+        let mut health: Map<NodeId, Health> = Map::new();
+        health.insert("lhr-1".into(), Health::Down);
+        let selector = Selector::build(&config, &health);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        for key in 0..200 {
+            let (_, c) = pick_one(
+                svc,
+                Family::V4,
+                LONDON,
+                client_key(IpAddr::from([10, 0, key, 0]), 24),
+            );
+            assert_eq!(c.unwrap().node.as_str(), "lhr-2");
+        }
+        health.insert("lhr-2".into(), Health::Down);
+        let selector = Selector::build(&config, &health);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        let (outcome, c) = pick_one(svc, Family::V4, LONDON, 1);
+        assert_eq!(outcome, Outcome::Healthy);
+        assert_eq!(
+            c.unwrap().pop.as_str(),
+            "fra",
+            "next-nearest PoP takes over"
+        );
+        // Everything down: fail open to the nearest PoP, stable.
+        for n in &config.nodes {
+            health.insert(n.id.clone(), Health::Down);
+        }
+        let selector = Selector::build(&config, &health);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        let first = pick_one(svc, Family::V4, LONDON, 7);
+        assert_eq!(first.0, Outcome::FailOpen);
+        assert_eq!(first.1.as_ref().unwrap().pop.as_str(), "lhr");
+        for _ in 0..10 {
+            assert_eq!(
+                pick_one(svc, Family::V4, LONDON, 7).1.unwrap().node,
+                first.1.as_ref().unwrap().node
+            );
+        }
+    }
+
+    #[test]
+    fn all_down_policies() {
+        let mut config = world();
+        let mut health: Map<NodeId, Health> = Map::new();
+        for n in config.nodes.iter().filter(|n| n.pop.as_str() != "syd") {
+            health.insert(n.id.clone(), Health::Down);
+        }
+        // The service's pool is everything but syd; syd is its fallback.
+        config.services[0]
+            .nodes
+            .retain(|n| !n.as_str().starts_with("syd"));
+        config.services[0].all_down =
+            AllDownPolicy::FallbackPool(vec!["syd-1".into(), "syd-2".into()]);
+        let selector = Selector::build(&config, &health);
+        let (outcome, c) = pick_one(
+            selector.service("cdn.example.net.").unwrap(),
+            Family::V4,
+            LONDON,
+            3,
+        );
+        assert_eq!(outcome, Outcome::Fallback);
+        assert_eq!(c.unwrap().pop.as_str(), "syd");
+        config.services[0].all_down = AllDownPolicy::Nodata;
+        let selector = Selector::build(&config, &health);
+        let (outcome, c) = pick_one(
+            selector.service("cdn.example.net.").unwrap(),
+            Family::V4,
+            LONDON,
+            3,
+        );
+        assert_eq!(outcome, Outcome::Nodata);
+        assert!(c.is_none());
+    }
+
+    #[test]
+    fn disabled_nodes_are_never_answered() {
+        let mut config = world();
+        for n in config.nodes.iter_mut().filter(|n| n.pop.as_str() == "lhr") {
+            n.enabled = false;
+        }
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let (_, c) = pick_one(
+            selector.service("cdn.example.net.").unwrap(),
+            Family::V4,
+            LONDON,
+            3,
+        );
+        assert_eq!(c.unwrap().pop.as_str(), "fra");
+    }
+
+    #[test]
+    fn several_answers_are_distinct_and_best_first() {
+        let mut config = world();
+        config.services[0].answers = 2;
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        let mut out = Picked::new(2);
+        svc.select(Family::V6, &LONDON.unit_vector(), 99, &mut out);
+        let ids: Vec<&str> = out.iter().map(|c| c.node.as_str()).collect();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        assert!(ids.iter().all(|id| id.starts_with("lhr")));
+        // The first of two is the one a single answer gives.
+        let (_, one) = pick_one(svc, Family::V6, LONDON, 99);
+        assert_eq!(one.unwrap().node.as_str(), ids[0]);
+    }
+
+    #[test]
+    fn tie_band_joins_close_pops() {
+        // Two PoPs 30 km apart share traffic with a 50 km band, and do not with 0.
+        let mut config = world();
+        config.pops.push(geolb_config::Pop {
+            id: "lhr2".into(),
+            location: GeoPoint::new(51.3, 0.2),
+            region: None,
+        });
+        config.nodes.push(Node {
+            id: "lhr2-1".into(),
+            pop: "lhr2".into(),
+            ipv4: Some([192, 0, 2, 99].into()),
+            ipv6: None,
+            weight: 100,
+            enabled: true,
+        });
+        config.services[0].nodes.push("lhr2-1".into());
+        let pops_seen = |band: f64| {
+            let mut config = config.clone();
+            config.services[0].tie_band_km = band;
+            let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+            let svc = selector.service("cdn.example.net.").unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for k in 0..300u32 {
+                let (_, c) = pick_one(
+                    svc,
+                    Family::V4,
+                    LONDON,
+                    client_key(IpAddr::from(k.to_be_bytes()), 32),
+                );
+                seen.insert(c.unwrap().pop.to_string());
+            }
+            seen.into_iter().collect::<Vec<_>>()
+        };
+        assert_eq!(pops_seen(50.0), ["lhr", "lhr2"]);
+        assert_eq!(pops_seen(0.0), ["lhr"]);
+    }
+
+    #[test]
+    fn client_key_masks_to_the_prefix() {
+        let a = client_key("81.2.69.7".parse().unwrap(), 24);
+        assert_eq!(a, client_key("81.2.69.200".parse().unwrap(), 24));
+        assert_ne!(a, client_key("81.2.70.7".parse().unwrap(), 24));
+        assert_ne!(a, client_key("81.2.69.7".parse().unwrap(), 25));
+        let b = client_key("2001:db8:1:2::1".parse().unwrap(), 48);
+        assert_eq!(b, client_key("2001:db8:1:ffff::9".parse().unwrap(), 48));
+        assert_ne!(b, client_key("2001:db8:2::1".parse().unwrap(), 48));
+        assert_eq!(
+            client_key("1.2.3.4".parse().unwrap(), 0),
+            client_key("9.9.9.9".parse().unwrap(), 0)
+        );
+    }
+
+    /// Random PoPs and nodes, random health.
+    fn arb_world() -> impl Strategy<Value = (Config, Map<NodeId, Health>)> {
+        let pop = (-89.0f64..89.0, -179.0f64..179.0);
+        let node = (0usize..64, 1u32..10, any::<bool>(), any::<bool>());
+        (
+            prop::collection::vec(pop, 1..12),
+            prop::collection::vec(node, 1..40),
+        )
+            .prop_map(|(pops, nodes)| {
+                let mut config = Config::for_test();
+                config.pops = pops
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (lat, lon))| geolb_config::Pop {
+                        id: format!("p{i}").into(),
+                        location: GeoPoint::new(*lat, *lon),
+                        region: None,
+                    })
+                    .collect();
+                let mut health = Map::new();
+                config.nodes = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (p, w, enabled, down))| {
+                        let id: NodeId = format!("n{i}").into();
+                        if *down {
+                            health.insert(id.clone(), Health::Down);
+                        }
+                        Node {
+                            id,
+                            pop: format!("p{}", p % pops.len()).into(),
+                            ipv4: Some([192, 0, 2, i as u8].into()),
+                            ipv6: None,
+                            weight: *w,
+                            enabled: *enabled,
+                        }
+                    })
+                    .collect();
+                config.services[0].types = RecordTypes {
+                    a: true,
+                    aaaa: false,
+                };
+                config.services[0].tie_band_km = 0.0;
+                config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
+                (config, health)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn never_farther_than_the_nearest_usable_pop((config, health) in arb_world(), lat in -90.0f64..90.0, lon in -180.0f64..180.0, key in any::<u64>()) {
+            let at = GeoPoint::new(lat, lon);
+            let selector = Selector::build(&config, &health);
+            let svc = selector.service("cdn.example.net.").unwrap();
+            let (outcome, picked) = pick_one(svc, Family::V4, at, key);
+            let usable: Vec<&Node> = config.nodes.iter().filter(|n| n.enabled && health.get(&n.id) != Some(&Health::Down)).collect();
+            let dist = |n: &Node| config.pop(n.pop.as_str()).unwrap().location.distance_km(&at);
+            if usable.is_empty() {
+                // Never an unhealthy node while a healthy one exists; here none exists.
+                prop_assert_ne!(outcome, Outcome::Healthy);
+            } else {
+                prop_assert_eq!(outcome, Outcome::Healthy);
+                let picked = picked.unwrap();
+                let node = config.node(picked.node.as_str()).unwrap();
+                prop_assert!(usable.iter().any(|n| n.id == node.id), "picked an unusable node");
+                let nearest = usable.iter().map(|n| dist(n)).fold(f64::INFINITY, f64::min);
+                prop_assert!(dist(node) <= nearest + 1e-6, "picked {} km, nearest usable {} km", dist(node), nearest);
+            }
+            // Deterministic: the same inputs, the same answer, also from a freshly built selector.
+            let again = Selector::build(&config, &health);
+            let (_, picked2) = pick_one(again.service("cdn.example.net.").unwrap(), Family::V4, at, key);
+            prop_assert_eq!(pick_one(svc, Family::V4, at, key).1.map(|c| c.node), picked2.map(|c| c.node));
+        }
+    }
+
+    #[test]
+    fn weights_are_respected_over_many_subnets() {
+        // One PoP, nodes of weight 1, 2 and 5: shares over 40,000 /24s within 2 points of 1/8, 2/8, 5/8.
+        let mut config = world();
+        config.nodes.retain(|n| n.pop.as_str() == "fra");
+        config.nodes.push(Node {
+            id: "fra-3".into(),
+            pop: "fra".into(),
+            ipv4: Some([192, 0, 2, 3].into()),
+            ipv6: None,
+            weight: 500,
+            enabled: true,
+        });
+        config.nodes[0].weight = 100;
+        config.nodes[1].weight = 200;
+        config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let svc = selector.service("cdn.example.net.").unwrap();
+        let mut counts: Map<String, u32> = Map::new();
+        let total = 40_000u32;
+        for i in 0..total {
+            let ip = IpAddr::from((0x0a00_0000u32 + (i << 8)).to_be_bytes());
+            let (_, c) = pick_one(svc, Family::V4, LONDON, client_key(ip, 24));
+            *counts.entry(c.unwrap().node.to_string()).or_default() += 1;
+        }
+        for (node, expect) in [
+            ("fra-1", 1.0 / 8.0),
+            ("fra-2", 2.0 / 8.0),
+            ("fra-3", 5.0 / 8.0),
+        ] {
+            let share = f64::from(counts[node]) / f64::from(total);
+            assert!(
+                (share - expect).abs() < 0.02,
+                "{node}: {share} vs {expect} ({counts:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn a_down_node_moves_only_its_own_clients() {
+        let config = world();
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let mut health: Map<NodeId, Health> = Map::new();
+        health.insert("fra-1".into(), Health::Down);
+        let degraded = Selector::build(&config, &health);
+        let frankfurt = GeoPoint::new(50.1, 8.7);
+        for i in 0..2000u32 {
+            let key = client_key(IpAddr::from((0x0a00_0000u32 + (i << 8)).to_be_bytes()), 24);
+            let before = pick_one(
+                selector.service("cdn.example.net.").unwrap(),
+                Family::V4,
+                frankfurt,
+                key,
+            )
+            .1
+            .unwrap();
+            let after = pick_one(
+                degraded.service("cdn.example.net.").unwrap(),
+                Family::V4,
+                frankfurt,
+                key,
+            )
+            .1
+            .unwrap();
+            if before.node.as_str() != "fra-1" {
+                assert_eq!(before.node, after.node);
+            } else {
+                assert_eq!(after.node.as_str(), "fra-2");
+            }
+        }
+    }
+}

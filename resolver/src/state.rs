@@ -1,0 +1,319 @@
+//! Loading the resolver's inputs (config, GeoIP databases, zone files) into an [`Engine`], and
+//! reloading them on SIGHUP or when a file changes.
+//!
+//! A reload builds the new engine beside the old one and swaps it in only when everything
+//! loaded: an invalid config, a corrupt GeoIP file or a broken zone file is logged with every
+//! problem and the old engine keeps answering. At start the resolver never refuses to serve over
+//! a bad GeoIP database (clients go to the default location) or bad zone files (managed names
+//! fall through to the next backend, so the zone keeps its static records): PowerDNS SERVFAILs
+//! the whole zone while its remote backend is down, which is worse than either.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use geolb_config::Config;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Counters, Engine};
+use crate::geoip::GeoIp;
+use crate::zones::{ZoneSet, ZoneSource};
+
+/// A file's identity for change detection.
+type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn stamp(paths: &[PathBuf]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p.clone(), meta)
+        })
+        .collect()
+}
+
+/// What the current engine was built from.
+struct Loaded {
+    config: Config,
+    geoip: Option<Arc<GeoIp>>,
+    geoip_stamp: Stamp,
+    zones: Arc<ZoneSet>,
+    zones_stamp: Stamp,
+}
+
+/// The resolver's shared state: the published engine and what it was built from.
+pub struct Shared {
+    /// The engine lookups read.
+    pub engine: Arc<ArcSwap<Engine>>,
+    /// Counters shared by every engine generation.
+    pub counters: Arc<Counters>,
+    config_path: PathBuf,
+    loaded: Mutex<Loaded>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn zone_sources(config: &Config) -> Vec<ZoneSource> {
+    config
+        .zones
+        .iter()
+        .map(|z| ZoneSource {
+            origin: z.origin.clone(),
+            path: z.file.clone(),
+        })
+        .collect()
+}
+
+fn zone_paths(config: &Config) -> Vec<PathBuf> {
+    config.zones.iter().map(|z| z.file.clone()).collect()
+}
+
+/// Opens the GeoIP databases of a config (`None` when it names none).
+pub fn open_geoip(config: &Config) -> Result<Option<Arc<GeoIp>>, crate::geoip::GeoIpError> {
+    if config.geoip.is_empty() {
+        return Ok(None);
+    }
+    GeoIp::open(&config.geoip).map(|g| Some(Arc::new(g)))
+}
+
+/// Loads the zone files of a config.
+pub fn load_zones(config: &Config) -> Result<ZoneSet, crate::zones::ZoneError> {
+    ZoneSet::load(&zone_sources(config))
+}
+
+impl Shared {
+    /// Loads GeoIP and zones for `config` and builds the first engine. Never fails: see the
+    /// module docs for what a bad input does at start.
+    pub async fn start(config_path: PathBuf, config: Config) -> Shared {
+        let counters = Arc::new(Counters::default());
+        let (config, geoip, zones) = match tokio::task::spawn_blocking(move || {
+            let geoip = open_geoip(&config);
+            let zones = load_zones(&config);
+            (config, geoip, zones)
+        })
+        .await
+        {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("loading task panicked: {e}"),
+        };
+        let geoip = geoip.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "GeoIP unavailable: every client is placed by overrides or the default location until a reload succeeds");
+            None
+        });
+        let (zones, serve_services) = match zones {
+            Ok(z) => (Arc::new(z), true),
+            Err(e) => {
+                tracing::error!(error = %e, "zone files unavailable: managed names fall through to the next backend until a reload succeeds");
+                (Arc::new(ZoneSet::empty()), false)
+            }
+        };
+        for (origin, count) in zones.zones() {
+            tracing::info!(zone = origin, records = count, "zone loaded");
+        }
+        let mut serving = config.clone();
+        if !serve_services {
+            serving.services.clear();
+        }
+        let engine = Engine::build(
+            &serving,
+            geoip.clone(),
+            zones.clone(),
+            &geolb_common::health::NoVerdicts,
+            counters.clone(),
+        );
+        let loaded = Loaded {
+            geoip_stamp: stamp(&config.geoip),
+            zones_stamp: stamp(&zone_paths(&config)),
+            config,
+            geoip,
+            zones,
+        };
+        Shared {
+            engine: Arc::new(ArcSwap::from_pointee(engine)),
+            counters,
+            config_path,
+            loaded: Mutex::new(loaded),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The configured bound on request bodies.
+    pub fn max_request_bytes(&self) -> usize {
+        self.loaded().config.resolver.max_request_bytes
+    }
+
+    /// Files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let loaded = self.loaded();
+        let mut files = vec![self.config_path.clone()];
+        files.extend(zone_paths(&loaded.config));
+        files.extend(loaded.config.geoip.iter().cloned());
+        files
+    }
+
+    /// Reloads config, GeoIP and zones; swaps the engine in only when all of them load.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
+        let _guard = self.reloading.lock().await;
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || this.build_reload())
+            .await
+            .map_err(|e| e.to_string())?;
+        match built {
+            Ok(()) => {
+                tracing::info!(config = %self.config_path.display(), "reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(config = %self.config_path.display(), error = %e, "reload refused, keeping the running config");
+                Err(e)
+            }
+        }
+    }
+
+    fn build_reload(&self) -> Result<(), String> {
+        let config = geolb_config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let (old_geoip, old_geoip_stamp, old_zones, old_zones_stamp, old_listen, old_max) = {
+            let l = self.loaded();
+            (
+                l.geoip.clone(),
+                l.geoip_stamp.clone(),
+                l.zones.clone(),
+                l.zones_stamp.clone(),
+                l.config.resolver.listen,
+                l.config.resolver.max_request_bytes,
+            )
+        };
+        let geoip_stamp = stamp(&config.geoip);
+        let geoip = if geoip_stamp == old_geoip_stamp && old_geoip.is_some() {
+            old_geoip
+        } else {
+            open_geoip(&config).map_err(|e| e.to_string())?
+        };
+        let zones_stamp = stamp(&zone_paths(&config));
+        let zones = if zones_stamp == old_zones_stamp
+            && old_zones.zones().count() == config.zones.len()
+            && config
+                .zones
+                .iter()
+                .all(|z| old_zones.zones().any(|(o, _)| o == z.origin))
+        {
+            old_zones
+        } else {
+            Arc::new(load_zones(&config).map_err(|e| e.to_string())?)
+        };
+        if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
+            tracing::warn!(
+                "changes to [resolver] listen and max_request_bytes take effect at the next restart"
+            );
+        }
+        let engine = Engine::build(
+            &config,
+            geoip.clone(),
+            zones.clone(),
+            &geolb_common::health::NoVerdicts,
+            self.counters.clone(),
+        );
+        self.engine.store(Arc::new(engine));
+        *self.loaded() = Loaded {
+            config,
+            geoip,
+            geoip_stamp,
+            zones,
+            zones_stamp,
+        };
+        Ok(())
+    }
+}
+
+/// Reloads on SIGHUP and on changes to the config, its zone files and GeoIP databases, until
+/// `shutdown`. Directories are watched, not files: editors and package managers replace files.
+pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let files = shared.watched_files();
+    let watcher = {
+        let tx = tx.clone();
+        let wanted: Vec<PathBuf> = files.clone();
+        notify_debouncer_full::new_debouncer(
+            Duration::from_millis(300),
+            None,
+            move |res: notify_debouncer_full::DebounceEventResult| {
+                // Reading a file is not a change: only creations, writes, renames and removals count.
+                if let Ok(events) = res
+                    && events
+                        .iter()
+                        .filter(|e| e.kind.is_create() || e.kind.is_modify() || e.kind.is_remove())
+                        .any(|e| {
+                            e.paths
+                                .iter()
+                                .any(|p| wanted.iter().any(|w| same_file(p, w)))
+                        })
+                {
+                    // A full channel already holds a pending reload.
+                    let _ = tx.try_send(());
+                }
+            },
+        )
+    };
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; reload with SIGHUP");
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    loop {
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = rx.recv() => {}
+            _ = hup_recv => tracing::info!("SIGHUP: reloading"),
+        }
+        let _ = shared.reload().await;
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || (a.file_name() == b.file_name()
+            && a.parent().and_then(|p| p.canonicalize().ok())
+                == b.parent().and_then(|p| p.canonicalize().ok()))
+}
