@@ -38,19 +38,14 @@ impl GeoPoint {
         let (phi1, phi2) = (self.lat.to_radians(), other.lat.to_radians());
         let dphi = phi2 - phi1;
         let dlambda = (other.lon - self.lon).to_radians();
-        let a =
-            (dphi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (dlambda / 2.0).sin().powi(2);
+        let a = (dphi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (dlambda / 2.0).sin().powi(2);
         2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
     }
 
     /// The point as a unit vector from the Earth's centre.
     pub fn unit_vector(&self) -> UnitVector {
         let (phi, lambda) = (self.lat.to_radians(), self.lon.to_radians());
-        UnitVector {
-            x: phi.cos() * lambda.cos(),
-            y: phi.cos() * lambda.sin(),
-            z: phi.sin(),
-        }
+        UnitVector { x: phi.cos() * lambda.cos(), y: phi.cos() * lambda.sin(), z: phi.sin() }
     }
 }
 
@@ -82,11 +77,7 @@ impl UnitVector {
     /// The cosine of the central angle for a distance in kilometres (the inverse of
     /// [`UnitVector::dot_to_km`]); distances past the antipode give −1.
     pub fn km_to_dot(km: f64) -> f64 {
-        if km >= std::f64::consts::PI * EARTH_RADIUS_KM {
-            -1.0
-        } else {
-            (km / EARTH_RADIUS_KM).cos()
-        }
+        if km >= std::f64::consts::PI * EARTH_RADIUS_KM { -1.0 } else { (km / EARTH_RADIUS_KM).cos() }
     }
 }
 
@@ -102,16 +93,8 @@ mod tests {
     #[test]
     fn known_distances() {
         // London–Frankfurt is about 638 km, London–Sydney about 16,990 km.
-        assert!(
-            (LHR.distance_km(&FRA) - 638.0).abs() < 10.0,
-            "{}",
-            LHR.distance_km(&FRA)
-        );
-        assert!(
-            (LHR.distance_km(&SYD) - 16_990.0).abs() < 60.0,
-            "{}",
-            LHR.distance_km(&SYD)
-        );
+        assert!((LHR.distance_km(&FRA) - 638.0).abs() < 10.0, "{}", LHR.distance_km(&FRA));
+        assert!((LHR.distance_km(&SYD) - 16_990.0).abs() < 60.0, "{}", LHR.distance_km(&SYD));
     }
 
     #[test]
@@ -119,11 +102,7 @@ mod tests {
         // Two points 2° of longitude apart across the antimeridian are ~222 km apart, not ~39,800.
         let a = GeoPoint::new(0.0, 179.0);
         let b = GeoPoint::new(0.0, -179.0);
-        assert!(
-            (a.distance_km(&b) - 222.4).abs() < 1.0,
-            "{}",
-            a.distance_km(&b)
-        );
+        assert!((a.distance_km(&b) - 222.4).abs() < 1.0, "{}", a.distance_km(&b));
     }
 
     #[test]

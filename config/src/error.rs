@@ -50,10 +50,7 @@ pub enum ConfigError {
 impl ConfigError {
     pub(crate) fn with_file(self, path: &std::path::Path) -> Self {
         match self {
-            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
-                file: Some(path.to_path_buf()),
-                problems,
-            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid { file: Some(path.to_path_buf()), problems },
             other => other,
         }
     }

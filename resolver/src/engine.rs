@@ -81,35 +81,13 @@ impl Engine {
             let statics = zones
                 .records(&plan.name)
                 .iter()
-                .filter(|r| {
-                    !plan.manages(&r.qtype)
-                })
-                .map(|r| {
-                    (
-                        r.qtype.clone(),
-                        reply::static_record(&plan.name, &r.qtype, &r.content, r.ttl),
-                    )
-                })
+                .filter(|r| !plan.manages(&r.qtype))
+                .map(|r| (r.qtype.clone(), reply::static_record(&plan.name, &r.qtype, &r.content, r.ttl)))
                 .collect();
-            let qname_json = serde_json::to_string(&*plan.name)
-                .unwrap_or_default()
-                .into_boxed_str();
-            managed.insert(
-                plan.name.clone(),
-                Managed {
-                    plan_index,
-                    qname_json,
-                    statics,
-                },
-            );
+            let qname_json = serde_json::to_string(&*plan.name).unwrap_or_default().into_boxed_str();
+            managed.insert(plan.name.clone(), Managed { plan_index, qname_json, statics });
         }
-        Engine {
-            locator: Locator::new(config, geoip),
-            selector,
-            zones,
-            managed,
-            counters,
-        }
+        Engine { locator: Locator::new(config, geoip), selector, zones, managed, counters }
     }
 
     /// The zones this snapshot answers from.
@@ -161,20 +139,8 @@ impl Engine {
         let mut w = RecordWriter::new(out);
         let (want_a, want_aaaa, statics_of) = match q.qtype {
             QType::Any => (plan.types.a, plan.types.aaaa, None),
-            QType::A => (
-                plan.types.a,
-                false,
-                if plan.types.a { Some("") } else { Some("A") },
-            ),
-            QType::Aaaa => (
-                false,
-                plan.types.aaaa,
-                if plan.types.aaaa {
-                    Some("")
-                } else {
-                    Some("AAAA")
-                },
-            ),
+            QType::A => (plan.types.a, false, if plan.types.a { Some("") } else { Some("A") }),
+            QType::Aaaa => (false, plan.types.aaaa, if plan.types.aaaa { Some("") } else { Some("AAAA") }),
             QType::Other(t) => (false, false, Some(t)),
         };
         if want_a || want_aaaa {
@@ -183,20 +149,9 @@ impl Engine {
             });
             let scope = scope(loc.prefix_len, q.source_prefix);
             let key = client_key(q.client, scope);
-            for (wanted, family, qtype) in
-                [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")]
-            {
+            for (wanted, family, qtype) in [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")] {
                 if wanted {
-                    self.write_addresses(
-                        plan,
-                        family,
-                        qtype,
-                        &loc.vector,
-                        key,
-                        scope,
-                        &managed.qname_json,
-                        &mut w,
-                    );
+                    self.write_addresses(plan, family, qtype, &loc.vector, key, scope, &managed.qname_json, &mut w);
                 }
             }
         }
@@ -207,11 +162,7 @@ impl Engine {
         }
         let answered = w.count() > 0;
         w.finish();
-        if answered {
-            Handled::Answered
-        } else {
-            Handled::FellThrough
-        }
+        if answered { Handled::Answered } else { Handled::FellThrough }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -229,9 +180,7 @@ impl Engine {
         let mut picked = Picked::new(usize::from(plan.answers));
         let (outcome, _) = plan.select(family, client, key, &mut picked);
         if outcome != Outcome::Healthy {
-            self.counters
-                .all_down_answers
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.all_down_answers.fetch_add(1, Ordering::Relaxed);
         }
         for c in picked.iter() {
             w.address(qtype, qname_json, &c.addr_text, plan.ttl, scope);
@@ -243,11 +192,7 @@ impl Engine {
 /// what the query disclosed, and at least 1 when the query disclosed anything, so PowerDNS keeps
 /// client-dependent answers out of its packet and query caches.
 pub fn scope(decided: u8, source_prefix: u8) -> u8 {
-    if source_prefix == 0 {
-        0
-    } else {
-        decided.min(source_prefix).max(1)
-    }
+    if source_prefix == 0 { 0 } else { decided.min(source_prefix).max(1) }
 }
 
 /// Lower-cases `qname` into `buf` and makes it absolute; `None` for names too long or not text.
@@ -287,26 +232,14 @@ mod tests {
     #[test]
     fn normalize_names() {
         let mut buf = [0u8; MAX_NAME];
-        assert_eq!(
-            normalize("CDN.Example.NET", &mut buf),
-            Some("cdn.example.net.")
-        );
-        assert_eq!(
-            normalize("cdn.example.net.", &mut buf),
-            Some("cdn.example.net.")
-        );
+        assert_eq!(normalize("CDN.Example.NET", &mut buf), Some("cdn.example.net."));
+        assert_eq!(normalize("cdn.example.net.", &mut buf), Some("cdn.example.net."));
         assert_eq!(normalize(&"a".repeat(300), &mut buf), None);
     }
 
     fn engine() -> Engine {
         let config = Config::for_test();
-        Engine::build(
-            &config,
-            None,
-            Arc::new(ZoneSet::empty()),
-            &geolb_common::health::NoVerdicts,
-            Arc::default(),
-        )
+        Engine::build(&config, None, Arc::new(ZoneSet::empty()), &geolb_common::health::NoVerdicts, Arc::default())
     }
 
     fn answer(e: &Engine, body: &str) -> (Handled, serde_json::Value) {
@@ -328,27 +261,18 @@ mod tests {
         assert_eq!(recs[0]["qtype"], "A");
         assert_eq!(recs[1]["qtype"], "AAAA");
         // No GeoIP: the default location (fra), scope = the source prefix.
-        assert!(
-            recs[0]["content"].as_str().unwrap().starts_with("192.0.2."),
-            "{v}"
-        );
+        assert!(recs[0]["content"].as_str().unwrap().starts_with("192.0.2."), "{v}");
         assert_eq!(recs[0]["scopeMask"], 24);
         let (h, v) = answer(
             &e,
             r#"{"method":"lookup","parameters":{"qtype":"ANY","qname":"www.example.net.","remote":"127.0.0.1"}}"#,
         );
-        assert_eq!(
-            (h, v),
-            (Handled::FellThrough, serde_json::json!({"result": false}))
-        );
+        assert_eq!((h, v), (Handled::FellThrough, serde_json::json!({"result": false})));
         let (h, v) = answer(
             &e,
             r#"{"method":"lookup","parameters":{"qtype":"MX","qname":"cdn.example.net.","remote":"127.0.0.1"}}"#,
         );
-        assert_eq!(
-            (h, v),
-            (Handled::FellThrough, serde_json::json!({"result": false}))
-        );
+        assert_eq!((h, v), (Handled::FellThrough, serde_json::json!({"result": false})));
         let (h, v) = answer(&e, "{");
         assert_eq!(h, Handled::BadRequest);
         assert!(v["log"][0].as_str().unwrap().contains("malformed"), "{v}");

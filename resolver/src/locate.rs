@@ -49,11 +49,7 @@ pub struct Locator {
 impl Locator {
     /// Builds a locator from the config's overrides and default, and an opened GeoIP set.
     pub fn new(config: &Config, geoip: Option<Arc<GeoIp>>) -> Locator {
-        let pop_point = |id: &str| {
-            config
-                .pop(id)
-                .map_or(GeoPoint::new(0.0, 0.0), |p| p.location)
-        };
+        let pop_point = |id: &str| config.pop(id).map_or(GeoPoint::new(0.0, 0.0), |p| p.location);
         let mut overrides: Vec<(IpNet, GeoPoint, UnitVector)> = config
             .overrides
             .iter()
@@ -70,11 +66,7 @@ impl Locator {
             DefaultLocation::Pop(p) => pop_point(p.as_str()),
             DefaultLocation::Point(p) => *p,
         };
-        Locator {
-            overrides,
-            geoip,
-            default: (default, default.unit_vector()),
-        }
+        Locator { overrides, geoip, default: (default, default.unit_vector()) }
     }
 
     /// The GeoIP set in use, if any.
@@ -84,11 +76,7 @@ impl Locator {
 
     /// Places `ip`. GeoIP errors (a corrupt record) place the client at the default and are
     /// reported through `on_error`, never as a failed lookup.
-    pub fn locate(
-        &self,
-        ip: IpAddr,
-        on_error: impl FnOnce(&crate::geoip::GeoIpError),
-    ) -> ClientLocation {
+    pub fn locate(&self, ip: IpAddr, on_error: impl FnOnce(&crate::geoip::GeoIpError)) -> ClientLocation {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -121,12 +109,7 @@ impl Locator {
                 Err(e) => on_error(&e),
             }
         }
-        ClientLocation {
-            point: self.default.0,
-            vector: self.default.1,
-            prefix_len,
-            source: Source::Default,
-        }
+        ClientLocation { point: self.default.0, vector: self.default.1, prefix_len, source: Source::Default }
     }
 
     /// A GeoIP network that contains an override must not be the answer's scope: a cache would
@@ -164,24 +147,15 @@ mod tests {
         ];
         let locator = Locator::new(&config, None);
         let l = locator.locate("198.51.100.7".parse().unwrap(), |_| {});
-        assert_eq!(
-            (l.source, l.prefix_len, l.point),
-            (Source::Override, 24, GeoPoint::new(-33.87, 151.21))
-        );
+        assert_eq!((l.source, l.prefix_len, l.point), (Source::Override, 24, GeoPoint::new(-33.87, 151.21)));
         let l = locator.locate("198.51.100.200".parse().unwrap(), |_| {});
-        assert_eq!(
-            (l.source, l.prefix_len, l.point),
-            (Source::Override, 25, GeoPoint::new(1.0, 2.0))
-        );
+        assert_eq!((l.source, l.prefix_len, l.point), (Source::Override, 25, GeoPoint::new(1.0, 2.0)));
         // IPv4-mapped IPv6 is the IPv4 address.
         let l = locator.locate("::ffff:198.51.100.7".parse().unwrap(), |_| {});
         assert_eq!(l.source, Source::Override);
         // No GeoIP: the default (fra), scoped to the single address.
         let l = locator.locate("203.0.113.9".parse().unwrap(), |_| {});
-        assert_eq!(
-            (l.source, l.prefix_len, l.point),
-            (Source::Default, 32, GeoPoint::new(50.11, 8.68))
-        );
+        assert_eq!((l.source, l.prefix_len, l.point), (Source::Default, 32, GeoPoint::new(50.11, 8.68)));
     }
 
     #[test]
@@ -192,17 +166,8 @@ mod tests {
             target: OverrideTarget::Pop("syd".into()),
         }];
         let locator = Locator::new(&config, None);
-        assert_eq!(
-            locator.narrow_past_overrides("10.1.9.9".parse().unwrap(), 16),
-            24
-        );
-        assert_eq!(
-            locator.narrow_past_overrides("10.2.9.9".parse().unwrap(), 16),
-            16
-        );
-        assert_eq!(
-            locator.narrow_past_overrides("10.1.9.9".parse().unwrap(), 28),
-            28
-        );
+        assert_eq!(locator.narrow_past_overrides("10.1.9.9".parse().unwrap(), 16), 24);
+        assert_eq!(locator.narrow_past_overrides("10.2.9.9".parse().unwrap(), 16), 16);
+        assert_eq!(locator.narrow_past_overrides("10.1.9.9".parse().unwrap(), 28), 28);
     }
 }

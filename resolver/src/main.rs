@@ -35,10 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     let config = match geolb_config::load(&cli.config) {
         Ok(c) => c,
@@ -118,18 +115,10 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let addr = cli.listen.unwrap_or(config.resolver.listen);
-        let http = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("failed to bind {addr}"))?;
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        geolb_resolver::run(
-            cli.config,
-            config,
-            geolb_resolver::Listeners { http },
-            shutdown,
-        )
-        .await?;
+        geolb_resolver::run(cli.config, config, geolb_resolver::Listeners { http }, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -138,10 +127,7 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
 /// Cancels `shutdown` on SIGTERM or SIGINT.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::warn!("cannot listen for SIGTERM/SIGINT");
         return;
     };

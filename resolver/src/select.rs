@@ -53,10 +53,7 @@ pub struct PopSet {
 }
 
 impl PopSet {
-    fn build(
-        pops: &HashMap<&str, UnitVector>,
-        candidates: impl Iterator<Item = Candidate>,
-    ) -> PopSet {
+    fn build(pops: &HashMap<&str, UnitVector>, candidates: impl Iterator<Item = Candidate>) -> PopSet {
         let mut order: Vec<PopId> = Vec::new();
         let mut by_pop: HashMap<PopId, Vec<Candidate>> = HashMap::new();
         for c in candidates {
@@ -90,13 +87,7 @@ impl PopSet {
 
     /// Picks up to `count` nodes for a client at `client`, hashing `key` (see [`client_key`]).
     /// Returns how many were written to `out`, and the distance to the nearest PoP in km.
-    pub fn pick<'s>(
-        &'s self,
-        client: &UnitVector,
-        key: u64,
-        tie_band_km: f64,
-        out: &mut Picked<'s>,
-    ) -> Option<f64> {
+    pub fn pick<'s>(&'s self, client: &UnitVector, key: u64, tie_band_km: f64, out: &mut Picked<'s>) -> Option<f64> {
         out.len = 0;
         if self.is_empty() {
             return None;
@@ -110,11 +101,8 @@ impl PopSet {
         let nearest_km = UnitVector::dot_to_km(best);
         // Pass 2: every PoP within the tie band competes. The small epsilon keeps the nearest
         // PoP itself in when acos/cos round.
-        let threshold = if tie_band_km > 0.0 {
-            UnitVector::km_to_dot(nearest_km + tie_band_km).min(best)
-        } else {
-            best
-        } - 1e-12;
+        let threshold =
+            if tie_band_km > 0.0 { UnitVector::km_to_dot(nearest_km + tie_band_km).min(best) } else { best } - 1e-12;
         for i in 0..self.xs.len() {
             let d = self.xs[i] * client.x + self.ys[i] * client.y + self.zs[i] * client.z;
             if d >= threshold {
@@ -146,11 +134,7 @@ pub struct Picked<'s> {
 impl<'s> Picked<'s> {
     /// An empty pick that will keep the best `want` (clamped to 1..=[`MAX_ANSWERS`]).
     pub fn new(want: usize) -> Self {
-        Picked {
-            want: want.clamp(1, MAX_ANSWERS),
-            len: 0,
-            items: [(f64::INFINITY, None); MAX_ANSWERS],
-        }
+        Picked { want: want.clamp(1, MAX_ANSWERS), len: 0, items: [(f64::INFINITY, None); MAX_ANSWERS] }
     }
 
     fn offer(&mut self, c: &'s Candidate, score: f64) {
@@ -290,18 +274,13 @@ pub struct Selector {
 impl Selector {
     /// Builds the plans from the config and the current health view.
     pub fn build(config: &Config, health: &dyn HealthView) -> Selector {
-        let pops: HashMap<&str, UnitVector> = config
-            .pops
-            .iter()
-            .map(|p| (p.id.as_str(), p.location.unit_vector()))
-            .collect();
+        let pops: HashMap<&str, UnitVector> =
+            config.pops.iter().map(|p| (p.id.as_str(), p.location.unit_vector())).collect();
         let nodes: HashMap<&str, &Node> = config.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
         let mut selector = Selector::default();
         for service in &config.services {
             let plan = build_service(service, &pops, &nodes, health);
-            selector
-                .by_name
-                .insert(plan.name.clone(), selector.services.len());
+            selector.by_name.insert(plan.name.clone(), selector.services.len());
             selector.services.push(plan);
         }
         selector
@@ -350,9 +329,7 @@ fn build_service(
             _ => &[],
         };
         let enabled = match service.all_down {
-            AllDownPolicy::FailOpen => {
-                PopSet::build(pops, candidates(&service.nodes, false).into_iter())
-            }
+            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&service.nodes, false).into_iter()),
             _ => PopSet::default(),
         };
         FamilyPlan {
@@ -369,16 +346,8 @@ fn build_service(
         answers: service.answers,
         tie_band_km: service.tie_band_km,
         nodata_when_down: service.all_down == AllDownPolicy::Nodata,
-        v4: if service.types.a {
-            family_plan(Family::V4)
-        } else {
-            FamilyPlan::default()
-        },
-        v6: if service.types.aaaa {
-            family_plan(Family::V6)
-        } else {
-            FamilyPlan::default()
-        },
+        v4: if service.types.a { family_plan(Family::V4) } else { FamilyPlan::default() },
+        v6: if service.types.aaaa { family_plan(Family::V6) } else { FamilyPlan::default() },
     }
 }
 
@@ -407,20 +376,12 @@ pub fn client_key(ip: IpAddr, prefix_len: u8) -> u64 {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let masked = if prefix_len == 0 {
-                0
-            } else {
-                bits & (u32::MAX << (32 - u32::from(prefix_len.min(32))))
-            };
+            let masked = if prefix_len == 0 { 0 } else { bits & (u32::MAX << (32 - u32::from(prefix_len.min(32)))) };
             splitmix64(u64::from(masked) << 8 | u64::from(prefix_len) | 4 << 40)
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let masked = if prefix_len == 0 {
-                0
-            } else {
-                bits & (u128::MAX << (128 - u32::from(prefix_len.min(128))))
-            };
+            let masked = if prefix_len == 0 { 0 } else { bits & (u128::MAX << (128 - u32::from(prefix_len.min(128)))) };
             let hi = splitmix64((masked >> 64) as u64 ^ 6 << 56 ^ u64::from(prefix_len));
             splitmix64(hi ^ masked as u64)
         }
@@ -435,17 +396,11 @@ mod tests {
     use std::collections::HashMap as Map;
 
     fn world() -> Config {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/world.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/world.toml");
         geolb_config::load(&path).unwrap()
     }
 
-    fn pick_one(
-        plan: &ServicePlan,
-        family: Family,
-        at: GeoPoint,
-        key: u64,
-    ) -> (Outcome, Option<Candidate>) {
+    fn pick_one(plan: &ServicePlan, family: Family, at: GeoPoint, key: u64) -> (Outcome, Option<Candidate>) {
         let mut out = Picked::new(1);
         let (outcome, _) = plan.select(family, &at.unit_vector(), key, &mut out);
         (outcome, out.iter().next().cloned())
@@ -463,14 +418,9 @@ mod tests {
         let config = world();
         let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
         let svc = selector.service("cdn.example.net.").unwrap();
-        for (at, pop) in [
-            (LONDON, "lhr"),
-            (SYDNEY, "syd"),
-            (TOKYO, "nrt"),
-            (SAO_PAULO, "gru"),
-            (ASHBURN, "iad"),
-            (SAN_JOSE, "sjc"),
-        ] {
+        for (at, pop) in
+            [(LONDON, "lhr"), (SYDNEY, "syd"), (TOKYO, "nrt"), (SAO_PAULO, "gru"), (ASHBURN, "iad"), (SAN_JOSE, "sjc")]
+        {
             for family in [Family::V4, Family::V6] {
                 let (outcome, c) = pick_one(svc, family, at, 42);
                 let c = c.unwrap();
@@ -489,12 +439,7 @@ mod tests {
         let selector = Selector::build(&config, &health);
         let svc = selector.service("cdn.example.net.").unwrap();
         for key in 0..200 {
-            let (_, c) = pick_one(
-                svc,
-                Family::V4,
-                LONDON,
-                client_key(IpAddr::from([10, 0, key, 0]), 24),
-            );
+            let (_, c) = pick_one(svc, Family::V4, LONDON, client_key(IpAddr::from([10, 0, key, 0]), 24));
             assert_eq!(c.unwrap().node.as_str(), "lhr-2");
         }
         health.insert("lhr-2".into(), Health::Down);
@@ -502,11 +447,7 @@ mod tests {
         let svc = selector.service("cdn.example.net.").unwrap();
         let (outcome, c) = pick_one(svc, Family::V4, LONDON, 1);
         assert_eq!(outcome, Outcome::Healthy);
-        assert_eq!(
-            c.unwrap().pop.as_str(),
-            "fra",
-            "next-nearest PoP takes over"
-        );
+        assert_eq!(c.unwrap().pop.as_str(), "fra", "next-nearest PoP takes over");
         // Everything down: fail open to the nearest PoP, stable.
         for n in &config.nodes {
             health.insert(n.id.clone(), Health::Down);
@@ -517,10 +458,7 @@ mod tests {
         assert_eq!(first.0, Outcome::FailOpen);
         assert_eq!(first.1.as_ref().unwrap().pop.as_str(), "lhr");
         for _ in 0..10 {
-            assert_eq!(
-                pick_one(svc, Family::V4, LONDON, 7).1.unwrap().node,
-                first.1.as_ref().unwrap().node
-            );
+            assert_eq!(pick_one(svc, Family::V4, LONDON, 7).1.unwrap().node, first.1.as_ref().unwrap().node);
         }
     }
 
@@ -532,28 +470,15 @@ mod tests {
             health.insert(n.id.clone(), Health::Down);
         }
         // The service's pool is everything but syd; syd is its fallback.
-        config.services[0]
-            .nodes
-            .retain(|n| !n.as_str().starts_with("syd"));
-        config.services[0].all_down =
-            AllDownPolicy::FallbackPool(vec!["syd-1".into(), "syd-2".into()]);
+        config.services[0].nodes.retain(|n| !n.as_str().starts_with("syd"));
+        config.services[0].all_down = AllDownPolicy::FallbackPool(vec!["syd-1".into(), "syd-2".into()]);
         let selector = Selector::build(&config, &health);
-        let (outcome, c) = pick_one(
-            selector.service("cdn.example.net.").unwrap(),
-            Family::V4,
-            LONDON,
-            3,
-        );
+        let (outcome, c) = pick_one(selector.service("cdn.example.net.").unwrap(), Family::V4, LONDON, 3);
         assert_eq!(outcome, Outcome::Fallback);
         assert_eq!(c.unwrap().pop.as_str(), "syd");
         config.services[0].all_down = AllDownPolicy::Nodata;
         let selector = Selector::build(&config, &health);
-        let (outcome, c) = pick_one(
-            selector.service("cdn.example.net.").unwrap(),
-            Family::V4,
-            LONDON,
-            3,
-        );
+        let (outcome, c) = pick_one(selector.service("cdn.example.net.").unwrap(), Family::V4, LONDON, 3);
         assert_eq!(outcome, Outcome::Nodata);
         assert!(c.is_none());
     }
@@ -565,12 +490,7 @@ mod tests {
             n.enabled = false;
         }
         let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
-        let (_, c) = pick_one(
-            selector.service("cdn.example.net.").unwrap(),
-            Family::V4,
-            LONDON,
-            3,
-        );
+        let (_, c) = pick_one(selector.service("cdn.example.net.").unwrap(), Family::V4, LONDON, 3);
         assert_eq!(c.unwrap().pop.as_str(), "fra");
     }
 
@@ -595,11 +515,7 @@ mod tests {
     fn tie_band_joins_close_pops() {
         // Two PoPs 30 km apart share traffic with a 50 km band, and do not with 0.
         let mut config = world();
-        config.pops.push(geolb_config::Pop {
-            id: "lhr2".into(),
-            location: GeoPoint::new(51.3, 0.2),
-            region: None,
-        });
+        config.pops.push(geolb_config::Pop { id: "lhr2".into(), location: GeoPoint::new(51.3, 0.2), region: None });
         config.nodes.push(Node {
             id: "lhr2-1".into(),
             pop: "lhr2".into(),
@@ -616,12 +532,7 @@ mod tests {
             let svc = selector.service("cdn.example.net.").unwrap();
             let mut seen = std::collections::BTreeSet::new();
             for k in 0..300u32 {
-                let (_, c) = pick_one(
-                    svc,
-                    Family::V4,
-                    LONDON,
-                    client_key(IpAddr::from(k.to_be_bytes()), 32),
-                );
+                let (_, c) = pick_one(svc, Family::V4, LONDON, client_key(IpAddr::from(k.to_be_bytes()), 32));
                 seen.insert(c.unwrap().pop.to_string());
             }
             seen.into_iter().collect::<Vec<_>>()
@@ -639,58 +550,48 @@ mod tests {
         let b = client_key("2001:db8:1:2::1".parse().unwrap(), 48);
         assert_eq!(b, client_key("2001:db8:1:ffff::9".parse().unwrap(), 48));
         assert_ne!(b, client_key("2001:db8:2::1".parse().unwrap(), 48));
-        assert_eq!(
-            client_key("1.2.3.4".parse().unwrap(), 0),
-            client_key("9.9.9.9".parse().unwrap(), 0)
-        );
+        assert_eq!(client_key("1.2.3.4".parse().unwrap(), 0), client_key("9.9.9.9".parse().unwrap(), 0));
     }
 
     /// Random PoPs and nodes, random health.
     fn arb_world() -> impl Strategy<Value = (Config, Map<NodeId, Health>)> {
         let pop = (-89.0f64..89.0, -179.0f64..179.0);
         let node = (0usize..64, 1u32..10, any::<bool>(), any::<bool>());
-        (
-            prop::collection::vec(pop, 1..12),
-            prop::collection::vec(node, 1..40),
-        )
-            .prop_map(|(pops, nodes)| {
-                let mut config = Config::for_test();
-                config.pops = pops
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (lat, lon))| geolb_config::Pop {
-                        id: format!("p{i}").into(),
-                        location: GeoPoint::new(*lat, *lon),
-                        region: None,
-                    })
-                    .collect();
-                let mut health = Map::new();
-                config.nodes = nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (p, w, enabled, down))| {
-                        let id: NodeId = format!("n{i}").into();
-                        if *down {
-                            health.insert(id.clone(), Health::Down);
-                        }
-                        Node {
-                            id,
-                            pop: format!("p{}", p % pops.len()).into(),
-                            ipv4: Some([192, 0, 2, i as u8].into()),
-                            ipv6: None,
-                            weight: *w,
-                            enabled: *enabled,
-                        }
-                    })
-                    .collect();
-                config.services[0].types = RecordTypes {
-                    a: true,
-                    aaaa: false,
-                };
-                config.services[0].tie_band_km = 0.0;
-                config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
-                (config, health)
-            })
+        (prop::collection::vec(pop, 1..12), prop::collection::vec(node, 1..40)).prop_map(|(pops, nodes)| {
+            let mut config = Config::for_test();
+            config.pops = pops
+                .iter()
+                .enumerate()
+                .map(|(i, (lat, lon))| geolb_config::Pop {
+                    id: format!("p{i}").into(),
+                    location: GeoPoint::new(*lat, *lon),
+                    region: None,
+                })
+                .collect();
+            let mut health = Map::new();
+            config.nodes = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (p, w, enabled, down))| {
+                    let id: NodeId = format!("n{i}").into();
+                    if *down {
+                        health.insert(id.clone(), Health::Down);
+                    }
+                    Node {
+                        id,
+                        pop: format!("p{}", p % pops.len()).into(),
+                        ipv4: Some([192, 0, 2, i as u8].into()),
+                        ipv6: None,
+                        weight: *w,
+                        enabled: *enabled,
+                    }
+                })
+                .collect();
+            config.services[0].types = RecordTypes { a: true, aaaa: false };
+            config.services[0].tie_band_km = 0.0;
+            config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
+            (config, health)
+        })
     }
 
     proptest! {
@@ -745,16 +646,9 @@ mod tests {
             let (_, c) = pick_one(svc, Family::V4, LONDON, client_key(ip, 24));
             *counts.entry(c.unwrap().node.to_string()).or_default() += 1;
         }
-        for (node, expect) in [
-            ("fra-1", 1.0 / 8.0),
-            ("fra-2", 2.0 / 8.0),
-            ("fra-3", 5.0 / 8.0),
-        ] {
+        for (node, expect) in [("fra-1", 1.0 / 8.0), ("fra-2", 2.0 / 8.0), ("fra-3", 5.0 / 8.0)] {
             let share = f64::from(counts[node]) / f64::from(total);
-            assert!(
-                (share - expect).abs() < 0.02,
-                "{node}: {share} vs {expect} ({counts:?})"
-            );
+            assert!((share - expect).abs() < 0.02, "{node}: {share} vs {expect} ({counts:?})");
         }
     }
 
@@ -768,22 +662,8 @@ mod tests {
         let frankfurt = GeoPoint::new(50.1, 8.7);
         for i in 0..2000u32 {
             let key = client_key(IpAddr::from((0x0a00_0000u32 + (i << 8)).to_be_bytes()), 24);
-            let before = pick_one(
-                selector.service("cdn.example.net.").unwrap(),
-                Family::V4,
-                frankfurt,
-                key,
-            )
-            .1
-            .unwrap();
-            let after = pick_one(
-                degraded.service("cdn.example.net.").unwrap(),
-                Family::V4,
-                frankfurt,
-                key,
-            )
-            .1
-            .unwrap();
+            let before = pick_one(selector.service("cdn.example.net.").unwrap(), Family::V4, frankfurt, key).1.unwrap();
+            let after = pick_one(degraded.service("cdn.example.net.").unwrap(), Family::V4, frankfurt, key).1.unwrap();
             if before.node.as_str() != "fra-1" {
                 assert_eq!(before.node, after.node);
             } else {

@@ -27,9 +27,7 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
     paths
         .iter()
         .map(|p| {
-            let meta = std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            let meta = std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
             (p.clone(), meta)
         })
         .collect()
@@ -58,21 +56,12 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("config_path", &self.config_path)
-            .finish_non_exhaustive()
+        f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
     }
 }
 
 fn zone_sources(config: &Config) -> Vec<ZoneSource> {
-    config
-        .zones
-        .iter()
-        .map(|z| ZoneSource {
-            origin: z.origin.clone(),
-            path: z.file.clone(),
-        })
-        .collect()
+    config.zones.iter().map(|z| ZoneSource { origin: z.origin.clone(), path: z.file.clone() }).collect()
 }
 
 fn zone_paths(config: &Config) -> Vec<PathBuf> {
@@ -125,13 +114,8 @@ impl Shared {
         if !serve_services {
             serving.services.clear();
         }
-        let engine = Engine::build(
-            &serving,
-            geoip.clone(),
-            zones.clone(),
-            &geolb_common::health::NoVerdicts,
-            counters.clone(),
-        );
+        let engine =
+            Engine::build(&serving, geoip.clone(), zones.clone(), &geolb_common::health::NoVerdicts, counters.clone());
         let loaded = Loaded {
             geoip_stamp: stamp(&config.geoip),
             zones_stamp: stamp(&zone_paths(&config)),
@@ -149,9 +133,7 @@ impl Shared {
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The configured bound on request bodies.
@@ -172,9 +154,7 @@ impl Shared {
     pub async fn reload(self: &Arc<Self>) -> Result<(), String> {
         let _guard = self.reloading.lock().await;
         let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || this.build_reload())
-            .await
-            .map_err(|e| e.to_string())?;
+        let built = tokio::task::spawn_blocking(move || this.build_reload()).await.map_err(|e| e.to_string())?;
         match built {
             Ok(()) => {
                 tracing::info!(config = %self.config_path.display(), "reloaded");
@@ -209,19 +189,14 @@ impl Shared {
         let zones_stamp = stamp(&zone_paths(&config));
         let zones = if zones_stamp == old_zones_stamp
             && old_zones.zones().count() == config.zones.len()
-            && config
-                .zones
-                .iter()
-                .all(|z| old_zones.zones().any(|(o, _)| o == z.origin))
+            && config.zones.iter().all(|z| old_zones.zones().any(|(o, _)| o == z.origin))
         {
             old_zones
         } else {
             Arc::new(load_zones(&config).map_err(|e| e.to_string())?)
         };
         if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
-            tracing::warn!(
-                "changes to [resolver] listen and max_request_bytes take effect at the next restart"
-            );
+            tracing::warn!("changes to [resolver] listen and max_request_bytes take effect at the next restart");
         }
         let engine = Engine::build(
             &config,
@@ -231,13 +206,7 @@ impl Shared {
             self.counters.clone(),
         );
         self.engine.store(Arc::new(engine));
-        *self.loaded() = Loaded {
-            config,
-            geoip,
-            geoip_stamp,
-            zones,
-            zones_stamp,
-        };
+        *self.loaded() = Loaded { config, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
     }
 }
@@ -259,11 +228,7 @@ pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
                     && events
                         .iter()
                         .filter(|e| e.kind.is_create() || e.kind.is_modify() || e.kind.is_remove())
-                        .any(|e| {
-                            e.paths
-                                .iter()
-                                .any(|p| wanted.iter().any(|w| same_file(p, w)))
-                        })
+                        .any(|e| e.paths.iter().any(|p| wanted.iter().any(|w| same_file(p, w))))
                 {
                     // A full channel already holds a pending reload.
                     let _ = tx.try_send(());
@@ -314,6 +279,5 @@ pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
 fn same_file(a: &Path, b: &Path) -> bool {
     a == b
         || (a.file_name() == b.file_name()
-            && a.parent().and_then(|p| p.canonicalize().ok())
-                == b.parent().and_then(|p| p.canonicalize().ok()))
+            && a.parent().and_then(|p| p.canonicalize().ok()) == b.parent().and_then(|p| p.canonicalize().ok()))
 }

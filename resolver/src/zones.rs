@@ -172,11 +172,7 @@ struct DisplayMany<'a> {
 
 impl fmt::Display for DisplayMany<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} errors in zone files:",
-            self.errors.len() + self.omitted
-        )?;
+        write!(f, "{} errors in zone files:", self.errors.len() + self.omitted)?;
         for error in self.errors {
             write!(f, "\n  {error}")?;
         }
@@ -210,10 +206,7 @@ impl ZoneSet {
             if let Some(other) = seen.get(&apex_key) {
                 errors.push(ZoneError::Zone {
                     path: source.path.clone(),
-                    message: format!(
-                        "zone `{apex_key}` is listed twice (also with `{}`)",
-                        other.display()
-                    ),
+                    message: format!("zone `{apex_key}` is listed twice (also with `{}`)", other.display()),
                 });
                 continue;
             }
@@ -239,9 +232,7 @@ impl ZoneSet {
     /// `qname_lower` must be lower-case and absolute with its trailing dot, as PowerDNS sends
     /// `qname` (lower-cased by the caller). Does not allocate.
     pub fn records(&self, qname_lower: &str) -> &[StaticRecord] {
-        self.by_owner
-            .get(qname_lower)
-            .map_or(&[], |records| records)
+        self.by_owner.get(qname_lower).map_or(&[], |records| records)
     }
 
     /// The origin of the longest loaded zone that contains `qname_lower` (the name itself or one
@@ -300,10 +291,7 @@ impl ZoneSet {
             counts.push((apex, kept));
         }
         set.zones.extend(counts);
-        set.by_owner = by_owner
-            .into_iter()
-            .map(|(owner, records)| (owner, records.into_boxed_slice()))
-            .collect();
+        set.by_owner = by_owner.into_iter().map(|(owner, records)| (owner, records.into_boxed_slice())).collect();
         set
     }
 }
@@ -330,10 +318,7 @@ impl Errors {
         if self.list.len() <= 1 && self.omitted == 0 {
             return self.list.pop();
         }
-        Some(ZoneError::Many {
-            errors: self.list,
-            omitted: self.omitted,
-        })
+        Some(ZoneError::Many { errors: self.list, omitted: self.omitted })
     }
 }
 
@@ -347,11 +332,7 @@ struct Problem {
 
 impl Problem {
     fn at(tok: &Tok, message: impl Into<String>) -> Self {
-        Problem {
-            line: tok.line,
-            col: tok.col,
-            message: message.into(),
-        }
+        Problem { line: tok.line, col: tok.col, message: message.into() }
     }
 }
 
@@ -407,36 +388,18 @@ impl<'e> ZoneLoader<'e> {
 
     fn error_at(&mut self, file: usize, problem: Problem) {
         let path = self.files.get(file).cloned().unwrap_or_default();
-        self.errors.push(ZoneError::Invalid {
-            path,
-            line: problem.line,
-            col: problem.col,
-            message: problem.message,
-        });
+        self.errors.push(ZoneError::Invalid { path, line: problem.line, col: problem.col, message: problem.message });
     }
 
     /// Reads `path` with `origin` as its initial origin. `site` is the `$INCLUDE` that named it.
     fn load_file(&mut self, path: &Path, mut origin: Name<Bytes>, site: Option<Site>) {
         let fail = |this: &mut Self, message: String| match site {
-            Some(site) => this.error_at(
-                site.file,
-                Problem {
-                    line: site.line,
-                    col: site.col,
-                    message,
-                },
-            ),
-            None => this.errors.push(ZoneError::Zone {
-                path: path.to_owned(),
-                message,
-            }),
+            Some(site) => this.error_at(site.file, Problem { line: site.line, col: site.col, message }),
+            None => this.errors.push(ZoneError::Zone { path: path.to_owned(), message }),
         };
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         if self.include_stack.contains(&canonical) {
-            let message = format!(
-                "`$INCLUDE` loop: `{}` is already being read",
-                path.display()
-            );
+            let message = format!("`$INCLUDE` loop: `{}` is already being read", path.display());
             return fail(self, message);
         }
         if self.include_stack.len() > MAX_INCLUDE_DEPTH {
@@ -448,14 +411,10 @@ impl<'e> ZoneLoader<'e> {
             Err(source) => {
                 return match site {
                     Some(_) => {
-                        let message =
-                            format!("cannot read included file `{}`: {source}", path.display());
+                        let message = format!("cannot read included file `{}`: {source}", path.display());
                         fail(self, message)
                     }
-                    None => self.errors.push(ZoneError::Read {
-                        path: path.to_owned(),
-                        source,
-                    }),
+                    None => self.errors.push(ZoneError::Read { path: path.to_owned(), source }),
                 };
             }
         };
@@ -465,9 +424,7 @@ impl<'e> ZoneLoader<'e> {
         let mut last_owner: Option<Name<Bytes>> = None;
         let mut lexer = Lexer::new(&src);
         while let Some(entry) = lexer.next_entry() {
-            let result = entry.and_then(|entry| {
-                self.entry(file, path, &src, &entry, &mut origin, &mut last_owner)
-            });
+            let result = entry.and_then(|entry| self.entry(file, path, &src, &entry, &mut origin, &mut last_owner));
             if let Err(problem) = result {
                 self.error_at(file, problem);
             }
@@ -514,13 +471,9 @@ impl<'e> ZoneLoader<'e> {
         match directive.as_str() {
             "$ORIGIN" => {
                 let [arg] = args else {
-                    return Err(Problem::at(
-                        first,
-                        "`$ORIGIN` takes exactly one domain name",
-                    ));
+                    return Err(Problem::at(first, "`$ORIGIN` takes exactly one domain name"));
                 };
-                *origin = scan_name(tok_bytes(src, arg), origin)
-                    .map_err(|message| Problem::at(arg, message))?;
+                *origin = scan_name(tok_bytes(src, arg), origin).map_err(|message| Problem::at(arg, message))?;
             }
             "$TTL" => {
                 let [arg] = args else {
@@ -533,10 +486,7 @@ impl<'e> ZoneLoader<'e> {
                     [file_tok] => (file_tok, None),
                     [file_tok, origin_tok] => (file_tok, Some(origin_tok)),
                     _ => {
-                        return Err(Problem::at(
-                            first,
-                            "`$INCLUDE` takes a file name and an optional origin",
-                        ));
+                        return Err(Problem::at(first, "`$INCLUDE` takes a file name and an optional origin"));
                     }
                 };
                 let included = include_path(src, file_tok)?;
@@ -545,23 +495,15 @@ impl<'e> ZoneLoader<'e> {
                     None => included,
                 };
                 let include_origin = match origin_tok {
-                    Some(tok) => scan_name(tok_bytes(src, tok), origin)
-                        .map_err(|message| Problem::at(tok, message))?,
+                    Some(tok) => scan_name(tok_bytes(src, tok), origin).map_err(|message| Problem::at(tok, message))?,
                     None => origin.clone(),
                 };
-                let site = Site {
-                    file,
-                    line: first.line,
-                    col: first.col,
-                };
+                let site = Site { file, line: first.line, col: first.col };
                 // The included file starts with its own origin and owner; neither leaks back.
                 self.load_file(&included, include_origin, Some(site));
             }
             "$GENERATE" => {
-                return Err(Problem::at(
-                    first,
-                    "`$GENERATE` is not supported; write the records out",
-                ));
+                return Err(Problem::at(first, "`$GENERATE` is not supported; write the records out"));
             }
             _ => return Err(Problem::at(first, format!("unknown directive `{name}`"))),
         }
@@ -578,21 +520,14 @@ impl<'e> ZoneLoader<'e> {
     ) -> Result<Loaded, Problem> {
         let toks = &entry.toks[..];
         let Some(first) = toks.first() else {
-            return Err(Problem {
-                line: entry.line,
-                col: 1,
-                message: "empty record".into(),
-            });
+            return Err(Problem { line: entry.line, col: 1, message: "empty record".into() });
         };
         let mut rest = toks;
         let owner = if entry.indented {
-            last_owner.clone().ok_or_else(|| {
-                Problem::at(first, "indented record without a previous owner name")
-            })?
+            last_owner.clone().ok_or_else(|| Problem::at(first, "indented record without a previous owner name"))?
         } else {
             rest = &toks[1..];
-            let owner = scan_name(tok_bytes(src, first), origin)
-                .map_err(|message| Problem::at(first, message))?;
+            let owner = scan_name(tok_bytes(src, first), origin).map_err(|message| Problem::at(first, message))?;
             *last_owner = Some(owner.clone());
             owner
         };
@@ -608,10 +543,7 @@ impl<'e> ZoneLoader<'e> {
             let text = tok_bytes(src, tok);
             let shown = String::from_utf8_lossy(text);
             if tok.quoted {
-                return Err(Problem::at(
-                    tok,
-                    format!("expected a ttl, class or record type, found {shown}"),
-                ));
+                return Err(Problem::at(tok, format!("expected a ttl, class or record type, found {shown}")));
             }
             if text.first().is_some_and(u8::is_ascii_digit) {
                 if ttl.is_some() {
@@ -623,10 +555,7 @@ impl<'e> ZoneLoader<'e> {
                     return Err(Problem::at(tok, format!("second class `{shown}`")));
                 }
                 if !is_in {
-                    return Err(Problem::at(
-                        tok,
-                        format!("class `{shown}` is not supported; only IN is"),
-                    ));
+                    return Err(Problem::at(tok, format!("class `{shown}` is not supported; only IN is")));
                 }
                 class_seen = true;
             } else {
@@ -653,21 +582,13 @@ impl<'e> ZoneLoader<'e> {
                     minimum
                 }
                 (None, None) => {
-                    return Err(Problem::at(
-                        type_tok,
-                        "record without a ttl, and no `$TTL` or earlier ttl to use",
-                    ));
+                    return Err(Problem::at(type_tok, "record without a ttl, and no `$TTL` or earlier ttl to use"));
                 }
             },
         };
         let (line, col) = (first.line, first.col);
         Ok(Loaded {
-            record: StaticRecord {
-                qname: pdns_name(&owner),
-                qtype: rendered.qtype,
-                content: rendered.content,
-                ttl,
-            },
+            record: StaticRecord { qname: pdns_name(&owner), qtype: rendered.qtype, content: rendered.content, ttl },
             owner,
             rtype,
             file: 0,
@@ -678,14 +599,7 @@ impl<'e> ZoneLoader<'e> {
 
     /// Checks the zone as a whole and hands out its records.
     fn finish(self, zone_path: &Path) -> Vec<StaticRecord> {
-        let ZoneLoader {
-            apex,
-            apex_key,
-            files,
-            records,
-            errors,
-            ..
-        } = self;
+        let ZoneLoader { apex, apex_key, files, records, errors, .. } = self;
         let mut problems: Vec<(usize, Problem)> = Vec::new();
         let mut out = Vec::with_capacity(records.len());
         let mut soa: Option<(usize, u32)> = None;
@@ -693,11 +607,7 @@ impl<'e> ZoneLoader<'e> {
         // whether the conflict was reported already.
         let mut cnames: HashMap<Box<str>, (Option<usize>, bool, bool)> = HashMap::new();
         for loaded in records {
-            let problem = |message: String| Problem {
-                line: loaded.line,
-                col: loaded.col,
-                message,
-            };
+            let problem = |message: String| Problem { line: loaded.line, col: loaded.col, message };
             let qname = &loaded.record.qname;
             if !loaded.owner.ends_with(&apex) {
                 let message = format!("owner `{qname}` is outside the zone `{apex_key}`");
@@ -725,9 +635,7 @@ impl<'e> ZoneLoader<'e> {
             let (first_cname, other, reported) = state;
             if loaded.rtype == Rtype::CNAME {
                 if let Some(index) = *first_cname {
-                    let same = out
-                        .get(index)
-                        .is_some_and(|r: &StaticRecord| r.content == loaded.record.content);
+                    let same = out.get(index).is_some_and(|r: &StaticRecord| r.content == loaded.record.content);
                     if !same {
                         let message = format!("`{qname}` has more than one cname");
                         problems.push((loaded.file, problem(message)));
@@ -771,10 +679,7 @@ fn record_ttl(src: &[u8], tok: &Tok) -> Result<u32, Problem> {
     let shown = String::from_utf8_lossy(text);
     match parse_ttl(text) {
         Some(ttl) if ttl <= MAX_TTL => Ok(ttl),
-        Some(_) => Err(Problem::at(
-            tok,
-            format!("ttl `{shown}` is larger than {MAX_TTL}"),
-        )),
+        Some(_) => Err(Problem::at(tok, format!("ttl `{shown}` is larger than {MAX_TTL}"))),
         None => Err(Problem::at(tok, format!("invalid ttl `{shown}`"))),
     }
 }
@@ -782,19 +687,11 @@ fn record_ttl(src: &[u8], tok: &Tok) -> Result<u32, Problem> {
 /// The file name of a `$INCLUDE`, unquoted and unescaped.
 fn include_path(src: &[u8], tok: &Tok) -> Result<PathBuf, Problem> {
     let raw = tok_bytes(src, tok);
-    let raw = if tok.quoted {
-        raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default()
-    } else {
-        raw
-    };
+    let raw = if tok.quoted { raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default() } else { raw };
     let mut bytes = Vec::with_capacity(raw.len());
     let mut iter = raw.iter();
     while let Some(&b) = iter.next() {
-        bytes.push(if b == b'\\' {
-            iter.next().copied().unwrap_or(b)
-        } else {
-            b
-        });
+        bytes.push(if b == b'\\' { iter.next().copied().unwrap_or(b) } else { b });
     }
     match String::from_utf8(bytes) {
         Ok(path) if !path.is_empty() => Ok(PathBuf::from(path)),
@@ -974,34 +871,18 @@ struct Rendered {
 }
 
 /// Reads the record data tokens of `rtype` and renders them for PowerDNS.
-fn render(
-    src: &[u8],
-    rtype: Rtype,
-    type_tok: &Tok,
-    toks: &[Tok],
-    origin: &Name<Bytes>,
-) -> Result<Rendered, Problem> {
-    let generic = toks
-        .first()
-        .is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
+fn render(src: &[u8], rtype: Rtype, type_tok: &Tok, toks: &[Tok], origin: &Name<Bytes>) -> Result<Rendered, Problem> {
+    let generic = toks.first().is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
     let anchor = toks.first().unwrap_or(type_tok);
     match handling(rtype) {
-        Handling::Meta => Err(Problem::at(
-            type_tok,
-            format!("record type `{rtype}` cannot appear in a zone file"),
-        )),
+        Handling::Meta => Err(Problem::at(type_tok, format!("record type `{rtype}` cannot appear in a zone file"))),
         Handling::Verbatim if generic => Err(Problem::at(
             anchor,
-            format!(
-                "`{rtype}` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form"
-            ),
+            format!("`{rtype}` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form"),
         )),
         Handling::Verbatim => {
             if toks.is_empty() {
-                return Err(Problem::at(
-                    type_tok,
-                    format!("missing {rtype} record data"),
-                ));
+                return Err(Problem::at(type_tok, format!("missing {rtype} record data")));
             }
             let mut text = Vec::new();
             for (i, tok) in toks.iter().enumerate() {
@@ -1010,14 +891,9 @@ fn render(
                 }
                 push_escaped(&mut text, tok_bytes(src, tok));
             }
-            let content = String::from_utf8(text).map_err(|_| {
-                Problem::at(anchor, format!("{rtype} record data is not valid UTF-8"))
-            })?;
-            Ok(Rendered {
-                qtype: rtype.to_string().into(),
-                content: content.into(),
-                soa_minimum: None,
-            })
+            let content = String::from_utf8(text)
+                .map_err(|_| Problem::at(anchor, format!("{rtype} record data is not valid UTF-8")))?;
+            Ok(Rendered { qtype: rtype.to_string().into(), content: content.into(), soa_minimum: None })
         }
         Handling::Generic if !generic || pdns_knows(rtype) => {
             let message = if pdns_knows(rtype) {
@@ -1040,16 +916,10 @@ fn render(
         }
         Handling::Domain(as_type) => {
             let scanned = scan_rdata(src, rtype, as_type, type_tok, toks, origin)?;
-            let invalid = |message: String| {
-                Problem::at(anchor, format!("invalid {rtype} record data: {message}"))
-            };
+            let invalid = |message: String| Problem::at(anchor, format!("invalid {rtype} record data: {message}"));
             let data = decode(as_type, &scanned.wire).map_err(invalid)?;
             let content = data.display_zonefile(DisplayKind::Simple).to_string();
-            if scanned
-                .display
-                .as_ref()
-                .is_some_and(|shown| *shown != content)
-            {
+            if scanned.display.as_ref().is_some_and(|shown| *shown != content) {
                 // The scanner built something that does not survive the wire format, e.g. a
                 // name with an empty label (`a..b`).
                 return Err(invalid("invalid domain name".into()));
@@ -1061,16 +931,9 @@ fn render(
             let (qtype, content) = if pdns_knows(rtype) {
                 (rtype.to_string(), content)
             } else {
-                (
-                    format!("TYPE{}", rtype.to_int()),
-                    generic_content(&scanned.wire),
-                )
+                (format!("TYPE{}", rtype.to_int()), generic_content(&scanned.wire))
             };
-            Ok(Rendered {
-                qtype: qtype.into(),
-                content: content.into(),
-                soa_minimum,
-            })
+            Ok(Rendered { qtype: qtype.into(), content: content.into(), soa_minimum })
         }
     }
 }
@@ -1102,9 +965,7 @@ fn scan_rdata(
     let prefix = text.len();
     let mut starts = Vec::with_capacity(toks.len());
     let names = name_fields(as_type);
-    let generic = toks
-        .first()
-        .is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
+    let generic = toks.first().is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
     for (i, tok) in toks.iter().enumerate() {
         if i > 0 && tok.spaced {
             text.push(b' ');
@@ -1115,10 +976,7 @@ fn scan_rdata(
         if name_field && has_empty_label(raw) {
             // `domain`'s scanner would accept this and build a broken name.
             let shown = truncate(&String::from_utf8_lossy(raw), 60);
-            return Err(Problem::at(
-                tok,
-                format!("invalid domain name `{shown}`: empty label"),
-            ));
+            return Err(Problem::at(tok, format!("invalid domain name `{shown}`: empty label")));
         }
         if name_field && raw == b"@" {
             let _ = write!(text, "{}", origin.fmt_with_dot());
@@ -1127,12 +985,8 @@ fn scan_rdata(
             && !tok.quoted
             && raw.iter().any(u8::is_ascii_alphabetic)
         {
-            let seconds = parse_ttl(raw).ok_or_else(|| {
-                Problem::at(
-                    tok,
-                    format!("invalid SOA timer `{}`", String::from_utf8_lossy(raw)),
-                )
-            })?;
+            let seconds = parse_ttl(raw)
+                .ok_or_else(|| Problem::at(tok, format!("invalid SOA timer `{}`", String::from_utf8_lossy(raw))))?;
             let _ = write!(text, "{seconds}");
         } else {
             push_escaped(&mut text, raw);
@@ -1149,24 +1003,16 @@ fn scan_rdata(
             Err(error) => return Err(error.to_string()),
         };
         match record.into_data() {
-            ZoneRecordData::Unknown(unknown) => Ok(Scanned {
-                wire: unknown.data().to_vec(),
-                display: None,
-            }),
+            ZoneRecordData::Unknown(unknown) => Ok(Scanned { wire: unknown.data().to_vec(), display: None }),
             data => {
                 let mut wire = Vec::new();
-                data.compose_rdata(&mut wire)
-                    .map_err(|_| "1:1: cannot encode record data".to_owned())?;
+                data.compose_rdata(&mut wire).map_err(|_| "1:1: cannot encode record data".to_owned())?;
                 let display = data.display_zonefile(DisplayKind::Simple).to_string();
-                Ok(Scanned {
-                    wire,
-                    display: Some(display),
-                })
+                Ok(Scanned { wire, display: Some(display) })
             }
         }
     });
-    let scanned = result
-        .map_err(|error| scanner_problem(&error, prefix, &starts, src, toks, type_tok, rtype))?;
+    let scanned = result.map_err(|error| scanner_problem(&error, prefix, &starts, src, toks, type_tok, rtype))?;
     if scanned.wire.len() > MAX_RDATA_LEN {
         return Err(Problem::at(
             toks.first().unwrap_or(type_tok),
@@ -1202,26 +1048,17 @@ fn scanner_problem(
     } else if offset < prefix {
         None
     } else {
-        starts
-            .iter()
-            .rposition(|&start| start <= offset)
-            .and_then(|i| toks.get(i))
+        starts.iter().rposition(|&start| start <= offset).and_then(|i| toks.get(i))
     };
     let Some(tok) = tok else {
-        return Problem::at(
-            type_tok,
-            format!("invalid {rtype} record data: {}", friendly(message)),
-        );
+        return Problem::at(type_tok, format!("invalid {rtype} record data: {}", friendly(message)));
     };
     let shown = String::from_utf8_lossy(tok_bytes(src, tok));
     let shown = truncate(&shown, 60);
     let message = if message == "trailing tokens" {
         format!("too many fields in {rtype} record data, starting at `{shown}`")
     } else {
-        format!(
-            "invalid {rtype} record data at `{shown}`: {}",
-            friendly(message)
-        )
+        format!("invalid {rtype} record data at `{shown}`: {}", friendly(message))
     };
     Problem::at(tok, message)
 }
@@ -1418,11 +1255,7 @@ fn parse_ttl(raw: &[u8]) -> Option<u32> {
     for &byte in raw {
         if byte.is_ascii_digit() {
             let so_far = number.unwrap_or(0);
-            number = Some(
-                so_far
-                    .checked_mul(10)?
-                    .checked_add(u64::from(byte - b'0'))?,
-            );
+            number = Some(so_far.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?);
             continue;
         }
         let unit = match byte.to_ascii_lowercase() {
@@ -1453,10 +1286,7 @@ fn class_of(raw: &[u8]) -> Option<bool> {
     if OTHERS.iter().any(|other| raw.eq_ignore_ascii_case(other)) {
         return Some(false);
     }
-    let digits = raw
-        .get(..5)
-        .filter(|prefix| prefix.eq_ignore_ascii_case(b"CLASS"))
-        .and_then(|_| raw.get(5..))?;
+    let digits = raw.get(..5).filter(|prefix| prefix.eq_ignore_ascii_case(b"CLASS")).and_then(|_| raw.get(5..))?;
     let number: u16 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(number == 1)
 }
@@ -1525,14 +1355,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(src: &'a [u8]) -> Self {
-        Lexer {
-            src,
-            pos: 0,
-            line: 1,
-            line_start: 0,
-            col_pos: 0,
-            col: 1,
-        }
+        Lexer { src, pos: 0, line: 1, line_start: 0, col_pos: 0, col: 1 }
     }
 
     /// The 1-based column (in characters) of `at`, which must be on the current line and not
@@ -1542,16 +1365,9 @@ impl<'a> Lexer<'a> {
             self.col_pos = self.line_start;
             self.col = 1;
         }
-        let chars = self
-            .src
-            .get(self.col_pos..at)
-            .unwrap_or_default()
-            .iter()
-            .filter(|&&byte| byte & 0xc0 != 0x80)
-            .count();
-        self.col = self
-            .col
-            .saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
+        let chars =
+            self.src.get(self.col_pos..at).unwrap_or_default().iter().filter(|&&byte| byte & 0xc0 != 0x80).count();
+        self.col = self.col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
         self.col_pos = at;
         self.col
     }
@@ -1671,14 +1487,7 @@ impl<'a> Lexer<'a> {
                                 message: "quoted string is never closed".into(),
                             });
                         }
-                        toks.push(Tok {
-                            start,
-                            end: self.pos,
-                            line,
-                            col,
-                            quoted: true,
-                            spaced,
-                        });
+                        toks.push(Tok { start, end: self.pos, line, col, quoted: true, spaced });
                         spaced = false;
                     }
                     _ => {
@@ -1691,14 +1500,7 @@ impl<'a> Lexer<'a> {
                                 _ => self.pos += 1,
                             }
                         }
-                        toks.push(Tok {
-                            start,
-                            end: self.pos,
-                            line,
-                            col,
-                            quoted: false,
-                            spaced,
-                        });
+                        toks.push(Tok { start, end: self.pos, line, col, quoted: false, spaced });
                         spaced = false;
                     }
                 }
@@ -1707,11 +1509,7 @@ impl<'a> Lexer<'a> {
                 return Some(Err(problem));
             }
             if !toks.is_empty() {
-                return Some(Ok(RawEntry {
-                    toks,
-                    indented,
-                    line,
-                }));
+                return Some(Ok(RawEntry { toks, indented, line }));
             }
         }
     }
@@ -1776,10 +1574,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
     }
 
     fn source(origin: &str, path: PathBuf) -> ZoneSource {
-        ZoneSource {
-            origin: origin.into(),
-            path,
-        }
+        ZoneSource { origin: origin.into(), path }
     }
 
     fn load_one(origin: &str, zone: &str) -> Result<ZoneSet, ZoneError> {
@@ -1798,11 +1593,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
     }
 
     fn assert_content(record: &str, qtype: &str, expected: &str) {
-        assert_eq!(
-            content(record),
-            (qtype.to_owned(), expected.to_owned()),
-            "{record}"
-        );
+        assert_eq!(content(record), (qtype.to_owned(), expected.to_owned()), "{record}");
     }
 
     fn load_error(zone: &str) -> ZoneError {
@@ -1813,12 +1604,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
     }
 
     fn rec(qname: &str, qtype: &str, content: &str, ttl: u32) -> StaticRecord {
-        StaticRecord {
-            qname: qname.into(),
-            qtype: qtype.into(),
-            content: content.into(),
-            ttl,
-        }
+        StaticRecord { qname: qname.into(), qtype: qtype.into(), content: content.into(), ttl }
     }
 
     #[test]
@@ -1828,12 +1614,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
         assert_eq!(
             set.records(apex),
             [
-                rec(
-                    apex,
-                    "SOA",
-                    "ns1.example.net. hostmaster.example.net. 2026112301 3600 600 604800 300",
-                    300
-                ),
+                rec(apex, "SOA", "ns1.example.net. hostmaster.example.net. 2026112301 3600 600 604800 300", 300),
                 rec(apex, "NS", "ns1.example.net.", 300),
                 rec(apex, "NS", "ns2.example.net.", 300),
             ]
@@ -1855,11 +1636,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
             ("www.example.net.", "CNAME", "cdn.example.net."),
             ("mail.example.net.", "A", "192.0.2.25"),
             ("static.example.net.", "A", "192.0.2.80"),
-            (
-                "_https._tcp.cdn.example.net.",
-                "SRV",
-                "10 5 443 cdn.example.net.",
-            ),
+            ("_https._tcp.cdn.example.net.", "SRV", "10 5 443 cdn.example.net."),
         ];
         for (qname, qtype, content) in single {
             assert_eq!(set.records(qname), [rec(qname, qtype, content, 300)]);
@@ -1885,22 +1662,10 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
         assert_content("TXT \"v=spf1 -all\"", "TXT", "\"v=spf1 -all\"");
         assert_content("TXT \"a\" \"b\"", "TXT", "\"a\" \"b\"");
         assert_content("TXT unquoted", "TXT", "\"unquoted\"");
-        assert_content(
-            "TXT \"say \\\"hi\\\" to a\\\\b\" \"\\255\"",
-            "TXT",
-            "\"say \\\"hi\\\" to a\\\\b\" \"\\255\"",
-        );
+        assert_content("TXT \"say \\\"hi\\\" to a\\\\b\" \"\\255\"", "TXT", "\"say \\\"hi\\\" to a\\\\b\" \"\\255\"");
         assert_content("SPF \"v=spf1 -all\"", "SPF", "\"v=spf1 -all\"");
-        assert_content(
-            "CAA 0 issue \"letsencrypt.org\"",
-            "CAA",
-            "0 issue \"letsencrypt.org\"",
-        );
-        assert_content(
-            "CAA 128 iodef \"mailto:a@b.c\"",
-            "CAA",
-            "128 iodef \"mailto:a@b.c\"",
-        );
+        assert_content("CAA 0 issue \"letsencrypt.org\"", "CAA", "0 issue \"letsencrypt.org\"");
+        assert_content("CAA 128 iodef \"mailto:a@b.c\"", "CAA", "128 iodef \"mailto:a@b.c\"");
         assert_content("HINFO \"PC\" \"Linux\"", "HINFO", "\"PC\" \"Linux\"");
         assert_content("AFSDB 1 afs", "AFSDB", "1 afs.example.net.");
         assert_content("DS 5414 15 2 deadbeef", "DS", "5414 15 2 DEADBEEF");
@@ -1916,19 +1681,11 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
             "LOC",
             "52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m",
         );
-        assert_content(
-            "URI 10 1 \"https://example.net/\"",
-            "URI",
-            "10 1 \"https://example.net/\"",
-        );
+        assert_content("URI 10 1 \"https://example.net/\"", "URI", "10 1 \"https://example.net/\"");
         // Types PowerDNS does not know: generic form, one hex field.
         assert_content("TYPE65280 \\# 3 0A0b0c", "TYPE65280", "\\# 3 0a0b0c");
         assert_content("TYPE65280 \\# 0", "TYPE65280", "\\# 0");
-        assert_content(
-            "MD mail",
-            "TYPE3",
-            "\\# 18 046d61696c076578616d706c65036e657400",
-        );
+        assert_content("MD mail", "TYPE3", "\\# 18 046d61696c076578616d706c65036e657400");
         // Generic form of a type PowerDNS knows: its text form.
         assert_content("A \\# 4 c0000201", "A", "192.0.2.1");
         assert_content("TYPE15 10 mail", "MX", "10 mail.example.net.");
@@ -1941,12 +1698,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
         let set = load_one("example.net.", zone).unwrap();
         assert_eq!(
             set.records("example.net."),
-            [rec(
-                "example.net.",
-                "SOA",
-                "ns1.example.net. hostmaster.example.net. 2024010101 3600 600 604800 300",
-                60
-            )]
+            [rec("example.net.", "SOA", "ns1.example.net. hostmaster.example.net. 2024010101 3600 600 604800 300", 60)]
         );
     }
 
@@ -1971,15 +1723,9 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
         let zone = "$ORIGIN Example.NET.\n$TTL 60\n@ IN SOA ns1 hm 1 2 3 4 5\n\
                     CDN.Example.NET. IN A 192.0.2.1\nWWW IN CNAME CDN\n";
         let set = load_one("EXAMPLE.net", zone).unwrap();
-        assert_eq!(
-            set.records("cdn.example.net."),
-            [rec("cdn.example.net.", "A", "192.0.2.1", 60)]
-        );
+        assert_eq!(set.records("cdn.example.net."), [rec("cdn.example.net.", "A", "192.0.2.1", 60)]);
         // Content keeps the case as written (PowerDNS compares names case-insensitively).
-        assert_eq!(
-            &*set.records("www.example.net.")[0].content,
-            "CDN.Example.NET."
-        );
+        assert_eq!(&*set.records("www.example.net.")[0].content, "CDN.Example.NET.");
         assert_eq!(set.zone_of("cdn.example.net."), Some("example.net."));
     }
 
@@ -1991,19 +1737,9 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
             "$TTL 60\n@ SOA ns1 hm 1 2 3 4 5\nsub NS ns1.sub\nns1.sub A 192.0.2.9\n\
              cdn A 192.0.2.1\n",
         );
-        let child = dir.write(
-            "child",
-            "$TTL 30\n@ SOA ns1 hm 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.9\nwww A 192.0.2.2\n",
-        );
-        let set = ZoneSet::load(&[
-            source("example.net.", parent),
-            source("sub.example.net.", child),
-        ])
-        .unwrap();
-        assert_eq!(
-            set.zone_of("www.sub.example.net."),
-            Some("sub.example.net.")
-        );
+        let child = dir.write("child", "$TTL 30\n@ SOA ns1 hm 1 2 3 4 5\n@ NS ns1\nns1 A 192.0.2.9\nwww A 192.0.2.2\n");
+        let set = ZoneSet::load(&[source("example.net.", parent), source("sub.example.net.", child)]).unwrap();
+        assert_eq!(set.zone_of("www.sub.example.net."), Some("sub.example.net."));
         assert_eq!(set.zone_of("sub.example.net."), Some("sub.example.net."));
         assert_eq!(set.zone_of("cdn.example.net."), Some("example.net."));
         assert_eq!(set.zone_of("a.b.cdn.example.net."), Some("example.net."));
@@ -2012,17 +1748,10 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
         assert_eq!(set.zone_of("net."), None);
         assert_eq!(set.zone_of("."), None);
         // The parent's delegation and glue give way to the child's records.
-        let types: Vec<_> = set
-            .records("sub.example.net.")
-            .iter()
-            .map(|r| (&*r.qtype, r.ttl))
-            .collect();
+        let types: Vec<_> = set.records("sub.example.net.").iter().map(|r| (&*r.qtype, r.ttl)).collect();
         assert_eq!(types, [("SOA", 30), ("NS", 30)]);
         assert_eq!(set.records("ns1.sub.example.net.")[0].ttl, 30);
-        assert_eq!(
-            set.zones().collect::<Vec<_>>(),
-            [("example.net.", 2), ("sub.example.net.", 4)]
-        );
+        assert_eq!(set.zones().collect::<Vec<_>>(), [("example.net.", 2), ("sub.example.net.", 4)]);
     }
 
     #[test]
@@ -2053,19 +1782,11 @@ late A 192.0.2.8
         let set = load_one("example.net.", zone).unwrap();
         assert_eq!(
             set.records("example.net.")[0],
-            rec(
-                "example.net.",
-                "SOA",
-                "ns1.example.net. hostmaster.example.net. 2024010101 3600 900 604800 300",
-                3600
-            )
+            rec("example.net.", "SOA", "ns1.example.net. hostmaster.example.net. 2024010101 3600 900 604800 300", 3600)
         );
         assert_eq!(
             set.records("ns1.example.net."),
-            [
-                rec("ns1.example.net.", "A", "192.0.2.53", 3600),
-                rec("ns1.example.net.", "AAAA", "2001:db8::53", 3600),
-            ]
+            [rec("ns1.example.net.", "A", "192.0.2.53", 3600), rec("ns1.example.net.", "AAAA", "2001:db8::53", 3600),]
         );
         assert_eq!(
             set.records("host.sub.example.net."),
@@ -2108,10 +1829,7 @@ late A 192.0.2.8
     fn include_is_relative_to_the_including_file() {
         let dir = TempDir::new();
         std::fs::create_dir_all(dir.0.join("sub")).unwrap();
-        dir.write(
-            "sub/mail.inc",
-            "$ORIGIN changed.example.\nmx1 A 192.0.2.25\n",
-        );
+        dir.write("sub/mail.inc", "$ORIGIN changed.example.\nmx1 A 192.0.2.25\n");
         dir.write("sub/more.inc", "@ A 192.0.2.26\n");
         let main = dir.write(
             "main.zone",
@@ -2122,42 +1840,27 @@ late A 192.0.2.8
         // mx1.changed.example. is outside the zone: the included $ORIGIN is the error.
         let error = set.unwrap_err();
         let message = error.to_string();
-        assert!(
-            message.contains("mail.inc:2:1: owner `mx1.changed.example.` is outside the zone"),
-            "{message}"
-        );
+        assert!(message.contains("mail.inc:2:1: owner `mx1.changed.example.` is outside the zone"), "{message}");
         dir.write("sub/mail.inc", "$ORIGIN example.net.\nmx1 A 192.0.2.25\n");
         let set = ZoneSet::load(&[source("example.net.", main)]).unwrap();
         assert_eq!(set.records("mx1.example.net.").len(), 1);
         // The including file's origin is unaffected by the included $ORIGIN.
         assert_eq!(set.records("after.example.net.").len(), 1);
         // `$INCLUDE file origin` sets the included file's origin.
-        assert_eq!(
-            set.records("mail.example.net.")[0].content.as_ref(),
-            "192.0.2.26"
-        );
+        assert_eq!(set.records("mail.example.net.")[0].content.as_ref(), "192.0.2.26");
     }
 
     #[test]
     fn include_problems_are_reported_where_they_are_written() {
         let dir = TempDir::new();
         dir.write("loop.inc", "$INCLUDE loop.inc\n");
-        let main = dir.write(
-            "main.zone",
-            "$TTL 60\n@ SOA ns1 hm 1 2 3 4 5\n$INCLUDE missing.inc\n$INCLUDE loop.inc\n",
-        );
+        let main = dir.write("main.zone", "$TTL 60\n@ SOA ns1 hm 1 2 3 4 5\n$INCLUDE missing.inc\n$INCLUDE loop.inc\n");
         let error = ZoneSet::load(&[source("example.net.", main)]).unwrap_err();
         let messages: Vec<String> = error.errors().iter().map(ToString::to_string).collect();
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert!(
-            messages[0].contains("main.zone:3:1: cannot read included file"),
-            "{messages:?}"
-        );
+        assert!(messages[0].contains("main.zone:3:1: cannot read included file"), "{messages:?}");
         assert!(messages[0].contains("missing.inc"), "{messages:?}");
-        assert!(
-            messages[1].contains("loop.inc:1:1: `$INCLUDE` loop"),
-            "{messages:?}"
-        );
+        assert!(messages[1].contains("loop.inc:1:1: `$INCLUDE` loop"), "{messages:?}");
     }
 
     #[test]
@@ -2165,18 +1868,8 @@ late A 192.0.2.8
         let zone = "$TTL 60\n@ SOA ns1 hm 1 2 3 4 5\ncdn IN MXX 10 mail\n";
         let error = load_error(zone);
         let message = error.to_string();
-        assert!(
-            message.ends_with("/zone:3:8: unknown record type `MXX`"),
-            "{message}"
-        );
-        assert!(matches!(
-            error,
-            ZoneError::Invalid {
-                line: 3,
-                col: 8,
-                ..
-            }
-        ));
+        assert!(message.ends_with("/zone:3:8: unknown record type `MXX`"), "{message}");
+        assert!(matches!(error, ZoneError::Invalid { line: 3, col: 8, .. }));
     }
 
     #[test]
@@ -2195,10 +1888,8 @@ late A 192.0.2.8
                     ";
         let error = load_error(zone);
         let messages: Vec<String> = error.errors().iter().map(ToString::to_string).collect();
-        let tails: Vec<&str> = messages
-            .iter()
-            .map(|m| m.split_once("/zone:").map_or(m.as_str(), |(_, tail)| tail))
-            .collect();
+        let tails: Vec<&str> =
+            messages.iter().map(|m| m.split_once("/zone:").map_or(m.as_str(), |(_, tail)| tail)).collect();
         assert_eq!(
             tails,
             [
@@ -2218,48 +1909,25 @@ late A 192.0.2.8
     #[test]
     fn zone_level_problems() {
         let error = load_error("$TTL 60\na A 192.0.2.1\n");
-        assert!(
-            error
-                .to_string()
-                .ends_with("zone `example.net.` has no soa record"),
-            "{error}"
-        );
+        assert!(error.to_string().ends_with("zone `example.net.` has no soa record"), "{error}");
 
-        let error =
-            load_error("$TTL 60\n@ SOA a b 1 2 3 4 5\n@ SOA a b 2 2 3 4 5\nx SOA a b 1 2 3 4 5\n");
+        let error = load_error("$TTL 60\n@ SOA a b 1 2 3 4 5\n@ SOA a b 2 2 3 4 5\nx SOA a b 1 2 3 4 5\n");
         let messages: Vec<String> = error.errors().iter().map(ToString::to_string).collect();
-        assert!(
-            messages[0].contains(":3:1: second soa record for `example.net.`"),
-            "{messages:?}"
-        );
+        assert!(messages[0].contains(":3:1: second soa record for `example.net.`"), "{messages:?}");
         assert!(messages[1].contains(":4:1: soa record `x.example.net.` is not at the zone apex"));
 
-        let error = load_error(
-            "$TTL 60\n@ SOA a b 1 2 3 4 5\nw CNAME a\nw A 192.0.2.1\nv CNAME a\nv CNAME b\n",
-        );
+        let error = load_error("$TTL 60\n@ SOA a b 1 2 3 4 5\nw CNAME a\nw A 192.0.2.1\nv CNAME a\nv CNAME b\n");
         let messages: Vec<String> = error.errors().iter().map(ToString::to_string).collect();
         assert!(messages[0].contains(":4:1: `w.example.net.` has a cname and other data"));
         assert!(messages[1].contains(":6:1: `v.example.net.` has more than one cname"));
 
         let error = load_one("", "").unwrap_err();
-        assert!(
-            error.to_string().ends_with("invalid zone origin ``"),
-            "{error}"
-        );
+        assert!(error.to_string().ends_with("invalid zone origin ``"), "{error}");
 
         let dir = TempDir::new();
         let path = dir.write("z", "$TTL 1\n@ SOA a b 1 2 3 4 5\n");
-        let error = ZoneSet::load(&[
-            source("example.net", path.clone()),
-            source("Example.NET.", path),
-        ])
-        .unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("zone `example.net.` is listed twice"),
-            "{error}"
-        );
+        let error = ZoneSet::load(&[source("example.net", path.clone()), source("Example.NET.", path)]).unwrap_err();
+        assert!(error.to_string().contains("zone `example.net.` is listed twice"), "{error}");
     }
 
     #[test]
@@ -2267,68 +1935,33 @@ late A 192.0.2.8
         let cases = [
             ("a A", "3:3: incomplete A record data"),
             ("a", "3:1: missing record type"),
-            (
-                "a 99999999999 A 192.0.2.1",
-                "3:3: invalid ttl `99999999999`",
-            ),
-            (
-                "a 3000000000 A 192.0.2.1",
-                "3:3: ttl `3000000000` is larger than 2147483647",
-            ),
+            ("a 99999999999 A 192.0.2.1", "3:3: invalid ttl `99999999999`"),
+            ("a 3000000000 A 192.0.2.1", "3:3: ttl `3000000000` is larger than 2147483647"),
             ("a 1 2 A 192.0.2.1", "3:5: second ttl `2`"),
-            (
-                "a..b A 192.0.2.1",
-                "3:1: invalid domain name `a..b`: empty label",
-            ),
-            (
-                "a MX 10 b..c",
-                "3:9: invalid domain name `b..c`: empty label",
-            ),
-            (
-                "a SOA .a b 1 2 3 4 5",
-                "3:7: invalid domain name `.a`: empty label",
-            ),
-            (
-                "a AXFR 1",
-                "3:3: record type `AXFR` cannot appear in a zone file",
-            ),
-            (
-                "a ANY A 1.2.3.4",
-                "3:3: class `ANY` is not supported; only IN is",
-            ),
+            ("a..b A 192.0.2.1", "3:1: invalid domain name `a..b`: empty label"),
+            ("a MX 10 b..c", "3:9: invalid domain name `b..c`: empty label"),
+            ("a SOA .a b 1 2 3 4 5", "3:7: invalid domain name `.a`: empty label"),
+            ("a AXFR 1", "3:3: record type `AXFR` cannot appear in a zone file"),
+            ("a ANY A 1.2.3.4", "3:3: class `ANY` is not supported; only IN is"),
             ("a SIG 1", "3:3: record type `SIG` is not supported"),
             (
                 "a WALLET 1",
                 "3:3: record type `WALLET` is only supported in RFC 3597 generic form (`\\# <length> <hex>`)",
             ),
-            (
-                "a LOC \\# 1 00",
-                "3:7: `LOC` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form",
-            ),
-            (
-                "a TYPE65280 \\# 2 00",
-                "3:13: invalid TYPE65280 record data at `\\#`: wrong rdata length",
-            ),
-            (
-                "$GENERATE 1-2 a$ A 192.0.2.$",
-                "3:1: `$GENERATE` is not supported; write the records out",
-            ),
+            ("a LOC \\# 1 00", "3:7: `LOC` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form"),
+            ("a TYPE65280 \\# 2 00", "3:13: invalid TYPE65280 record data at `\\#`: wrong rdata length"),
+            ("$GENERATE 1-2 a$ A 192.0.2.$", "3:1: `$GENERATE` is not supported; write the records out"),
             ("$FOO", "3:1: unknown directive `$FOO`"),
             ("$TTL", "3:1: `$TTL` takes exactly one ttl"),
             ("$TTL 1x", "3:6: invalid ttl `1x`"),
             ("  A 192.0.2.1 )", "3:15: `)` without `(`"),
             ("a TXT ( \"x\"", "3:7: `(` is never closed"),
-            (
-                "a \"A\" x",
-                "3:3: expected a ttl, class or record type, found \"A\"",
-            ),
+            ("a \"A\" x", "3:3: expected a ttl, class or record type, found \"A\""),
         ];
         for (line, expected) in cases {
             let zone = format!("$TTL 60\n@ SOA a b 1 2 3 4 5\n{line}\n");
             let message = load_error(&zone).to_string();
-            let tail = message
-                .split_once("/zone:")
-                .map_or(message.as_str(), |(_, t)| t);
+            let tail = message.split_once("/zone:").map_or(message.as_str(), |(_, t)| t);
             assert_eq!(tail, expected, "{line}");
         }
     }
@@ -2337,9 +1970,7 @@ late A 192.0.2.8
     fn indented_first_record_has_no_owner() {
         let error = load_error("  IN A 192.0.2.1\n");
         assert!(
-            error.errors()[0]
-                .to_string()
-                .ends_with(":1:3: indented record without a previous owner name"),
+            error.errors()[0].to_string().ends_with(":1:3: indented record without a previous owner name"),
             "{error}"
         );
     }
@@ -2350,10 +1981,7 @@ late A 192.0.2.8
         let error = ZoneSet::load(&[source("example.net.", path.clone())]).unwrap_err();
         assert!(matches!(error, ZoneError::Read { .. }), "{error:?}");
         let message = error.to_string();
-        assert!(
-            message.starts_with(&format!("{}: cannot read zone file: ", path.display())),
-            "{message}"
-        );
+        assert!(message.starts_with(&format!("{}: cannot read zone file: ", path.display())), "{message}");
     }
 
     #[test]

@@ -105,12 +105,7 @@ fn loopback_for(pid: u32, n: u32) -> Ipv4Addr {
     let base = (u64::from(pid) * 2_654_435_761) % LOOPBACK_SPACE;
     let index = (base + u64::from(n)) % LOOPBACK_SPACE;
     let octet = |i: u64| u8::try_from(i % 254 + 1).unwrap_or(1);
-    Ipv4Addr::new(
-        127,
-        octet(index / (254 * 254)),
-        octet(index / 254),
-        octet(index),
-    )
+    Ipv4Addr::new(127, octet(index / (254 * 254)), octet(index / 254), octet(index))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,16 +134,11 @@ impl TestDir {
                 // Left behind by an earlier process with the same pid.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("failed to create test directory {}", path.display())
-                    });
+                    return Err(e).with_context(|| format!("failed to create test directory {}", path.display()));
                 }
             }
         }
-        bail!(
-            "failed to find an unused test directory name under {}",
-            base.display()
-        )
+        bail!("failed to find an unused test directory name under {}", base.display())
     }
 
     /// The directory.
@@ -217,17 +207,10 @@ impl KillOnDrop {
             .open(&log_path)
             .with_context(|| format!("failed to open log file {}", log_path.display()))?;
         let log_start = log.metadata().map_or(0, |m| m.len());
-        let log_err = log
-            .try_clone()
-            .with_context(|| format!("failed to duplicate log file {}", log_path.display()))?;
-        command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .env("NO_COLOR", "1");
-        let child = command
-            .spawn()
-            .with_context(|| format!("failed to start {name}: {command:?}"))?;
+        let log_err =
+            log.try_clone().with_context(|| format!("failed to duplicate log file {}", log_path.display()))?;
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err).env("NO_COLOR", "1");
+        let child = command.spawn().with_context(|| format!("failed to start {name}: {command:?}"))?;
         Ok(KillOnDrop {
             name: name.to_owned(),
             pid: child.id(),
@@ -256,9 +239,7 @@ impl KillOnDrop {
 
     /// This child's log so far, lossily decoded, ANSI escape sequences removed.
     pub fn log(&self) -> String {
-        strip_ansi(&String::from_utf8_lossy(
-            &self.read_log_from(self.log_start),
-        ))
+        strip_ansi(&String::from_utf8_lossy(&self.read_log_from(self.log_start)))
     }
 
     /// The log file's current length in bytes: pass it to
@@ -274,31 +255,20 @@ impl KillOnDrop {
     /// plain substring works as a pattern as long as it has no regex metacharacters (escape
     /// those with `regex::escape`).
     pub async fn wait_for_log_line(&self, pattern: &str, timeout: Duration) -> Result<String> {
-        self.wait_for_log_line_after(self.log_start, pattern, timeout)
-            .await
+        self.wait_for_log_line_after(self.log_start, pattern, timeout).await
     }
 
     /// Waits for a line matching `pattern` (as [`KillOnDrop::wait_for_log_line`]) and returns
     /// the socket address in it (see [`socket_addr_in`]), e.g. with the pattern
     /// `listening on http://` for `listening on http://127.0.0.1:40123/dns`.
-    pub async fn wait_for_socket_addr(
-        &self,
-        pattern: &str,
-        timeout: Duration,
-    ) -> Result<SocketAddr> {
+    pub async fn wait_for_socket_addr(&self, pattern: &str, timeout: Duration) -> Result<SocketAddr> {
         let line = self.wait_for_log_line(pattern, timeout).await?;
-        socket_addr_in(&line)
-            .with_context(|| format!("no socket address in {}'s log line {line:?}", self.name))
+        socket_addr_in(&line).with_context(|| format!("no socket address in {}'s log line {line:?}", self.name))
     }
 
     /// Like [`KillOnDrop::wait_for_log_line`], only considering the log file after byte
     /// `offset` (from [`KillOnDrop::log_len`]).
-    pub async fn wait_for_log_line_after(
-        &self,
-        offset: u64,
-        pattern: &str,
-        timeout: Duration,
-    ) -> Result<String> {
+    pub async fn wait_for_log_line_after(&self, offset: u64, pattern: &str, timeout: Duration) -> Result<String> {
         let regex = Regex::new(pattern).with_context(|| format!("bad log pattern /{pattern}/"))?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -324,11 +294,7 @@ impl KillOnDrop {
                 );
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} logged no line matching /{pattern}/ within {timeout:?}; {}",
-                    self.name,
-                    self.log_tail()
-                );
+                bail!("{} logged no line matching /{pattern}/ within {timeout:?}; {}", self.name, self.log_tail());
             }
             sleep(POLL_INTERVAL).await;
         }
@@ -336,9 +302,7 @@ impl KillOnDrop {
 
     /// The child's exit status if it has exited, without waiting.
     pub fn try_wait(&self) -> Result<Option<ExitStatus>> {
-        self.lock()
-            .try_wait()
-            .with_context(|| format!("failed to poll {} (pid {})", self.name, self.pid))
+        self.lock().try_wait().with_context(|| format!("failed to poll {} (pid {})", self.name, self.pid))
     }
 
     /// Waits up to `timeout` for the child to exit by itself (e.g. after [`KillOnDrop::signal`]
@@ -350,11 +314,7 @@ impl KillOnDrop {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "{} (pid {}) did not exit within {timeout:?}",
-                    self.name,
-                    self.pid
-                );
+                bail!("{} (pid {}) did not exit within {timeout:?}", self.name, self.pid);
             }
             sleep(POLL_INTERVAL).await;
         }
@@ -365,21 +325,14 @@ impl KillOnDrop {
         // Holding the lock keeps the child from being reaped (and its pid reused) meanwhile.
         let mut child = self.lock();
         if let Some(status) = child.try_wait()? {
-            bail!(
-                "cannot send SIG{signal} to {}: it already exited ({status})",
-                self.name
-            );
+            bail!("cannot send SIG{signal} to {}: it already exited ({status})", self.name);
         }
         let status = Command::new("kill")
             .args(["-s", signal, &self.pid.to_string()])
             .stdin(Stdio::null())
             .status()
             .context("failed to run `kill`")?;
-        ensure!(
-            status.success(),
-            "`kill -s {signal} {}` failed: {status}",
-            self.pid
-        );
+        ensure!(status.success(), "`kill -s {signal} {}` failed: {status}", self.pid);
         Ok(())
     }
 
@@ -392,9 +345,7 @@ impl KillOnDrop {
         }
         // Fails only when the child has exited meanwhile; `wait` then reaps it.
         let _ = child.kill();
-        child
-            .wait()
-            .with_context(|| format!("failed to reap {} (pid {})", self.name, self.pid))
+        child.wait().with_context(|| format!("failed to reap {} (pid {})", self.name, self.pid))
     }
 
     fn lock(&self) -> MutexGuard<'_, Child> {
@@ -414,11 +365,7 @@ impl KillOnDrop {
 
     /// "its log (path):" plus the last lines, for error messages.
     fn log_tail(&self) -> String {
-        format!(
-            "last lines of its log {}:\n{}",
-            self.log_path.display(),
-            last_lines(&self.log(), LOG_TAIL_LINES)
-        )
+        format!("last lines of its log {}:\n{}", self.log_path.display(), last_lines(&self.log(), LOG_TAIL_LINES))
     }
 }
 
@@ -431,9 +378,7 @@ impl Drop for KillOnDrop {
         if self.print_log && (std::thread::panicking() || !env_flag("GEOLB_QUIET_LOGS")) {
             let log = self.log();
             let start = log.len().saturating_sub(LOG_PRINT_LIMIT);
-            let start = (start..log.len())
-                .find(|&i| log.is_char_boundary(i))
-                .unwrap_or(0);
+            let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(0);
             eprintln!(
                 "----- {} (pid {}, {status}) log {}{} -----\n{}\n----- end of {} log -----",
                 self.name,
@@ -488,8 +433,7 @@ pub fn socket_addr_in(line: &str) -> Option<SocketAddr> {
         let word = word.rsplit_once('=').map_or(word, |(_, v)| v);
         let word = word.split_once("://").map_or(word, |(_, rest)| rest);
         let word = word.split('/').next().unwrap_or(word);
-        let word =
-            word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | '.' | '(' | ')'));
+        let word = word.trim_matches(|c: char| matches!(c, '"' | '\'' | ',' | ';' | '.' | '(' | ')'));
         word.parse().ok()
     })
 }
@@ -500,10 +444,8 @@ async fn run_tool(name: &str, command: &mut Command, dir: &Path) -> Result<Strin
     let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
     let out_path = dir.join(format!("{name}-{n}.stdout"));
     let err_path = dir.join(format!("{name}-{n}.stderr"));
-    let out = File::create(&out_path)
-        .with_context(|| format!("failed to create {}", out_path.display()))?;
-    let err = File::create(&err_path)
-        .with_context(|| format!("failed to create {}", err_path.display()))?;
+    let out = File::create(&out_path).with_context(|| format!("failed to create {}", out_path.display()))?;
+    let err = File::create(&err_path).with_context(|| format!("failed to create {}", err_path.display()))?;
     let mut child = command
         .stdin(Stdio::null())
         .stdout(out)
@@ -529,9 +471,7 @@ async fn run_tool(name: &str, command: &mut Command, dir: &Path) -> Result<Strin
         Some(status) => {
             bail!("{command:?} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}")
         }
-        None => bail!(
-            "{command:?} did not finish within {TOOL_TIMEOUT:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        ),
+        None => bail!("{command:?} did not finish within {TOOL_TIMEOUT:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"),
     }
 }
 
@@ -541,9 +481,7 @@ async fn run_tool(name: &str, command: &mut Command, dir: &Path) -> Result<Strin
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
+    manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
 }
 
 /// Finds a binary of the workspace (e.g. `geolb-resolver`) in the target directory of the
@@ -554,10 +492,8 @@ pub fn workspace_root() -> PathBuf {
 /// `cargo build --workspace --bins` (with the same profile) first.
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the running test executable")?;
-    let mut dir = exe
-        .parent()
-        .with_context(|| format!("test executable {} has no parent", exe.display()))?
-        .to_path_buf();
+    let mut dir =
+        exe.parent().with_context(|| format!("test executable {} has no parent", exe.display()))?.to_path_buf();
     if dir.file_name() == Some(OsStr::new("deps")) {
         dir.pop();
     }
@@ -726,8 +662,7 @@ impl PdnsOptions {
 
     /// Adds a `pdns.conf` setting.
     pub fn setting(mut self, key: &str, value: impl ToString) -> PdnsOptions {
-        self.extra_settings
-            .push((key.to_owned(), value.to_string()));
+        self.extra_settings.push((key.to_owned(), value.to_string()));
         self
     }
 
@@ -792,8 +727,8 @@ impl Pdns {
         let zones = zones
             .into_iter()
             .map(|(origin, file)| {
-                let file = fs::canonicalize(&file)
-                    .with_context(|| format!("zone file {} of {origin}", file.display()))?;
+                let file =
+                    fs::canonicalize(&file).with_context(|| format!("zone file {} of {origin}", file.display()))?;
                 Ok((origin, file))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -835,8 +770,7 @@ impl Pdns {
                     file.display()
                 ));
             }
-            fs::write(&named_conf, stanzas)
-                .with_context(|| format!("failed to write {}", named_conf.display()))?;
+            fs::write(&named_conf, stanzas).with_context(|| format!("failed to write {}", named_conf.display()))?;
             settings.set("bind-config", named_conf.display());
             static_settings.set("launch", "bind");
             static_settings.set("bind-config", named_conf.display());
@@ -872,8 +806,7 @@ impl Pdns {
         }
         let conf = settings.render()?;
         let conf_path = dir.join("pdns.conf");
-        fs::write(&conf_path, conf)
-            .with_context(|| format!("failed to write {}", conf_path.display()))?;
+        fs::write(&conf_path, conf).with_context(|| format!("failed to write {}", conf_path.display()))?;
 
         let mut command = Command::new(&pdns_server);
         command.arg(format!("--config-dir={}", dir.path().display()));
@@ -944,10 +877,7 @@ impl Pdns {
     /// `["bind-reload-now", "example.net"]`.
     pub async fn control(&self, args: &[&str]) -> Result<String> {
         let mut command = Command::new(pdns_tool("pdns_control")?);
-        command
-            .arg("--no-config")
-            .arg(format!("--socket-dir={}", self.dir.path().display()))
-            .args(args);
+        command.arg("--no-config").arg(format!("--socket-dir={}", self.dir.path().display())).args(args);
         run_tool("pdns_control", &mut command, self.dir.path()).await
     }
 
@@ -962,10 +892,7 @@ impl Pdns {
     /// One counter from `pdns_control show <name>` (e.g. `packetcache-hit`, `query-cache-miss`).
     pub async fn counter(&self, name: &str) -> Result<u64> {
         let output = self.control(&["show", name]).await?;
-        output
-            .trim()
-            .parse()
-            .with_context(|| format!("`pdns_control show {name}` printed {output:?}"))
+        output.trim().parse().with_context(|| format!("`pdns_control show {name}` printed {output:?}"))
     }
 
     /// `query(self.addr(), qname, qtype, ecs)`.
@@ -983,9 +910,7 @@ impl Pdns {
             Some(zone) => (zone.as_str(), true),
             None => (".", false),
         };
-        let probe = QueryOptions::new(qname, "SOA")
-            .timeout(Duration::from_millis(250))
-            .attempts(1);
+        let probe = QueryOptions::new(qname, "SOA").timeout(Duration::from_millis(250)).attempts(1);
         loop {
             if let Some(status) = self.process.try_wait()? {
                 return Err(self.start_error(anyhow!(
@@ -996,8 +921,7 @@ impl Pdns {
             let last = match query_with(self.addr, &probe).await {
                 Ok(response)
                     if !want_soa
-                        || (response.rcode == "NOERROR"
-                            && response.answers.iter().any(|rr| rr.rtype == "SOA")) =>
+                        || (response.rcode == "NOERROR" && response.answers.iter().any(|rr| rr.rtype == "SOA")) =>
                 {
                     return Ok(());
                 }
@@ -1040,10 +964,7 @@ impl Pdns {
 /// Runs `pdnsutil --config-dir=<dir> --config-name=static <args>`.
 async fn pdnsutil(dir: &Path, args: &[&str]) -> Result<String> {
     let mut command = Command::new(pdns_tool("pdnsutil")?);
-    command
-        .arg(format!("--config-dir={}", dir.display()))
-        .arg("--config-name=static")
-        .args(args);
+    command.arg(format!("--config-dir={}", dir.display())).arg("--config-name=static").args(args);
     run_tool("pdnsutil", &mut command, dir).await
 }
 
@@ -1094,11 +1015,7 @@ pub struct Rr {
 
 impl fmt::Display for Rr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} IN {} {}",
-            self.name, self.ttl, self.rtype, self.data
-        )
+        write!(f, "{} {} IN {} {}", self.name, self.ttl, self.rtype, self.data)
     }
 }
 
@@ -1136,10 +1053,7 @@ impl DnsResponse {
 
     /// The answer records of type `rtype` (e.g. `"MX"`).
     pub fn answers_of(&self, rtype: &str) -> Vec<&Rr> {
-        self.answers
-            .iter()
-            .filter(|rr| rr.rtype.eq_ignore_ascii_case(rtype))
-            .collect()
+        self.answers.iter().filter(|rr| rr.rtype.eq_ignore_ascii_case(rtype)).collect()
     }
 }
 
@@ -1153,11 +1067,9 @@ impl fmt::Display for DnsResponse {
         if self.tcp {
             f.write_str(" tcp")?;
         }
-        for (section, records) in [
-            ("answer", &self.answers),
-            ("authority", &self.authority),
-            ("additional", &self.additional),
-        ] {
+        for (section, records) in
+            [("answer", &self.answers), ("authority", &self.authority), ("additional", &self.additional)]
+        {
             if !records.is_empty() {
                 write!(f, "\n;; {section}")?;
                 for rr in records {
@@ -1246,12 +1158,7 @@ impl QueryOptions {
 /// Asks `server` one question over UDP (1 s per attempt, 3 attempts, TCP if the answer is
 /// truncated), with an EDNS OPT record and, if `ecs` is given, an EDNS Client Subnet option
 /// (e.g. `81.2.69.0/24`). The RD flag is not set.
-pub async fn query(
-    server: SocketAddr,
-    qname: &str,
-    qtype: &str,
-    ecs: Option<IpNet>,
-) -> Result<DnsResponse> {
+pub async fn query(server: SocketAddr, qname: &str, qtype: &str, ecs: Option<IpNet>) -> Result<DnsResponse> {
     query_with(server, &QueryOptions::new(qname, qtype).ecs(ecs)).await
 }
 
@@ -1279,8 +1186,8 @@ pub async fn query_with(server: SocketAddr, options: &QueryOptions) -> Result<Dn
 
 /// Encodes the query; returns its id and wire format (without TCP length prefix).
 fn build_query(options: &QueryOptions) -> Result<(u16, Vec<u8>)> {
-    let qname = Name::<Vec<u8>>::from_str(&options.qname)
-        .map_err(|e| anyhow!("bad query name {:?}: {e}", options.qname))?;
+    let qname =
+        Name::<Vec<u8>>::from_str(&options.qname).map_err(|e| anyhow!("bad query name {:?}: {e}", options.qname))?;
     let qtype = Rtype::from_str(&options.qtype.to_ascii_uppercase())
         .map_err(|e| anyhow!("bad query type {:?}: {e}", options.qtype))?;
     let mut builder = MessageBuilder::new_vec();
@@ -1288,9 +1195,7 @@ fn build_query(options: &QueryOptions) -> Result<(u16, Vec<u8>)> {
     builder.header_mut().set_rd(false);
     let id = builder.header().id();
     let mut question = builder.question();
-    question
-        .push((&qname, qtype))
-        .map_err(|e| anyhow!("failed to encode the question: {e}"))?;
+    question.push((&qname, qtype)).map_err(|e| anyhow!("failed to encode the question: {e}"))?;
     let mut additional = question.additional();
     additional
         .opt(|opt| {
@@ -1320,21 +1225,13 @@ fn is_response_to(bytes: &[u8], id: u16) -> bool {
     Message::from_octets(bytes).is_ok_and(|m| m.header().qr() && m.header().id() == id)
 }
 
-async fn exchange_udp(
-    server: SocketAddr,
-    options: &QueryOptions,
-    id: u16,
-    message: &[u8],
-) -> Result<Vec<u8>> {
+async fn exchange_udp(server: SocketAddr, options: &QueryOptions, id: u16, message: &[u8]) -> Result<Vec<u8>> {
     let source = source_for(server, options);
     let socket = UdpSocket::bind(SocketAddr::new(source, 0))
         .await
         .with_context(|| format!("failed to bind a UDP socket on {source}"))?;
     // Connected: only the server's datagrams arrive, and ICMP errors are reported.
-    socket
-        .connect(server)
-        .await
-        .with_context(|| format!("failed to connect a UDP socket to {server}"))?;
+    socket.connect(server).await.with_context(|| format!("failed to connect a UDP socket to {server}"))?;
     let mut last_error = String::from("no answer");
     let mut buf = vec![0; 65535];
     for _ in 0..options.attempts.max(1) {
@@ -1350,8 +1247,7 @@ async fn exchange_udp(
                 Ok(Err(e)) => {
                     // ECONNREFUSED: nothing listens (yet). Wait out the attempt's time.
                     last_error = format!("receive failed: {e}");
-                    sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())))
-                        .await;
+                    sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now()))).await;
                     break;
                 }
                 Ok(Ok(n)) if is_response_to(&buf[..n], id) => return Ok(buf[..n].to_vec()),
@@ -1360,19 +1256,10 @@ async fn exchange_udp(
             }
         }
     }
-    bail!(
-        "no DNS answer over UDP after {} attempt(s) of {:?} ({last_error})",
-        options.attempts.max(1),
-        options.timeout
-    )
+    bail!("no DNS answer over UDP after {} attempt(s) of {:?} ({last_error})", options.attempts.max(1), options.timeout)
 }
 
-async fn exchange_tcp(
-    server: SocketAddr,
-    options: &QueryOptions,
-    id: u16,
-    message: &[u8],
-) -> Result<Vec<u8>> {
+async fn exchange_tcp(server: SocketAddr, options: &QueryOptions, id: u16, message: &[u8]) -> Result<Vec<u8>> {
     let length = u16::try_from(message.len()).context("query too long for TCP")?;
     let mut framed = length.to_be_bytes().to_vec();
     framed.extend_from_slice(message);
@@ -1401,12 +1288,7 @@ async fn exchange_tcp(
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(e)) => {
                 last_error = anyhow!(e).context("TCP exchange failed");
-                sleep(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .min(POLL_INTERVAL),
-                )
-                .await;
+                sleep(deadline.saturating_duration_since(Instant::now()).min(POLL_INTERVAL)).await;
             }
             Err(_) => last_error = anyhow!("no DNS answer over TCP within {:?}", options.timeout),
         }
@@ -1415,8 +1297,7 @@ async fn exchange_tcp(
 }
 
 fn parse_response(bytes: Vec<u8>) -> Result<DnsResponse> {
-    let message =
-        Message::from_octets(bytes).map_err(|e| anyhow!("malformed DNS response: {e}"))?;
+    let message = Message::from_octets(bytes).map_err(|e| anyhow!("malformed DNS response: {e}"))?;
     let header = message.header();
     let parse_error = |e| anyhow!("malformed DNS response: {e}");
     let answers = records(message.answer().map_err(parse_error)?)?;
@@ -1447,17 +1328,10 @@ fn records(section: RecordSection<'_, Vec<u8>>) -> Result<Vec<Rr>> {
             .to_any_record::<AllRecordData<&[u8], ParsedName<&[u8]>>>()
             .map_err(|e| anyhow!("malformed {} record: {e}", record.rtype()))?;
         out.push(Rr {
-            name: record
-                .owner()
-                .fmt_with_dot()
-                .to_string()
-                .to_ascii_lowercase(),
+            name: record.owner().fmt_with_dot().to_string().to_ascii_lowercase(),
             rtype: record.rtype().to_string(),
             ttl: record.ttl().as_secs(),
-            data: record
-                .data()
-                .display_zonefile(DisplayKind::Simple)
-                .to_string(),
+            data: record.data().display_zonefile(DisplayKind::Simple).to_string(),
         });
     }
     Ok(out)
@@ -1491,20 +1365,14 @@ mod tests {
         let cases = [
             ("listening on http://127.0.0.1:40123/dns", "127.0.0.1:40123"),
             ("INFO geolb: listening on 127.0.0.1:9100", "127.0.0.1:9100"),
-            (
-                "admin listening addr=127.0.0.1:8080 kind=admin",
-                "127.0.0.1:8080",
-            ),
+            ("admin listening addr=127.0.0.1:8080 kind=admin", "127.0.0.1:8080"),
             ("listening on \"[::1]:53\",", "[::1]:53"),
             ("bound to 127.0.0.1:80.", "127.0.0.1:80"),
         ];
         for (line, want) in cases {
             assert_eq!(socket_addr_in(line), want.parse().ok(), "{line}");
         }
-        assert_eq!(
-            socket_addr_in("listening on unix:/run/geolb/pdns.sock"),
-            None
-        );
+        assert_eq!(socket_addr_in("listening on unix:/run/geolb/pdns.sock"), None);
     }
 
     #[test]
@@ -1519,10 +1387,7 @@ mod tests {
         settings.set("loglevel", 6);
         settings.set("cache-ttl", 0);
         settings.set("loglevel", 3);
-        assert_eq!(
-            settings.render().ok().as_deref(),
-            Some("# written by geolb-tests\nloglevel=3\ncache-ttl=0\n")
-        );
+        assert_eq!(settings.render().ok().as_deref(), Some("# written by geolb-tests\nloglevel=3\ncache-ttl=0\n"));
         settings.set("launch", "bind\nlaunch=remote");
         assert!(settings.render().is_err());
     }

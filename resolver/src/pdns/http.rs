@@ -60,10 +60,8 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(req, &state).await) }
             });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service);
+            let conn =
+                http1::Builder::new().keep_alive(true).writev(false).serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => {
@@ -86,10 +84,7 @@ fn respond(status: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Byte
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -118,40 +113,23 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             );
         }
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body as u64) {
         return respond(
             StatusCode::PAYLOAD_TOO_LARGE,
-            error_body(&format!(
-                "request body over {} bytes refused",
-                state.max_body
-            )),
+            error_body(&format!("request body over {} bytes refused", state.max_body)),
             true,
         );
     }
-    let body = match Limited::new(req.into_body(), state.max_body)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(req.into_body(), state.max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
+            let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
             let (status, message) = if too_large {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body over {} bytes refused", state.max_body),
-                )
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes refused", state.max_body))
             } else {
-                (
-                    StatusCode::BAD_REQUEST,
-                    format!("failed to read request body: {e}"),
-                )
+                (StatusCode::BAD_REQUEST, format!("failed to read request body: {e}"))
             };
             return respond(status, error_body(&message), true);
         }

@@ -96,9 +96,7 @@ pub fn parse(body: &[u8]) -> Result<Call<'_>, Error> {
         "initialize" => Call::Initialize,
         "getAllDomains" => Call::GetAllDomains,
         "lookup" => {
-            let raw = envelope
-                .parameters
-                .ok_or_else(|| Error::BadLookup("no parameters".into()))?;
+            let raw = envelope.parameters.ok_or_else(|| Error::BadLookup("no parameters".into()))?;
             let p: LookupParams<'_> = serde_json::from_str(raw.get())?;
             Call::Lookup(lookup_from(p)?)
         }
@@ -132,18 +130,9 @@ fn lookup_from(p: LookupParams<'_>) -> Result<Lookup<'_>, Error> {
             ))
         })?;
     if p.qname.is_empty() || p.qname.len() > 255 {
-        return Err(Error::BadLookup(format!(
-            "qname {:?} is not a DNS name",
-            p.qname
-        )));
+        return Err(Error::BadLookup(format!("qname {:?} is not a DNS name", p.qname)));
     }
-    Ok(Lookup {
-        qname: p.qname,
-        qtype,
-        client,
-        source_prefix,
-        zone_id: p.zone_id,
-    })
+    Ok(Lookup { qname: p.qname, qtype, client, source_prefix, zone_id: p.zone_id })
 }
 
 /// Parses `1.2.3.4`, `1.2.3.0/24`, `2001:db8::/56`; the prefix defaults to the full width and
@@ -171,40 +160,28 @@ mod tests {
 
     #[test]
     fn parses_a_lookup_as_pdns_sends_it() {
-        let Call::Lookup(l) = parse(WIRE.as_bytes()).unwrap() else {
-            panic!("not a lookup")
-        };
+        let Call::Lookup(l) = parse(WIRE.as_bytes()).unwrap() else { panic!("not a lookup") };
         assert_eq!(l.qname, "cdn.example.net.");
         assert_eq!(l.qtype, QType::Any);
         assert_eq!(l.client, "81.2.69.0".parse::<IpAddr>().unwrap());
         assert_eq!(l.source_prefix, 24);
         assert_eq!(l.zone_id, Some(1));
-        assert!(
-            matches!(l.qname, Cow::Borrowed(_)),
-            "qname is borrowed from the request"
-        );
+        assert!(matches!(l.qname, Cow::Borrowed(_)), "qname is borrowed from the request");
     }
 
     #[test]
     fn falls_back_to_remote_and_full_width() {
         let body = r#"{"method":"lookup","parameters":{"qtype":"A","qname":"x.","remote":"2001:db8::7","zone-id":-1}}"#;
-        let Call::Lookup(l) = parse(body.as_bytes()).unwrap() else {
-            panic!()
-        };
+        let Call::Lookup(l) = parse(body.as_bytes()).unwrap() else { panic!() };
         assert_eq!((l.qtype, l.source_prefix), (QType::A, 128));
         let body = r#"{"method":"lookup","parameters":{"qtype":"MX","qname":"x.","remote":"192.0.2.1","real-remote":"garbage"}}"#;
-        let Call::Lookup(l) = parse(body.as_bytes()).unwrap() else {
-            panic!()
-        };
+        let Call::Lookup(l) = parse(body.as_bytes()).unwrap() else { panic!() };
         assert_eq!((l.qtype, l.source_prefix), (QType::Other("MX"), 32));
     }
 
     #[test]
     fn other_methods() {
-        assert!(matches!(
-            parse(br#"{"method":"initialize","parameters":{"path":"/x"}}"#).unwrap(),
-            Call::Initialize
-        ));
+        assert!(matches!(parse(br#"{"method":"initialize","parameters":{"path":"/x"}}"#).unwrap(), Call::Initialize));
         assert!(matches!(
             parse(br#"{"method":"getAllDomains","parameters":{"include_disabled":true}}"#).unwrap(),
             Call::GetAllDomains
@@ -221,8 +198,14 @@ mod tests {
             (b"{}", "missing field `method`"),
             (br#"{"method":"lookup"}"#, "no parameters"),
             (br#"{"method":"lookup","parameters":{"qname":"x."}}"#, "qtype"),
-            (br#"{"method":"lookup","parameters":{"qtype":"A","qname":"x.","remote":"nope"}}"#, "no usable client address"),
-            (br#"{"method":"lookup","parameters":{"qtype":"A","qname":"x.","real-remote":"10.0.0.0/33"}}"#, "no usable client address"),
+            (
+                br#"{"method":"lookup","parameters":{"qtype":"A","qname":"x.","remote":"nope"}}"#,
+                "no usable client address",
+            ),
+            (
+                br#"{"method":"lookup","parameters":{"qtype":"A","qname":"x.","real-remote":"10.0.0.0/33"}}"#,
+                "no usable client address",
+            ),
             (br#"{"method":"lookup","parameters":{"qtype":"A","qname":"","remote":"10.0.0.1"}}"#, "not a DNS name"),
             (br#"{"method":7}"#, "invalid type"),
         ] {

@@ -76,9 +76,7 @@ pub fn static_record(qname: &str, qtype: &str, content: &str, ttl: u32) -> Box<[
     let value = serde_json::json!({
         "qtype": qtype, "qname": qname, "content": content, "ttl": ttl, "auth": true, "scopeMask": 0,
     });
-    serde_json::to_vec(&value)
-        .unwrap_or_default()
-        .into_boxed_slice()
+    serde_json::to_vec(&value).unwrap_or_default().into_boxed_slice()
 }
 
 #[cfg(test)]
@@ -90,12 +88,7 @@ mod tests {
         let mut out = Vec::new();
         let mut w = RecordWriter::new(&mut out);
         w.address("A", "\"cdn.example.net.\"", "192.0.2.1", 30, 24);
-        w.raw(&static_record(
-            "cdn.example.net.",
-            "TXT",
-            "\"v=spf1 mx -all\"",
-            300,
-        ));
+        w.raw(&static_record("cdn.example.net.", "TXT", "\"v=spf1 mx -all\"", 300));
         w.finish();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["result"][0]["content"], "192.0.2.1");
