@@ -7,6 +7,7 @@
 pub mod geo;
 pub mod health;
 pub mod id;
+pub mod nearest;
 
 pub use geo::GeoPoint;
 pub use health::{Health, HealthView};

@@ -34,11 +34,14 @@
 //!
 //! # Memory
 //!
-//! Each file is read into memory whole (DB-IP lite: 63 MB + 71 MB). The workspace forbids
-//! `unsafe`, and `maxminddb`'s memory map (`Reader::open_mmap`) is `unsafe` because a file
-//! truncated or rewritten in place while mapped is undefined behaviour (SIGBUS in practice),
-//! which would take the resolver, and with it the zone, down. A copy in memory cannot be changed
-//! under us; the file can be replaced at any time.
+//! Each file is memory-mapped, so the databases (DB-IP lite: 63 MB + 71 MB) live in the page
+//! cache, shared and reclaimable, not in the resolver's private memory. A mapped file that is
+//! truncated or rewritten in place (`cp new.mmdb old.mmdb`) would fault the process (SIGBUS)
+//! and take the zone down with it, so [`GeoIp::open`] maps a private copy: it copies the file
+//! into the temporary directory, maps the copy and unlinks it at once. Nobody else can reach
+//! the copy, the operator's file can be replaced any way at any time, and the unlinked copy's
+//! disk space is freed when the next reload drops the mapping. When the copy cannot be made
+//! (no room), the file is read into memory instead, with a warning.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -49,9 +52,46 @@ use maxminddb::{MaxMindDbError, Reader};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-/// What holds a database's bytes: a heap copy (see "Memory" in the module docs for why not a
-/// memory map, which would be `maxminddb::Mmap` from `unsafe { Reader::open_mmap(path) }`).
-type Source = Vec<u8>;
+/// What holds a database's bytes: a private mapped copy, or (tests, fallback) a heap buffer.
+#[derive(Debug)]
+enum Source {
+    Mapped(memmap2::Mmap),
+    Heap(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Source {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Source::Mapped(m) => m,
+            Source::Heap(v) => v,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Source {
+    fn from(v: Vec<u8>) -> Self {
+        Source::Heap(v)
+    }
+}
+
+/// Maps a private, unlinked copy of `path` (see "Memory" in the module docs).
+fn map_private_copy(path: &std::path::Path) -> std::io::Result<Source> {
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let copy = std::env::temp_dir().join(format!(".geolb-geoip-{}-{n}.mmdb", std::process::id()));
+    let mapped = (|| {
+        std::fs::copy(path, &copy)?;
+        let file = std::fs::File::open(&copy)?;
+        // SAFETY: the mapping is of our own copy, which is unlinked right below, before any
+        // lookup: no other process can open, truncate or rewrite it, and we never write it. So
+        // the bytes cannot change under the `&[u8]` the reader holds.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }?;
+        Ok(Source::Mapped(map))
+    })();
+    let _ = std::fs::remove_file(&copy);
+    mapped
+}
 
 /// An opened set of GeoIP databases, ready for lookups.
 ///
@@ -165,16 +205,24 @@ impl GeoIp {
     /// Opens every database in `paths`; each file's metadata says its `ip_version` (4 or 6),
     /// which decides the addresses it answers (see the module docs for the routing).
     ///
-    /// Reads each file whole, so the files may be replaced or deleted afterwards. This blocks:
-    /// about 0.13 s for the two DB-IP lite files from the page cache, so a reload belongs on a
-    /// blocking thread (`tokio::task::spawn_blocking`).
+    /// Maps a private copy of each file, so the files may be replaced or deleted afterwards.
+    /// This blocks (copying the two DB-IP lite files takes ~0.1 s from the page cache), so a
+    /// reload belongs on a blocking thread (`tokio::task::spawn_blocking`).
     pub fn open(paths: &[PathBuf]) -> Result<GeoIp, GeoIpError> {
         let sources = paths
             .iter()
             .map(|path| {
-                std::fs::read(path)
-                    .map(|bytes| (path.clone(), bytes))
-                    .map_err(|source| GeoIpError::Open { path: path.clone(), source: MaxMindDbError::Io(source) })
+                let open_err = |source| GeoIpError::Open { path: path.clone(), source: MaxMindDbError::Io(source) };
+                // Fail on a missing or unreadable file before trying to copy it.
+                std::fs::File::open(path).map_err(open_err)?;
+                let source = match map_private_copy(path) {
+                    Ok(source) => source,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot map a private copy of the GeoIP database; reading it into memory");
+                        Source::Heap(std::fs::read(path).map_err(open_err)?)
+                    }
+                };
+                Ok((path.clone(), source))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_sources(sources)
@@ -182,13 +230,13 @@ impl GeoIp {
 
     /// Opens databases already in memory; `path` only names them in errors and in
     /// [`GeoIp::describe`].
-    fn from_sources(sources: Vec<(PathBuf, Source)>) -> Result<GeoIp, GeoIpError> {
+    fn from_sources<S: Into<Source>>(sources: Vec<(PathBuf, S)>) -> Result<GeoIp, GeoIpError> {
         if sources.is_empty() {
             return Err(GeoIpError::NoDatabase);
         }
         let databases = sources
             .into_iter()
-            .map(|(path, bytes)| match Reader::from_source(bytes) {
+            .map(|(path, bytes)| match Reader::from_source(bytes.into()) {
                 Ok(reader) => Ok(Database { path, reader }),
                 Err(source) => Err(GeoIpError::Open { path, source }),
             })

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use geolb_common::geo::UnitVector;
+use geolb_common::nearest::NearIndex;
 use geolb_common::{HealthView, NodeId, PopId};
 use geolb_config::{AllDownPolicy, Config, Node, RecordTypes, Service};
 
@@ -42,18 +43,22 @@ pub struct Candidate {
     seed: u64,
 }
 
-/// PoPs with at least one candidate node, positions in structure-of-arrays layout.
+/// PoPs with at least one candidate node, and a [`NearIndex`] over them once there are enough
+/// for it to pay.
 #[derive(Debug, Clone, Default)]
 pub struct PopSet {
-    xs: Vec<f64>,
-    ys: Vec<f64>,
-    zs: Vec<f64>,
+    vectors: Vec<UnitVector>,
     /// Candidates of PoP `i`, never empty.
     nodes: Vec<Vec<Candidate>>,
+    /// Narrows the PoPs to scan per client; `None` for small sets, which are scanned whole.
+    index: Option<NearIndex>,
 }
 
+/// Sets with more PoPs than this get a [`NearIndex`].
+const INDEX_MIN_POPS: usize = 16;
+
 impl PopSet {
-    fn build(pops: &HashMap<&str, UnitVector>, candidates: impl Iterator<Item = Candidate>) -> PopSet {
+    fn build(pops: &HashMap<&str, UnitVector>, candidates: Vec<Candidate>, tie_band_km: f64) -> PopSet {
         let mut order: Vec<PopId> = Vec::new();
         let mut by_pop: HashMap<PopId, Vec<Candidate>> = HashMap::new();
         for c in candidates {
@@ -67,10 +72,11 @@ impl PopSet {
             let (Some(v), Some(nodes)) = (pops.get(pop.as_str()), by_pop.remove(&pop)) else {
                 continue;
             };
-            set.xs.push(v.x);
-            set.ys.push(v.y);
-            set.zs.push(v.z);
+            set.vectors.push(*v);
             set.nodes.push(nodes);
+        }
+        if set.vectors.len() > INDEX_MIN_POPS {
+            set.index = Some(NearIndex::build(&set.vectors, tie_band_km));
         }
         set
     }
@@ -85,28 +91,48 @@ impl PopSet {
         self.nodes.is_empty()
     }
 
-    /// Picks up to `count` nodes for a client at `client`, hashing `key` (see [`client_key`]).
-    /// Returns how many were written to `out`, and the distance to the nearest PoP in km.
+    /// Picks up to `out`'s capacity of nodes for a client at `client`, hashing `key` (see
+    /// [`client_key`]). Returns the distance to the nearest PoP in km, `None` when the set is
+    /// empty.
     pub fn pick<'s>(&'s self, client: &UnitVector, key: u64, tie_band_km: f64, out: &mut Picked<'s>) -> Option<f64> {
         out.len = 0;
-        if self.is_empty() {
-            return None;
+        match &self.index {
+            Some(index) => {
+                self.pick_among(index.candidates(client).iter().map(|&i| i as usize), client, key, tie_band_km, out)
+            }
+            None => self.pick_among(0..self.vectors.len(), client, key, tie_band_km, out),
         }
+    }
+
+    fn pick_among<'s>(
+        &'s self,
+        pops: impl Iterator<Item = usize> + Clone,
+        client: &UnitVector,
+        key: u64,
+        tie_band_km: f64,
+        out: &mut Picked<'s>,
+    ) -> Option<f64> {
         // Pass 1: the nearest PoP is the one with the largest dot product.
         let mut best = f64::NEG_INFINITY;
-        for i in 0..self.xs.len() {
-            let d = self.xs[i] * client.x + self.ys[i] * client.y + self.zs[i] * client.z;
-            best = best.max(d);
+        for i in pops.clone() {
+            let d = self.vectors.get(i)?.dot(client);
+            if d > best {
+                best = d;
+            }
+        }
+        if best == f64::NEG_INFINITY {
+            return None;
         }
         let nearest_km = UnitVector::dot_to_km(best);
         // Pass 2: every PoP within the tie band competes. The small epsilon keeps the nearest
         // PoP itself in when acos/cos round.
         let threshold =
             if tie_band_km > 0.0 { UnitVector::km_to_dot(nearest_km + tie_band_km).min(best) } else { best } - 1e-12;
-        for i in 0..self.xs.len() {
-            let d = self.xs[i] * client.x + self.ys[i] * client.y + self.zs[i] * client.z;
-            if d >= threshold {
-                for c in &self.nodes[i] {
+        for i in pops {
+            if let (Some(v), Some(nodes)) = (self.vectors.get(i), self.nodes.get(i))
+                && v.dot(client) >= threshold
+            {
+                for c in nodes {
                     out.offer(c, rendezvous_score(key, c));
                 }
             }
@@ -303,6 +329,7 @@ fn build_service(
     nodes: &HashMap<&str, &Node>,
     health: &dyn HealthView,
 ) -> ServicePlan {
+    let band = service.tie_band_km;
     let family_plan = |family: Family| {
         let candidates = |ids: &[NodeId], need_usable: bool| {
             ids.iter()
@@ -329,14 +356,14 @@ fn build_service(
             _ => &[],
         };
         let enabled = match service.all_down {
-            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&service.nodes, false).into_iter()),
+            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&service.nodes, false), band),
             _ => PopSet::default(),
         };
         FamilyPlan {
-            healthy: PopSet::build(pops, candidates(&service.nodes, true).into_iter()),
+            healthy: PopSet::build(pops, candidates(&service.nodes, true), band),
             enabled,
-            fallback_healthy: PopSet::build(pops, candidates(fallback, true).into_iter()),
-            fallback_enabled: PopSet::build(pops, candidates(fallback, false).into_iter()),
+            fallback_healthy: PopSet::build(pops, candidates(fallback, true), band),
+            fallback_enabled: PopSet::build(pops, candidates(fallback, false), band),
         }
     };
     ServicePlan {
@@ -557,7 +584,7 @@ mod tests {
     fn arb_world() -> impl Strategy<Value = (Config, Map<NodeId, Health>)> {
         let pop = (-89.0f64..89.0, -179.0f64..179.0);
         let node = (0usize..64, 1u32..10, any::<bool>(), any::<bool>());
-        (prop::collection::vec(pop, 1..12), prop::collection::vec(node, 1..40)).prop_map(|(pops, nodes)| {
+        (prop::collection::vec(pop, 1..40), prop::collection::vec(node, 1..80)).prop_map(|(pops, nodes)| {
             let mut config = Config::for_test();
             config.pops = pops
                 .iter()

@@ -448,8 +448,8 @@ impl<'e> ZoneLoader<'e> {
         if !entry.indented && !first.quoted && tok_bytes(src, first).starts_with(b"$") {
             return self.directive(file, path, src, entry, origin);
         }
-        let record = self.record(src, entry, origin, last_owner)?;
-        self.records.push(Loaded { file, ..record });
+        let record = self.record(file, src, entry, origin, last_owner)?;
+        self.records.push(record);
         Ok(())
     }
 
@@ -513,6 +513,7 @@ impl<'e> ZoneLoader<'e> {
     /// Parses a record entry: owner, TTL and class in either order, type, data.
     fn record(
         &mut self,
+        file: usize,
         src: &[u8],
         entry: &RawEntry,
         origin: &Name<Bytes>,
@@ -591,7 +592,7 @@ impl<'e> ZoneLoader<'e> {
             record: StaticRecord { qname: pdns_name(&owner), qtype: rendered.qtype, content: rendered.content, ttl },
             owner,
             rtype,
-            file: 0,
+            file,
             line,
             col,
         })
@@ -1291,24 +1292,24 @@ fn class_of(raw: &[u8]) -> Option<bool> {
     Some(number == 1)
 }
 
-/// Copies token octets for `domain`'s scanner, writing raw line breaks as `\010`/`\013` so the
-/// synthetic file stays on one line.
+/// Copies token octets for `domain`'s scanner. Octets its scanner refuses raw but BIND takes as
+/// they are (control characters such as a tab or a line break inside quotes, non-ASCII) are
+/// written as `\DDD`, which means the same octet; this also keeps the synthetic file on one line.
 fn push_escaped(out: &mut Vec<u8>, raw: &[u8]) {
+    let plain = |byte: u8| (0x20..0x7f).contains(&byte);
     let mut iter = raw.iter();
     while let Some(&byte) = iter.next() {
-        match byte {
-            b'\\' => {
-                out.push(b'\\');
-                match iter.next() {
-                    Some(b'\n') => out.extend_from_slice(b"010"),
-                    Some(b'\r') => out.extend_from_slice(b"013"),
-                    Some(&next) => out.push(next),
-                    None => {}
-                }
+        if byte == b'\\' {
+            out.push(b'\\');
+            match iter.next() {
+                Some(&next) if plain(next) => out.push(next),
+                Some(&next) => out.extend_from_slice(format!("{next:03}").as_bytes()),
+                None => {}
             }
-            b'\n' => out.extend_from_slice(b"\\010"),
-            b'\r' => out.extend_from_slice(b"\\013"),
-            _ => out.push(byte),
+        } else if plain(byte) {
+            out.push(byte);
+        } else {
+            out.extend_from_slice(format!("\\{byte:03}").as_bytes());
         }
     }
 }
@@ -1675,6 +1676,7 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
             "100 10 \"U\" \"E2U+sip\" \"!^.*$!sip:info@example.net!\" .",
         );
         assert_content("HTTPS 1 . alpn=h2,h3", "HTTPS", "1 . alpn=h2,h3");
+        assert_content("HTTPS 1 . alpn=\"h2,h3\" port=443", "HTTPS", "1 . alpn=h2,h3 port=443");
         assert_content("SSHFP 1 1 deadbeef", "SSHFP", "1 1 DEADBEEF");
         assert_content(
             "LOC 52 22 23.000 N 4 53 32.000 E -2.00m ( 0.00m 10000m 10m )",
@@ -1682,6 +1684,18 @@ _https._tcp.cdn IN SRV 10 5 443 cdn.example.net.
             "52 22 23.000 N 4 53 32.000 E -2.00m 0.00m 10000m 10m",
         );
         assert_content("URI 10 1 \"https://example.net/\"", "URI", "10 1 \"https://example.net/\"");
+        assert_content("KX 10 kx", "KX", "10 kx.example.net.");
+        assert_content("KEY 256 3 13 AQID", "KEY", "256 3 13 AQID");
+        assert_content("DLV 5414 15 2 deadbeef", "DLV", "5414 15 2 DEADBEEF");
+        assert_content("SMIMEA 3 1 1 deadbeef", "SMIMEA", "3 1 1 DEADBEEF");
+        assert_content("TLSA 3 1 1 deadbeef", "TLSA", "3 1 1 DEADBEEF");
+        assert_content("RP mbox txt", "RP", "mbox.example.net. txt.example.net.");
+        assert_content(
+            "SVCB 1 svc port=8443 ipv6hint=2001:db8::1",
+            "SVCB",
+            "1 svc.example.net. port=8443 ipv6hint=2001:db8::1",
+        );
+        assert_content("TXT \"tab\there\" \"caf\u{e9}\"", "TXT", "\"tab\\009here\" \"caf\\195\\169\"");
         // Types PowerDNS does not know: generic form, one hex field.
         assert_content("TYPE65280 \\# 3 0A0b0c", "TYPE65280", "\\# 3 0a0b0c");
         assert_content("TYPE65280 \\# 0", "TYPE65280", "\\# 0");
@@ -1949,7 +1963,7 @@ late A 192.0.2.8
                 "3:3: record type `WALLET` is only supported in RFC 3597 generic form (`\\# <length> <hex>`)",
             ),
             ("a LOC \\# 1 00", "3:7: `LOC` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form"),
-            ("a TYPE65280 \\# 2 00", "3:13: invalid TYPE65280 record data at `\\#`: wrong rdata length"),
+            ("a TYPE65280 \\# 2 00", "3:18: invalid TYPE65280 record data at `00`: generic data has incorrect length"),
             ("$GENERATE 1-2 a$ A 192.0.2.$", "3:1: `$GENERATE` is not supported; write the records out"),
             ("$FOO", "3:1: unknown directive `$FOO`"),
             ("$TTL", "3:1: `$TTL` takes exactly one ttl"),
@@ -2075,6 +2089,33 @@ late A 192.0.2.8
                     }
                 }
                 parse_bytes(&bytes);
+            }
+
+            #[test]
+            fn random_record_data_never_panics(
+                rtype in proptest::sample::select(&[
+                    "A", "AAAA", "NS", "CNAME", "SOA", "MX", "TXT", "SRV", "CAA", "PTR", "HINFO",
+                    "NAPTR", "DS", "DNSKEY", "RRSIG", "NSEC", "NSEC3", "NSEC3PARAM", "TLSA",
+                    "SSHFP", "SVCB", "HTTPS", "IPSECKEY", "ZONEMD", "OPENPGPKEY", "CDS", "RP",
+                    "MINFO", "LOC", "SPF", "AFSDB", "KEY", "TYPE65280", "WALLET", "CSYNC",
+                ][..]),
+                fields in proptest::collection::vec(
+                    proptest::sample::select(&[
+                        "0", "1", "10", "65535", "65536", "-1", "4294967296", ".", "@", "a", "a.",
+                        "a..b", "\\#", "\\# 0", "\\# 2 0a0b", "00", "ff", "\"\"", "\"x y\"",
+                        "\\000", "\\", "(", ")", "192.0.2.1", "::1", "issue", "alpn=h2",
+                        "alpn=\"h2,h3\"", "mandatory=alpn", "key65535=x", "port=99999",
+                        "ipv6hint=::1", "ech=AAAA", "dohpath=/q{?dns}", "ipv4hint=1.2.3.4,5.6.7.8",
+                        "A", "MX", "TYPE1234", "20240101000000", "AwEAAa==", "=", "-", "N", "E",
+                        "1.5m", "2ab", "\\.", "*", "xn--x", "0x10", "1e5", ";", "\n", "\"",
+                    ][..]),
+                    0..10),
+            ) {
+                let zone = format!(
+                    "$TTL 60\n@ SOA a b 1 2 3 4 5\nt {rtype} {}\n",
+                    fields.join(" ")
+                );
+                parse_bytes(zone.as_bytes());
             }
 
             #[test]

@@ -1,5 +1,7 @@
 //! The `geolb-resolver` binary: `--check-config`, exit codes, and starting on broken inputs.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,13 +106,8 @@ fn a_corrupt_geoip_file_fails_check_config_but_not_the_service() {
 
     // Serving: it starts anyway (PowerDNS SERVFAILs the zone while we are down), places clients
     // at the default location, and says why in the log.
-    let mut child = bin()
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        bin().arg("--config").arg(&config).args(["--listen", "127.0.0.1:0"]).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     let mut addr = None;
@@ -130,7 +127,8 @@ fn a_corrupt_geoip_file_fails_check_config_but_not_the_service() {
     let body = r#"{"method":"lookup","parameters":{"qtype":"ANY","qname":"cdn.example.net.","remote":"127.0.0.1","real-remote":"81.2.69.0/24"}}"#;
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "POST /dns HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "POST /dns HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     child.kill().unwrap();

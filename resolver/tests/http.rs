@@ -1,6 +1,8 @@
 //! The HTTP connector in process: `run()` on port 0, spoken to over a real TCP socket the way
 //! PowerDNS speaks (keep-alive, `text/javascript` bodies), plus the refusals and hot reload.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
