@@ -48,6 +48,11 @@ pub struct ZoneFile {
     pub origin: String,
     /// The zone file, absolute.
     pub file: PathBuf,
+    /// The zone's PowerDNS domain metadata (`pdnsutil get-meta`), kind → values. PowerDNS reads
+    /// all of a zone's metadata from the first backend that answers, and the remote backend
+    /// always answers: geolb must hand back the zone's real metadata (NSEC3PARAM, PRESIGNED,
+    /// SOA-EDIT, …) or DNSSEC settings kept in the next backend are lost.
+    pub metadata: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where unlocated clients are placed.

@@ -1,6 +1,6 @@
 //! The file as serde reads it, and the validation that turns it into a [`Config`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,8 @@ struct RawPlace {
 struct RawZone {
     origin: String,
     file: PathBuf,
+    #[serde(default)]
+    metadata: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,7 +381,19 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
                 if !origins.insert(origin.clone()) {
                     problems.at(&path.key("origin"), format!("duplicate zone `{origin}`"));
                 }
-                zones.push(ZoneFile { origin, file: resolve(&z.file) });
+                for kind in z.metadata.keys() {
+                    if kind.is_empty()
+                        || !kind.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+                    {
+                        problems.at(
+                            &path.key("metadata").key(kind),
+                            format!(
+                                "metadata kind `{kind}` is not a PowerDNS metadata kind (upper-case, e.g. NSEC3PARAM)"
+                            ),
+                        );
+                    }
+                }
+                zones.push(ZoneFile { origin, file: resolve(&z.file), metadata: z.metadata.clone() });
             }
             Err(e) => problems.at(&path.key("origin"), e),
         }

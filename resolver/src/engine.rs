@@ -60,7 +60,28 @@ pub struct Engine {
     locator: Locator,
     zones: Arc<ZoneSet>,
     managed: HashMap<Box<str>, Managed>,
+    /// Per zone origin: the configured metadata, all kinds rendered as one reply, and by kind.
+    metadata: HashMap<Box<str>, ZoneMetadata>,
     counters: Arc<Counters>,
+}
+
+/// A zone's metadata, replies pre-rendered.
+#[derive(Debug)]
+struct ZoneMetadata {
+    all: Box<[u8]>,
+    by_kind: HashMap<Box<str>, Box<[u8]>>,
+}
+
+impl ZoneMetadata {
+    fn new(meta: &std::collections::BTreeMap<String, Vec<String>>) -> ZoneMetadata {
+        let render = |v: serde_json::Value| {
+            serde_json::to_vec(&serde_json::json!({ "result": v })).unwrap_or_default().into_boxed_slice()
+        };
+        ZoneMetadata {
+            all: render(serde_json::json!(meta)),
+            by_kind: meta.iter().map(|(k, v)| (k.as_str().into(), render(serde_json::json!(v)))).collect(),
+        }
+    }
 }
 
 /// Longest name PowerDNS can send (255 octets in wire form → at most 254 characters + dot).
@@ -87,7 +108,9 @@ impl Engine {
             let qname_json = serde_json::to_string(&*plan.name).unwrap_or_default().into_boxed_str();
             managed.insert(plan.name.clone(), Managed { plan_index, qname_json, statics });
         }
-        Engine { locator: Locator::new(config, geoip), selector, zones, managed, counters }
+        let metadata =
+            config.zones.iter().map(|z| (z.origin.as_str().into(), ZoneMetadata::new(&z.metadata))).collect();
+        Engine { locator: Locator::new(config, geoip), selector, zones, managed, metadata, counters }
     }
 
     /// The zones this snapshot answers from.
@@ -111,6 +134,23 @@ impl Engine {
             }
             Ok(Call::GetAllDomains) => {
                 out.extend_from_slice(reply::EMPTY);
+                Handled::Other
+            }
+            Ok(Call::GetAllDomainMetadata { name }) => {
+                let mut buf = [0u8; MAX_NAME];
+                match normalize(&name, &mut buf).and_then(|n| self.metadata.get(n)) {
+                    Some(meta) => out.extend_from_slice(&meta.all),
+                    None => out.extend_from_slice(reply::EMPTY_OBJECT),
+                }
+                Handled::Other
+            }
+            Ok(Call::GetDomainMetadata { name, kind }) => {
+                let mut buf = [0u8; MAX_NAME];
+                match normalize(&name, &mut buf).and_then(|n| self.metadata.get(n)).and_then(|m| m.by_kind.get(&*kind))
+                {
+                    Some(values) => out.extend_from_slice(values),
+                    None => out.extend_from_slice(reply::EMPTY),
+                }
                 Handled::Other
             }
             Ok(Call::Other(_)) => {
@@ -189,10 +229,12 @@ impl Engine {
 }
 
 /// The ECS scope of an answer: the prefix of the network that decided it, never longer than
-/// what the query disclosed, and at least 1 when the query disclosed anything, so PowerDNS keeps
-/// client-dependent answers out of its packet and query caches.
+/// what the query disclosed, and always at least 1, so PowerDNS keeps client-dependent answers
+/// out of its packet and query caches. Also for a source prefix of 0: PowerDNS itself looks
+/// names up with `real-remote` `0.0.0.0/0` (no client at all) while it signs DNSSEC answers, and
+/// a scope-0 answer to that lookup lands in its query cache and is then served to every client.
 pub fn scope(decided: u8, source_prefix: u8) -> u8 {
-    if source_prefix == 0 { 0 } else { decided.min(source_prefix).max(1) }
+    decided.min(source_prefix).max(1)
 }
 
 /// Lower-cases `qname` into `buf` and makes it absolute; `None` for names too long or not text.
@@ -226,7 +268,7 @@ mod tests {
         assert_eq!(scope(18, 24), 18);
         assert_eq!(scope(26, 24), 24, "never longer than the source prefix");
         assert_eq!(scope(0, 24), 1, "never 0 for a client-dependent answer");
-        assert_eq!(scope(16, 0), 0, "a /0 source asks for no tailoring");
+        assert_eq!(scope(16, 0), 1, "pdns's own client-less lookups must not be cached either");
     }
 
     #[test]

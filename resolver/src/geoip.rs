@@ -181,6 +181,9 @@ pub enum GeoIpError {
     /// [`GeoIp::open`] was given an empty list.
     #[error("no GeoIP database given")]
     NoDatabase,
+    /// Loading failed in an unexpected way (the loading task itself failed).
+    #[error("GeoIP databases unavailable: {0}")]
+    Unavailable(String),
     /// A file could not be read, or is not a MaxMind DB we can use.
     #[error("failed to open GeoIP database {}: {source}", path.display())]
     Open {

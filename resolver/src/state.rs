@@ -17,8 +17,8 @@ use geolb_config::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Counters, Engine};
-use crate::geoip::GeoIp;
-use crate::zones::{ZoneSet, ZoneSource};
+use crate::geoip::{GeoIp, GeoIpError};
+use crate::zones::{ZoneError, ZoneSet, ZoneSource};
 
 /// A file's identity for change detection.
 type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
@@ -86,20 +86,24 @@ impl Shared {
     /// module docs for what a bad input does at start.
     pub async fn start(config_path: PathBuf, config: Config) -> Shared {
         let counters = Arc::new(Counters::default());
-        let (config, geoip, zones) = match tokio::task::spawn_blocking(move || {
-            let geoip = open_geoip(&config);
-            let zones = load_zones(&config);
-            (config, geoip, zones)
+        // Opening GeoIP copies ~130 MB and parsing zones can take a while: off the runtime.
+        let loaded = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || (open_geoip(&config), load_zones(&config))
         })
-        .await
-        {
+        .await;
+        let (geoip, zones) = match loaded {
             Ok(loaded) => loaded,
-            Err(e) => panic!("loading task panicked: {e}"),
+            // Only a panic inside a parser gets here; serve degraded rather than not at all.
+            Err(e) => (Err(GeoIpError::Unavailable(e.to_string())), Err(ZoneError::Unavailable(e.to_string()))),
         };
         let geoip = geoip.unwrap_or_else(|e| {
             tracing::error!(error = %e, "GeoIP unavailable: every client is placed by overrides or the default location until a reload succeeds");
             None
         });
+        for db in geoip.iter().flat_map(|g| g.describe()) {
+            tracing::info!(database = %db, "GeoIP database loaded");
+        }
         let (zones, serve_services) = match zones {
             Ok(z) => (Arc::new(z), true),
             Err(e) => {

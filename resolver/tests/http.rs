@@ -19,6 +19,10 @@ cdn IN MX  10 mail.example.net.
 ";
 
 fn config_text(dir: &Path, extra: &str) -> String {
+    config_text_with(dir, "", extra)
+}
+
+fn config_text_with(dir: &Path, zone_extra: &str, extra: &str) -> String {
     format!(
         r#"default_location = {{ pop = "fra" }}
 [resolver]
@@ -26,6 +30,7 @@ max_request_bytes = 4096
 [[zones]]
 origin = "example.net."
 file = "{}"
+{zone_extra}
 [[pops]]
 id = "fra"
 lat = 50.11
@@ -58,12 +63,16 @@ impl Drop for Server {
 }
 
 async fn start(name: &str) -> Server {
+    start_with(name, "").await
+}
+
+async fn start_with(name: &str, zone_extra: &str) -> Server {
     let dir = std::env::temp_dir().join(format!("geolb-http-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("example.net.zone"), ZONE).unwrap();
     let config_path = dir.join("geolb.toml");
-    std::fs::write(&config_path, config_text(&dir, "")).unwrap();
+    std::fs::write(&config_path, config_text_with(&dir, zone_extra, "")).unwrap();
     let config = geolb_config::load(&config_path).unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
@@ -141,8 +150,9 @@ async fn keep_alive_calls_as_pdns_sends_them() {
     assert_eq!((status, v), (200, serde_json::json!({"result": false})));
     let (status, v) = call(&mut s, r#"{"method":"initialize","parameters":{}}"#).await;
     assert_eq!((status, v), (200, serde_json::json!({"result": true})));
+    // The zone's metadata, as mirrored in the config (none here: an empty map, not `false`).
     let (status, v) = call(&mut s, r#"{"method":"getAllDomainMetadata","parameters":{"name":"example.net."}}"#).await;
-    assert_eq!((status, v), (200, serde_json::json!({"result": false})));
+    assert_eq!((status, v), (200, serde_json::json!({"result": {}})));
 }
 
 #[tokio::test]
@@ -230,4 +240,22 @@ async fn shutdown_stops_run() {
     let task = &mut server.task;
     let res = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(matches!(res, Ok(Ok(Ok(())))), "run() did not return cleanly after shutdown: {res:?}");
+}
+
+#[tokio::test]
+async fn zone_metadata_is_answered_from_the_config() {
+    let server =
+        start_with("metadata", r#"metadata = { NSEC3PARAM = ["1 0 0 -"], SOA-EDIT = ["INCEPTION-INCREMENT"] }"#).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let (_, v) = call(&mut s, r#"{"method":"getAllDomainMetadata","parameters":{"name":"Example.NET."}}"#).await;
+    assert_eq!(v, serde_json::json!({"result": {"NSEC3PARAM": ["1 0 0 -"], "SOA-EDIT": ["INCEPTION-INCREMENT"]}}));
+    let (_, v) =
+        call(&mut s, r#"{"method":"getDomainMetadata","parameters":{"name":"example.net.","kind":"NSEC3PARAM"}}"#)
+            .await;
+    assert_eq!(v, serde_json::json!({"result": ["1 0 0 -"]}));
+    let (_, v) =
+        call(&mut s, r#"{"method":"getDomainMetadata","parameters":{"name":"example.net.","kind":"PRESIGNED"}}"#).await;
+    assert_eq!(v, serde_json::json!({"result": []}));
+    let (_, v) = call(&mut s, r#"{"method":"getAllDomainMetadata","parameters":{"name":"other.org."}}"#).await;
+    assert_eq!(v, serde_json::json!({"result": {}}));
 }

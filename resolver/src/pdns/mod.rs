@@ -35,6 +35,14 @@ struct Envelope<'a> {
 }
 
 #[derive(Deserialize)]
+struct MetadataParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
 struct LookupParams<'a> {
     #[serde(borrow)]
     qtype: Cow<'a, str>,
@@ -85,6 +93,18 @@ pub enum Call<'a> {
     Lookup(Lookup<'a>),
     /// `getAllDomains`: geolb owns no zone, so an empty list.
     GetAllDomains,
+    /// `getAllDomainMetadata`: every metadata kind of a zone.
+    GetAllDomainMetadata {
+        /// The zone, as sent.
+        name: Cow<'a, str>,
+    },
+    /// `getDomainMetadata`: one metadata kind of a zone.
+    GetDomainMetadata {
+        /// The zone, as sent.
+        name: Cow<'a, str>,
+        /// The kind, e.g. `NSEC3PARAM`.
+        kind: Cow<'a, str>,
+    },
     /// Any other method: answered `false` (nothing here; PowerDNS asks the next backend).
     Other(Cow<'a, str>),
 }
@@ -99,6 +119,15 @@ pub fn parse(body: &[u8]) -> Result<Call<'_>, Error> {
             let raw = envelope.parameters.ok_or_else(|| Error::BadLookup("no parameters".into()))?;
             let p: LookupParams<'_> = serde_json::from_str(raw.get())?;
             Call::Lookup(lookup_from(p)?)
+        }
+        "getAllDomainMetadata" | "getDomainMetadata" => {
+            let raw = envelope.parameters.ok_or_else(|| Error::BadLookup("no parameters".into()))?;
+            let p: MetadataParams<'_> = serde_json::from_str(raw.get())?;
+            match (envelope.method.as_ref(), p.kind) {
+                ("getDomainMetadata", Some(kind)) => Call::GetDomainMetadata { name: p.name, kind },
+                ("getDomainMetadata", None) => return Err(Error::BadLookup("getDomainMetadata without kind".into())),
+                _ => Call::GetAllDomainMetadata { name: p.name },
+            }
         }
         _ => Call::Other(envelope.method),
     })

@@ -8,6 +8,8 @@ pub const FALSE: &[u8] = br#"{"result":false}"#;
 pub const TRUE: &[u8] = br#"{"result":true}"#;
 /// `{"result":[]}`.
 pub const EMPTY: &[u8] = br#"{"result":[]}"#;
+/// `{"result":{}}`: no metadata.
+pub const EMPTY_OBJECT: &[u8] = br#"{"result":{}}"#;
 
 /// A reply with a message PowerDNS logs (`log`), for requests we refuse.
 pub fn error(out: &mut Vec<u8>, message: &str) {
@@ -71,12 +73,23 @@ impl<'o> RecordWriter<'o> {
     }
 }
 
+/// A record as PowerDNS reads it, in the field order geolb writes address records in.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    qtype: &'a str,
+    qname: &'a str,
+    content: &'a str,
+    ttl: u32,
+    auth: bool,
+    #[serde(rename = "scopeMask")]
+    scope_mask: u8,
+}
+
 /// Renders one static record as a JSON object (done once per zone load, not per query).
 pub fn static_record(qname: &str, qtype: &str, content: &str, ttl: u32) -> Box<[u8]> {
-    let value = serde_json::json!({
-        "qtype": qtype, "qname": qname, "content": content, "ttl": ttl, "auth": true, "scopeMask": 0,
-    });
-    serde_json::to_vec(&value).unwrap_or_default().into_boxed_slice()
+    let record = Record { qtype, qname, content, ttl, auth: true, scope_mask: 0 };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&record).unwrap_or_default().into_boxed_slice()
 }
 
 #[cfg(test)]

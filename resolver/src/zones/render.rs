@@ -1,0 +1,631 @@
+//! Record data and domain names, read with NLnet Labs' `domain` and written the way PowerDNS's
+//! remote backend parses them.
+//!
+//! **Owns:** how each record type's data is read (parsed by `domain`, passed on as written, only
+//! in RFC 3597 generic form, or refused as query-only); handing a record's data tokens to
+//! `domain`'s scanner and mapping its errors back to a token; the wire-format round trip that
+//! rejects what the scanner lets through; the `content` string per type (the table in the parent
+//! module's docs), with `TYPE<n>` and generic content for types PowerDNS 4.7 does not know. And
+//! domain names: a name token relative to the origin, a configured zone origin, and the text
+//! PowerDNS prints for a name (owner names and index keys), with its parent for zone lookups.
+//!
+//! **Does not own:** splitting the file into tokens (`lexer`); owner, TTL, class and type of a
+//! record, directives and zone-wide checks (the loader in the parent module).
+//!
+//! Every call into `domain` runs under [`guarded`]: a panic in the crate on odd input becomes an
+//! error for that record instead of taking the resolver down.
+
+use std::io::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::str::FromStr;
+
+use bytes::Bytes;
+use domain::base::iana::Rtype;
+use domain::base::name::{Name, ParsedName, ToName};
+use domain::base::rdata::{ComposeRecordData, ParseRecordData};
+use domain::base::zonefile_fmt::{DisplayKind, ZonefileFmt};
+use domain::dep::octseq::Parser;
+use domain::rdata::ZoneRecordData;
+use domain::zonefile::inplace::{Entry, Zonefile};
+
+use super::Problem;
+use super::lexer::{Tok, parse_ttl, tok_bytes};
+
+/// The largest record data the wire format can carry.
+const MAX_RDATA_LEN: usize = 0xffff;
+
+//------------ Record data ------------------------------------------------------------------------
+
+/// How the record data of a type is read.
+enum Handling {
+    /// Parsed by `domain` as this type (the same, or one with identical syntax).
+    Domain(Rtype),
+    /// `domain` cannot parse it, PowerDNS can, and it holds no domain names: passed on as written.
+    Verbatim,
+    /// Only the RFC 3597 generic form (`\# len hex`) is accepted.
+    Generic,
+    /// Query-only types that cannot be in a zone.
+    Meta,
+}
+
+fn handling(rtype: Rtype) -> Handling {
+    match rtype {
+        Rtype::A
+        | Rtype::NS
+        | Rtype::MD
+        | Rtype::MF
+        | Rtype::CNAME
+        | Rtype::SOA
+        | Rtype::MB
+        | Rtype::MG
+        | Rtype::MR
+        | Rtype::PTR
+        | Rtype::HINFO
+        | Rtype::MINFO
+        | Rtype::MX
+        | Rtype::TXT
+        | Rtype::RP
+        | Rtype::AAAA
+        | Rtype::SRV
+        | Rtype::NAPTR
+        | Rtype::DNAME
+        | Rtype::DS
+        | Rtype::SSHFP
+        | Rtype::IPSECKEY
+        | Rtype::RRSIG
+        | Rtype::NSEC
+        | Rtype::DNSKEY
+        | Rtype::NSEC3
+        | Rtype::NSEC3PARAM
+        | Rtype::TLSA
+        | Rtype::CDS
+        | Rtype::CDNSKEY
+        | Rtype::OPENPGPKEY
+        | Rtype::ZONEMD
+        | Rtype::SVCB
+        | Rtype::HTTPS
+        | Rtype::CAA => Handling::Domain(rtype),
+        Rtype::SPF => Handling::Domain(Rtype::TXT),
+        Rtype::AFSDB | Rtype::KX | Rtype::LP => Handling::Domain(Rtype::MX),
+        Rtype::DLV => Handling::Domain(Rtype::DS),
+        Rtype::KEY | Rtype::RKEY => Handling::Domain(Rtype::DNSKEY),
+        Rtype::SMIMEA => Handling::Domain(Rtype::TLSA),
+        Rtype::LOC
+        | Rtype::URI
+        | Rtype::CERT
+        | Rtype::DHCID
+        | Rtype::APL
+        | Rtype::CSYNC
+        | Rtype::EUI48
+        | Rtype::EUI64
+        | Rtype::NID
+        | Rtype::L32
+        | Rtype::L64 => Handling::Verbatim,
+        Rtype::OPT
+        | Rtype::TKEY
+        | Rtype::TSIG
+        | Rtype::IXFR
+        | Rtype::AXFR
+        | Rtype::MAILB
+        | Rtype::MAILA
+        | Rtype::ANY => Handling::Meta,
+        _ => Handling::Generic,
+    }
+}
+
+/// Whether PowerDNS 4.7 knows the type by name and parses its presentation format (its
+/// `QType::names`, less the meta types and its private ALIAS/LUA/ADDR). For other types it needs
+/// `TYPE<n>` and RFC 3597 content.
+fn pdns_knows(rtype: Rtype) -> bool {
+    matches!(
+        rtype,
+        Rtype::A
+            | Rtype::NS
+            | Rtype::CNAME
+            | Rtype::SOA
+            | Rtype::MB
+            | Rtype::MG
+            | Rtype::MR
+            | Rtype::PTR
+            | Rtype::HINFO
+            | Rtype::MINFO
+            | Rtype::MX
+            | Rtype::TXT
+            | Rtype::RP
+            | Rtype::AFSDB
+            | Rtype::SIG
+            | Rtype::KEY
+            | Rtype::AAAA
+            | Rtype::LOC
+            | Rtype::SRV
+            | Rtype::NAPTR
+            | Rtype::KX
+            | Rtype::CERT
+            | Rtype::A6
+            | Rtype::DNAME
+            | Rtype::APL
+            | Rtype::DS
+            | Rtype::SSHFP
+            | Rtype::IPSECKEY
+            | Rtype::RRSIG
+            | Rtype::NSEC
+            | Rtype::DNSKEY
+            | Rtype::DHCID
+            | Rtype::NSEC3
+            | Rtype::NSEC3PARAM
+            | Rtype::TLSA
+            | Rtype::SMIMEA
+            | Rtype::RKEY
+            | Rtype::CDS
+            | Rtype::CDNSKEY
+            | Rtype::OPENPGPKEY
+            | Rtype::CSYNC
+            | Rtype::ZONEMD
+            | Rtype::SVCB
+            | Rtype::HTTPS
+            | Rtype::SPF
+            | Rtype::NID
+            | Rtype::L32
+            | Rtype::L64
+            | Rtype::LP
+            | Rtype::EUI48
+            | Rtype::EUI64
+            | Rtype::URI
+            | Rtype::CAA
+            | Rtype::DLV
+    )
+}
+
+/// Indexes of the record data fields that are domain names, where `@` means the origin.
+fn name_fields(rtype: Rtype) -> &'static [usize] {
+    match rtype {
+        Rtype::NS
+        | Rtype::CNAME
+        | Rtype::PTR
+        | Rtype::DNAME
+        | Rtype::MB
+        | Rtype::MD
+        | Rtype::MF
+        | Rtype::MG
+        | Rtype::MR
+        | Rtype::NSEC => &[0],
+        Rtype::MX | Rtype::SVCB | Rtype::HTTPS => &[1],
+        Rtype::SOA | Rtype::RP | Rtype::MINFO => &[0, 1],
+        Rtype::SRV => &[3],
+        Rtype::NAPTR => &[5],
+        Rtype::RRSIG => &[7],
+        _ => &[],
+    }
+}
+
+/// The qtype and content of one record, plus the SOA MINIMUM for the TTL fallback.
+pub(super) struct Rendered {
+    pub(super) qtype: Box<str>,
+    pub(super) content: Box<str>,
+    pub(super) soa_minimum: Option<u32>,
+}
+
+/// Reads the record data tokens of `rtype` and renders them for PowerDNS.
+pub(super) fn render(
+    src: &[u8],
+    rtype: Rtype,
+    type_tok: &Tok,
+    toks: &[Tok],
+    origin: &Name<Bytes>,
+) -> Result<Rendered, Problem> {
+    let generic = toks.first().is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
+    let anchor = toks.first().unwrap_or(type_tok);
+    match handling(rtype) {
+        Handling::Meta => Err(Problem::at(type_tok, format!("record type `{rtype}` cannot appear in a zone file"))),
+        Handling::Verbatim if generic => Err(Problem::at(
+            anchor,
+            format!("`{rtype}` in generic (`\\#`) form cannot be passed to PowerDNS; write its text form"),
+        )),
+        Handling::Verbatim => {
+            if toks.is_empty() {
+                return Err(Problem::at(type_tok, format!("missing {rtype} record data")));
+            }
+            let mut text = Vec::new();
+            for (i, tok) in toks.iter().enumerate() {
+                if i > 0 {
+                    text.push(b' ');
+                }
+                push_escaped(&mut text, tok_bytes(src, tok));
+            }
+            let content = String::from_utf8(text)
+                .map_err(|_| Problem::at(anchor, format!("{rtype} record data is not valid UTF-8")))?;
+            Ok(Rendered { qtype: rtype.to_string().into(), content: content.into(), soa_minimum: None })
+        }
+        Handling::Generic if !generic || pdns_knows(rtype) => {
+            let message = if pdns_knows(rtype) {
+                format!("record type `{rtype}` is not supported")
+            } else {
+                format!(
+                    "record type `{rtype}` is only supported in RFC 3597 generic form \
+                     (`\\# <length> <hex>`)"
+                )
+            };
+            Err(Problem::at(type_tok, message))
+        }
+        Handling::Generic => {
+            let scanned = scan_rdata(src, rtype, rtype, type_tok, toks, origin)?;
+            Ok(Rendered {
+                qtype: format!("TYPE{}", rtype.to_int()).into(),
+                content: generic_content(&scanned.wire).into(),
+                soa_minimum: None,
+            })
+        }
+        Handling::Domain(as_type) => {
+            let scanned = scan_rdata(src, rtype, as_type, type_tok, toks, origin)?;
+            let invalid = |message: String| Problem::at(anchor, format!("invalid {rtype} record data: {message}"));
+            let data = decode(as_type, &scanned.wire).map_err(invalid)?;
+            let content = data.display_zonefile(DisplayKind::Simple).to_string();
+            if scanned.display.as_ref().is_some_and(|shown| *shown != content) {
+                // The scanner built something that does not survive the wire format, e.g. a
+                // name with an empty label (`a..b`).
+                return Err(invalid("invalid domain name".into()));
+            }
+            let soa_minimum = match &data {
+                ZoneRecordData::Soa(soa) => Some(soa.minimum().as_secs()),
+                _ => None,
+            };
+            let (qtype, content) = if pdns_knows(rtype) {
+                (rtype.to_string(), content)
+            } else {
+                (format!("TYPE{}", rtype.to_int()), generic_content(&scanned.wire))
+            };
+            Ok(Rendered { qtype: qtype.into(), content: content.into(), soa_minimum })
+        }
+    }
+}
+
+/// Record data as `domain`'s scanner produced it.
+struct Scanned {
+    /// Wire format.
+    wire: Vec<u8>,
+    /// The scanner's presentation format, unless the data came in generic form.
+    display: Option<String>,
+}
+
+/// Hands the record data tokens to `domain`'s scanner as a one-record zone file.
+///
+/// The tokens are re-joined on one line (their original spacing kept where it matters, raw line
+/// breaks inside tokens escaped), `@` in name fields replaced by the origin and TTL units in SOA
+/// timers converted, so the scanner's line:col maps back to a token.
+fn scan_rdata(
+    src: &[u8],
+    rtype: Rtype,
+    as_type: Rtype,
+    type_tok: &Tok,
+    toks: &[Tok],
+    origin: &Name<Bytes>,
+) -> Result<Scanned, Problem> {
+    let mut text = Vec::with_capacity(32 + toks.iter().map(|t| t.end - t.start + 1).sum::<usize>());
+    // Writing to a Vec cannot fail.
+    let _ = write!(text, "@ IN TYPE{} ", as_type.to_int());
+    let prefix = text.len();
+    let mut starts = Vec::with_capacity(toks.len());
+    let names = name_fields(as_type);
+    let generic = toks.first().is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
+    for (i, tok) in toks.iter().enumerate() {
+        if i > 0 && tok.spaced {
+            text.push(b' ');
+        }
+        starts.push(text.len());
+        let raw = tok_bytes(src, tok);
+        let name_field = !generic && !tok.quoted && names.contains(&i);
+        if name_field && has_empty_label(raw) {
+            // `domain`'s scanner would accept this and build a broken name.
+            let shown = truncate(&String::from_utf8_lossy(raw), 60);
+            return Err(Problem::at(tok, format!("invalid domain name `{shown}`: empty label")));
+        }
+        if name_field && raw == b"@" {
+            let _ = write!(text, "{}", origin.fmt_with_dot());
+        } else if as_type == Rtype::SOA
+            && (3..=6).contains(&i)
+            && !tok.quoted
+            && raw.iter().any(u8::is_ascii_alphabetic)
+        {
+            let seconds = parse_ttl(raw)
+                .ok_or_else(|| Problem::at(tok, format!("invalid SOA timer `{}`", String::from_utf8_lossy(raw))))?;
+            let _ = write!(text, "{seconds}");
+        } else {
+            push_escaped(&mut text, raw);
+        }
+    }
+    text.push(b'\n');
+
+    let result = guarded(|| {
+        let mut zonefile = Zonefile::from(&text[..]);
+        zonefile.set_origin(origin.clone());
+        let record = match zonefile.next_entry() {
+            Ok(Some(Entry::Record(record))) => record,
+            Ok(_) => return Err("1:1: unexpected end of entry".to_owned()),
+            Err(error) => return Err(error.to_string()),
+        };
+        match record.into_data() {
+            ZoneRecordData::Unknown(unknown) => Ok(Scanned { wire: unknown.data().to_vec(), display: None }),
+            data => {
+                let mut wire = Vec::new();
+                data.compose_rdata(&mut wire).map_err(|_| "1:1: cannot encode record data".to_owned())?;
+                let display = data.display_zonefile(DisplayKind::Simple).to_string();
+                Ok(Scanned { wire, display: Some(display) })
+            }
+        }
+    });
+    let scanned = result.map_err(|error| scanner_problem(&error, prefix, &starts, src, toks, type_tok, rtype))?;
+    if scanned.wire.len() > MAX_RDATA_LEN {
+        return Err(Problem::at(
+            toks.first().unwrap_or(type_tok),
+            format!("{rtype} record data longer than {MAX_RDATA_LEN} bytes"),
+        ));
+    }
+    Ok(scanned)
+}
+
+/// Turns a `domain` scanner error (`"line:col: message"` in the synthetic one-line file) into a
+/// problem at the token it points at.
+fn scanner_problem(
+    error: &str,
+    prefix: usize,
+    starts: &[usize],
+    src: &[u8],
+    toks: &[Tok],
+    type_tok: &Tok,
+    rtype: Rtype,
+) -> Problem {
+    let mut parts = error.splitn(3, ':');
+    let line = parts.next().and_then(|s| s.trim().parse::<usize>().ok());
+    let col = parts.next().and_then(|s| s.trim().parse::<usize>().ok());
+    let message = parts.next().map_or(error, str::trim);
+    if message == "unexpected end of entry" || message == "short buffer" {
+        let last = toks.last().unwrap_or(type_tok);
+        return Problem::at(last, format!("incomplete {rtype} record data"));
+    }
+    let offset = col.unwrap_or(1).saturating_sub(1);
+    let tok = if line != Some(1) {
+        // The scanner had already moved past the end of the line: the last token is the culprit.
+        toks.last()
+    } else if offset < prefix {
+        None
+    } else {
+        starts.iter().rposition(|&start| start <= offset).and_then(|i| toks.get(i))
+    };
+    let Some(tok) = tok else {
+        return Problem::at(type_tok, format!("invalid {rtype} record data: {}", friendly(message)));
+    };
+    let shown = String::from_utf8_lossy(tok_bytes(src, tok));
+    let shown = truncate(&shown, 60);
+    let message = if message == "trailing tokens" {
+        format!("too many fields in {rtype} record data, starting at `{shown}`")
+    } else {
+        format!("invalid {rtype} record data at `{shown}`: {}", friendly(message))
+    };
+    Problem::at(tok, message)
+}
+
+/// Lower-case, more telling versions of `domain`'s messages.
+fn friendly(message: &str) -> String {
+    match message {
+        "bad name" => "invalid domain name".into(),
+        "bad charstr" => "character string longer than 255 bytes".into(),
+        "bad symbol" => "invalid character or escape".into(),
+        "bad UTF-8" => "invalid UTF-8".into(),
+        other => other.to_owned(),
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// Decodes wire-format record data as `rtype`, requiring a full, exact round trip: all octets
+/// used, and encoding the result again gives the same octets (no compression pointers).
+fn decode(rtype: Rtype, wire: &[u8]) -> Result<ZoneRecordData<&[u8], ParsedName<&[u8]>>, String> {
+    guarded(|| {
+        let mut parser = Parser::from_ref(wire);
+        let data = match ZoneRecordData::parse_rdata(rtype, &mut parser) {
+            Ok(Some(ZoneRecordData::Unknown(_)) | None) => {
+                return Err("cannot decode it".to_owned());
+            }
+            Ok(Some(data)) => data,
+            Err(error) => return Err(error.to_string()),
+        };
+        if parser.remaining() != 0 {
+            return Err(format!("{} bytes too many", parser.remaining()));
+        }
+        let mut again = Vec::with_capacity(wire.len());
+        if data.compose_rdata(&mut again).is_err() || again != wire {
+            return Err("compressed or malformed domain name".to_owned());
+        }
+        Ok(data)
+    })
+}
+
+/// RFC 3597 generic content the way PowerDNS parses it: `\# <len> <hex>` (one hex field).
+fn generic_content(wire: &[u8]) -> String {
+    let mut out = format!("\\# {}", wire.len());
+    if !wire.is_empty() {
+        out.push(' ');
+        for byte in wire {
+            out.push_str(&format!("{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// Runs a call into `domain`, turning a panic (a bug in the crate on odd input) into an error:
+/// one odd record must not take the resolver, and with it the zone in PowerDNS, down.
+fn guarded<T>(call: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(call))
+        .unwrap_or_else(|_| Err("internal error in the zone file parser on this record".to_owned()))
+}
+
+//------------ Names ------------------------------------------------------------------------------
+
+/// Parses a name token relative to `origin` (`@` is the origin) with `domain`'s scanner.
+pub(super) fn scan_name(raw: &[u8], origin: &Name<Bytes>) -> Result<Name<Bytes>, String> {
+    if raw == b"@" {
+        return Ok(origin.clone());
+    }
+    let shown = || truncate(&String::from_utf8_lossy(raw), 60);
+    if has_empty_label(raw) {
+        return Err(format!("invalid domain name `{}`: empty label", shown()));
+    }
+    let mut text = Vec::with_capacity(raw.len() + 10);
+    text.extend_from_slice(b"$ORIGIN ");
+    push_escaped(&mut text, raw);
+    text.push(b'\n');
+    let name = guarded(|| {
+        let mut zonefile = Zonefile::from(&text[..]);
+        zonefile.set_origin(origin.clone());
+        match zonefile.next_entry() {
+            Ok(None) => zonefile.origin().map_err(|error| error.to_string()),
+            Ok(Some(_)) => Err("bad name".to_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .map_err(|error| {
+        let message = error.rsplit(": ").next().unwrap_or(&error);
+        format!("invalid domain name `{}`: {}", shown(), friendly(message))
+    })?;
+    if !well_formed(name.as_slice()) {
+        return Err(format!("invalid domain name `{}`: empty label", shown()));
+    }
+    Ok(name)
+}
+
+/// Whether a name token in presentation format has an empty label (`a..b`, `.a`); `.` alone is
+/// the root and fine.
+fn has_empty_label(raw: &[u8]) -> bool {
+    if raw == b"." {
+        return false;
+    }
+    let mut label_len = 0usize;
+    let mut iter = raw.iter();
+    while let Some(&byte) = iter.next() {
+        match byte {
+            b'.' if label_len == 0 => return true,
+            b'.' => label_len = 0,
+            b'\\' => {
+                iter.next();
+                label_len += 1;
+            }
+            _ => label_len += 1,
+        }
+    }
+    false
+}
+
+/// Whether wire-format name octets are a sequence of non-empty labels ending in the root label.
+fn well_formed(wire: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        match wire.get(at) {
+            Some(0) => return at + 1 == wire.len(),
+            Some(&len) if len <= 63 => at += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+}
+
+/// A [`ZoneSource`](super::ZoneSource) origin as a name; a missing trailing dot is added.
+pub(super) fn parse_origin(origin: &str) -> Option<Name<Bytes>> {
+    let origin = origin.trim();
+    if origin.is_empty() {
+        return None;
+    }
+    let name = if origin.ends_with('.') {
+        Name::<Bytes>::from_str(origin)
+    } else {
+        Name::<Bytes>::from_str(&format!("{origin}."))
+    };
+    name.ok().filter(|name| well_formed(name.as_slice()))
+}
+
+/// A name the way PowerDNS prints a `DNSName` (`DNSName::toString`), lower-cased: labels joined
+/// by `.` with a trailing dot; `.` and `\` escaped with `\`; bytes outside 0x21–0x7e as `\DDD`.
+pub(super) fn pdns_name(name: &impl ToName) -> Box<str> {
+    let mut out = String::new();
+    for label in name.iter_labels() {
+        if label.is_root() {
+            continue;
+        }
+        for &byte in label.as_slice() {
+            match byte.to_ascii_lowercase() {
+                b'.' => out.push_str("\\."),
+                b'\\' => out.push_str("\\\\"),
+                byte @ 0x21..=0x7e => out.push(char::from(byte)),
+                byte => out.push_str(&format!("\\{byte:03}")),
+            }
+        }
+        out.push('.');
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out.into()
+}
+
+/// The parent of a name in [`pdns_name`] form (`"b.c."` for `"a.b.c."`, `"."` for `"c."`).
+pub(super) fn parent_name(name: &str) -> Option<&str> {
+    let bytes = name.as_bytes();
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            b'\\' => at += 2,
+            b'.' => {
+                return match name.get(at + 1..) {
+                    Some("") => (name != ".").then_some("."),
+                    rest => rest,
+                };
+            }
+            _ => at += 1,
+        }
+    }
+    None
+}
+
+//------------ Escaping ---------------------------------------------------------------------------
+
+/// Copies token octets for `domain`'s scanner. Octets its scanner refuses raw but BIND takes as
+/// they are (control characters such as a tab or a line break inside quotes, non-ASCII) are
+/// written as `\DDD`, which means the same octet; this also keeps the synthetic file on one line.
+fn push_escaped(out: &mut Vec<u8>, raw: &[u8]) {
+    let plain = |byte: u8| (0x20..0x7f).contains(&byte);
+    let mut iter = raw.iter();
+    while let Some(&byte) = iter.next() {
+        if byte == b'\\' {
+            out.push(b'\\');
+            match iter.next() {
+                Some(&next) if plain(next) => out.push(next),
+                Some(&next) => out.extend_from_slice(format!("{next:03}").as_bytes()),
+                None => {}
+            }
+        } else if plain(byte) {
+            out.push(byte);
+        } else {
+            out.extend_from_slice(format!("\\{byte:03}").as_bytes());
+        }
+    }
+}
+
+//------------ Tests ------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_name_walks_up() {
+        assert_eq!(parent_name("a.b.c."), Some("b.c."));
+        assert_eq!(parent_name("c."), Some("."));
+        assert_eq!(parent_name("."), None);
+        assert_eq!(parent_name("a\\.b.c."), Some("c."));
+        assert_eq!(parent_name("noroot"), None);
+        assert_eq!(parent_name(""), None);
+    }
+}
