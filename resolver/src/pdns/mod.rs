@@ -215,9 +215,15 @@ mod tests {
             parse(br#"{"method":"getAllDomains","parameters":{"include_disabled":true}}"#).unwrap(),
             Call::GetAllDomains
         ));
+        let all = parse(br#"{"method":"getAllDomainMetadata","parameters":{"name":"example.net."}}"#).unwrap();
+        assert!(matches!(all, Call::GetAllDomainMetadata { name } if name == "example.net."));
+        let one = parse(br#"{"method":"getDomainMetadata","parameters":{"name":"example.net.","kind":"PRESIGNED"}}"#);
         assert!(
-            matches!(parse(br#"{"method":"getAllDomainMetadata","parameters":{"name":"example.net."}}"#).unwrap(), Call::Other(m) if m == "getAllDomainMetadata")
+            matches!(one.unwrap(), Call::GetDomainMetadata { name, kind } if name == "example.net." && kind == "PRESIGNED")
         );
+        assert!(parse(br#"{"method":"getDomainMetadata","parameters":{"name":"example.net."}}"#).is_err());
+        let keys = parse(br#"{"method":"getDomainKeys","parameters":{"name":"example.net."}}"#).unwrap();
+        assert!(matches!(keys, Call::Other(m) if m == "getDomainKeys"));
     }
 
     #[test]
