@@ -8,6 +8,7 @@
 //! does not look inside the GeoIP databases or zone files it names (the resolver does that).
 
 mod error;
+pub mod health;
 mod location;
 mod model;
 mod raw;

@@ -6,12 +6,24 @@ use std::path::PathBuf;
 use geolb_common::{GeoPoint, NodeId, PopId};
 use ipnet::IpNet;
 
+use crate::health::{AdminConfig, CheckConfig, ClusterConfig, MemberConfig, ProberConfig, QuorumConfig};
+
 /// A validated geolb config.
 ///
 /// Invariants: ids are unique; every node's PoP exists; every service's nodes exist; names are
 /// lower-case and absolute; coordinates are in range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The gossip cluster, when this machine joins one.
+    pub cluster: Option<ClusterConfig>,
+    /// How verdicts are folded.
+    pub quorum: QuorumConfig,
+    /// This machine as a prober (`geolb-prober`).
+    pub prober: Option<ProberConfig>,
+    /// This machine as an observing gossip member (`geolb-resolver`).
+    pub member: Option<MemberConfig>,
+    /// Admin API access.
+    pub admin: AdminConfig,
     /// The resolver's own settings.
     pub resolver: ResolverConfig,
     /// GeoIP databases, absolute paths, in the order given.
@@ -90,6 +102,8 @@ pub struct Node {
     pub weight: u32,
     /// A disabled node is never answered, whatever its health.
     pub enabled: bool,
+    /// How it is checked.
+    pub check: CheckConfig,
 }
 
 /// Which address record types a service answers.

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::error::{ConfigError, Problem};
+use crate::health::{RawAdmin, RawCheck, RawCluster, RawMember, RawProber, RawQuorum};
 use crate::location::{KeyPath, line_col, span_of};
 use crate::model::*;
 
@@ -113,6 +114,7 @@ struct RawNode {
     weight: u32,
     #[serde(default = "default_true")]
     enabled: bool,
+    check: Option<RawCheck>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +164,12 @@ struct RawOverride {
 /// The document as read, before cross-checks.
 #[derive(Debug, Default)]
 struct RawConfig {
+    checks: RawCheck,
+    cluster: Option<RawCluster>,
+    quorum: RawQuorum,
+    prober: Option<RawProber>,
+    member: Option<RawMember>,
+    admin: RawAdmin,
     resolver: RawResolver,
     geoip: RawGeoIp,
     default_location: Option<RawPlace>,
@@ -173,8 +181,22 @@ struct RawConfig {
 }
 
 /// Top-level keys, for the unknown-key message.
-const TOP_LEVEL_KEYS: &[&str] =
-    &["resolver", "geoip", "default_location", "zones", "pops", "nodes", "services", "overrides"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "resolver",
+    "geoip",
+    "default_location",
+    "zones",
+    "pops",
+    "nodes",
+    "services",
+    "overrides",
+    "checks",
+    "cluster",
+    "quorum",
+    "prober",
+    "member",
+    "admin",
+];
 
 /// Collects problems with their positions.
 struct Problems<'a> {
@@ -264,6 +286,12 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let path = top.key(name);
         match name {
             "resolver" => raw.resolver = problems.de(value, &path).unwrap_or_default(),
+            "checks" => raw.checks = problems.de(value, &path).unwrap_or_default(),
+            "cluster" => raw.cluster = problems.de(value, &path),
+            "quorum" => raw.quorum = problems.de(value, &path).unwrap_or_default(),
+            "prober" => raw.prober = problems.de(value, &path),
+            "member" => raw.member = problems.de(value, &path),
+            "admin" => raw.admin = problems.de(value, &path).unwrap_or_default(),
             "geoip" => raw.geoip = problems.de(value, &path).unwrap_or_default(),
             "default_location" => raw.default_location = problems.de(value, &path),
             "zones" => raw.zones = problems.de_array(value, &path),
@@ -449,7 +477,13 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
                 format!("weight {} is outside 1..={MAX_WEIGHT} (use `enabled = false` to take a node out)", n.weight),
             );
         }
+        let (check, check_problems) = n.check.clone().unwrap_or_default().over(&raw.checks).resolve();
+        for (key, message) in check_problems {
+            let at = if n.check.is_some() { path.key("check").key(key) } else { top.key("checks").key(key) };
+            problems.at(&at, message);
+        }
         nodes.push(Node {
+            check,
             id: NodeId::from(n.id.as_str()),
             pop: PopId::from(n.pop.as_str()),
             ipv4: n.ipv4,
@@ -615,7 +649,47 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         overrides.push(Override { net, target });
     }
 
+    let (quorum, quorum_problems) = raw.quorum.resolve();
+    for (key, message) in quorum_problems {
+        problems.at(&top.key("quorum").key(key), message);
+    }
+    let (admin, admin_problems) = raw.admin.resolve(base);
+    for (key, message) in admin_problems {
+        problems.at(&top.key("admin").key(key), message);
+    }
+    let cluster = raw.cluster.as_ref().map(|c| {
+        let (cluster, cluster_problems) = c.resolve(base);
+        for (key, message) in cluster_problems {
+            problems.at(&top.key("cluster").key(key), message);
+        }
+        cluster
+    });
+    let prober = raw.prober.as_ref().map(|p| {
+        let (prober, prober_problems) = p.resolve(base);
+        for (key, message) in prober_problems {
+            problems.at(&top.key("prober").key(key), message);
+        }
+        if !pop_points.contains_key(prober.pop.as_str()) {
+            problems.at(&top.key("prober").key("pop"), format!("unknown pop `{}`", prober.pop));
+        }
+        prober
+    });
+    let member = raw.member.as_ref().map(|m| {
+        let (member, member_problems) = m.resolve(base);
+        for (key, message) in member_problems {
+            problems.at(&top.key("member").key(key), message);
+        }
+        member
+    });
+    if (prober.is_some() || member.is_some()) && cluster.is_none() {
+        problems.at(&top, "[prober] and [member] join a gossip cluster: add a [cluster] table (id, key_file, seeds)");
+    }
     Config {
+        cluster,
+        quorum,
+        prober,
+        member,
+        admin,
         resolver: ResolverConfig { listen: raw.resolver.listen, max_request_bytes: raw.resolver.max_request_bytes },
         geoip,
         zones,

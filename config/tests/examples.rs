@@ -147,3 +147,60 @@ fn for_test_is_valid() {
     let config = geolb_config::Config::for_test();
     assert_eq!(config.nodes.len(), 4);
 }
+
+#[test]
+fn health_sections_merge_defaults_and_report_problems() {
+    let dir = std::env::temp_dir().join(format!("geolb-config-health-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cluster.key"), "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    let base = r#"
+default_location = { pop = "fra" }
+[checks]
+kind = "http"
+path = "/health"
+interval_ms = 500
+timeout_ms = 400
+[cluster]
+id = "test"
+key_file = "cluster.key"
+seeds = ["127.0.0.1:7946"]
+[prober]
+id = "p1"
+pop = "fra"
+gossip_listen = "127.0.0.1:7946"
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[[nodes]]
+id = "fra-1"
+pop = "fra"
+ipv4 = "192.0.2.1"
+[[nodes]]
+id = "fra-2"
+pop = "fra"
+ipv4 = "192.0.2.2"
+check = { kind = "tcp", port = 443, rise = 3 }
+[[services]]
+name = "cdn.example.net"
+types = ["A"]
+"#;
+    let config = geolb_config::parse(base, &dir).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (&config.nodes[0].check, &config.nodes[1].check);
+    assert_eq!((a.kind, a.port, a.path.as_str(), a.rise), (geolb_config::health::CheckKind::Http, 80, "/health", 2));
+    assert_eq!((b.kind, b.port, b.rise), (geolb_config::health::CheckKind::Tcp, 443, 3));
+    assert_eq!(b.interval, std::time::Duration::from_millis(500), "the node inherits [checks]");
+    assert_eq!(config.cluster.as_ref().unwrap().key.len(), 32);
+    assert_eq!(config.prober.as_ref().unwrap().pop, "fra");
+
+    let broken = base
+        .replace("timeout_ms = 400", "timeout_ms = 900")
+        .replace("key_file = \"cluster.key\"", "key = \"abcd\"")
+        .replace("pop = \"fra\"\ngossip_listen", "pop = \"ams\"\ngossip_listen");
+    let err = geolb_config::parse(&broken, &dir).unwrap_err();
+    let text = err.to_string();
+    for want in ["checks.timeout_ms", "below interval_ms 500", "cluster.key", "use at least 32", "prober.pop", "unknown pop `ams`"] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

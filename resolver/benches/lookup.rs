@@ -44,6 +44,7 @@ fn synthetic(pops: usize, per_pop: usize) -> Config {
                 ipv6: Some(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | n as u128)),
                 weight: 100,
                 enabled: true,
+                check: Default::default(),
             });
         }
     }

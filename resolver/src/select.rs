@@ -550,6 +550,7 @@ mod tests {
             ipv6: None,
             weight: 100,
             enabled: true,
+            check: Default::default(),
         });
         config.services[0].nodes.push("lhr2-1".into());
         let pops_seen = |band: f64| {
@@ -611,6 +612,7 @@ mod tests {
                         ipv6: None,
                         weight: *w,
                         enabled: *enabled,
+                        check: Default::default(),
                     }
                 })
                 .collect();
@@ -660,6 +662,7 @@ mod tests {
             ipv6: None,
             weight: 500,
             enabled: true,
+            check: Default::default(),
         });
         config.nodes[0].weight = 100;
         config.nodes[1].weight = 200;

@@ -1,0 +1,451 @@
+//! The health side of the config: how nodes are checked (`[checks]`, per-node `check`), the
+//! gossip cluster (`[cluster]`), the quorum (`[quorum]`), this machine's prober (`[prober]`) or
+//! gossip membership as a resolver (`[member]`), and the admin API (`[admin]`).
+//!
+//! Durations are integers with an `_ms` suffix. Every default is a named constant below.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default check interval.
+pub const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Default check timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 800;
+/// Default successes in a row to bring a node Up.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default failures in a row to take a node Down.
+pub const DEFAULT_FALL: u32 = 2;
+/// Default gossip interval.
+pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 500;
+/// Default share of eligible voters (by weight) that must say Down.
+pub const DEFAULT_DOWN_QUORUM: f64 = 0.5;
+/// Default number of probers that must agree on Down.
+pub const DEFAULT_MIN_DOWN_VOTERS: usize = 2;
+/// Default age after which a prober's verdicts no longer count.
+pub const DEFAULT_STALE_AFTER_MS: u64 = 10_000;
+/// Default time a verdict is held when no prober can vote, before failing open.
+pub const DEFAULT_GRACE_MS: u64 = 60_000;
+/// Default bound on checks in flight per prober.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Default share of nodes failing at once that makes a prober doubt itself (impaired).
+pub const DEFAULT_IMPAIRED_SHARE: f64 = 0.5;
+
+/// How a node is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// HTTP GET.
+    Http,
+    /// HTTPS GET (rustls; SNI = `host`).
+    Https,
+    /// TCP connect.
+    Tcp,
+}
+
+/// A node's health check, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// Protocol.
+    pub kind: CheckKind,
+    /// Port on the node's address.
+    pub port: u16,
+    /// HTTP(S) path.
+    pub path: String,
+    /// HTTP Host header and TLS server name; `None` sends the address.
+    pub host: Option<String>,
+    /// Statuses that count as healthy.
+    pub expect_status: Vec<u16>,
+    /// A string the body must contain (first 64 KiB).
+    pub body_contains: Option<String>,
+    /// Verify the HTTPS certificate against `host`.
+    pub tls_verify: bool,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time a check may take; below `interval`.
+    pub timeout: Duration,
+    /// Successes in a row to come Up.
+    pub rise: u32,
+    /// Failures in a row to go Down.
+    pub fall: u32,
+    /// Random spread added to each interval.
+    pub jitter: Duration,
+}
+
+impl Default for CheckConfig {
+    /// The built-in defaults: TCP connect to port 80 every second.
+    fn default() -> Self {
+        RawCheck::default().resolve().0
+    }
+}
+
+/// `[checks]` and a node's `check`: every field optional, the node's over the table's over the
+/// built-in defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    kind: Option<CheckKind>,
+    port: Option<u16>,
+    path: Option<String>,
+    host: Option<String>,
+    expect_status: Option<Vec<u16>>,
+    body_contains: Option<String>,
+    tls_verify: Option<bool>,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    jitter_ms: Option<u64>,
+}
+
+impl RawCheck {
+    /// This over `base`, field by field.
+    pub(crate) fn over(&self, base: &RawCheck) -> RawCheck {
+        RawCheck {
+            kind: self.kind.or(base.kind),
+            port: self.port.or(base.port),
+            path: self.path.clone().or_else(|| base.path.clone()),
+            host: self.host.clone().or_else(|| base.host.clone()),
+            expect_status: self.expect_status.clone().or_else(|| base.expect_status.clone()),
+            body_contains: self.body_contains.clone().or_else(|| base.body_contains.clone()),
+            tls_verify: self.tls_verify.or(base.tls_verify),
+            interval_ms: self.interval_ms.or(base.interval_ms),
+            timeout_ms: self.timeout_ms.or(base.timeout_ms),
+            rise: self.rise.or(base.rise),
+            fall: self.fall.or(base.fall),
+            jitter_ms: self.jitter_ms.or(base.jitter_ms),
+        }
+    }
+
+    /// Applies the built-in defaults and checks ranges; problems are `(key, message)`.
+    pub(crate) fn resolve(&self) -> (CheckConfig, Vec<(&'static str, String)>) {
+        let kind = self.kind.unwrap_or(CheckKind::Tcp);
+        let interval_ms = self.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS.min(interval_ms.saturating_sub(1).max(1)));
+        let mut problems = Vec::new();
+        if interval_ms < 100 {
+            problems.push(("interval_ms", format!("interval_ms {interval_ms} is below 100")));
+        }
+        if timeout_ms == 0 || timeout_ms >= interval_ms {
+            problems.push((
+                "timeout_ms",
+                format!("timeout_ms {timeout_ms} must be above 0 and below interval_ms {interval_ms}"),
+            ));
+        }
+        let (rise, fall) = (self.rise.unwrap_or(DEFAULT_RISE), self.fall.unwrap_or(DEFAULT_FALL));
+        if !(1..=100).contains(&rise) {
+            problems.push(("rise", format!("rise {rise} is outside 1..=100")));
+        }
+        if !(1..=100).contains(&fall) {
+            problems.push(("fall", format!("fall {fall} is outside 1..=100")));
+        }
+        let port = self.port.unwrap_or(match kind {
+            CheckKind::Https => 443,
+            _ => 80,
+        });
+        if port == 0 {
+            problems.push(("port", "port 0 cannot be checked".to_owned()));
+        }
+        let path = self.path.clone().unwrap_or_else(|| "/".to_owned());
+        if kind != CheckKind::Tcp && !path.starts_with('/') {
+            problems.push(("path", format!("path `{path}` must start with `/`")));
+        }
+        let jitter_ms = self.jitter_ms.unwrap_or(interval_ms / 10);
+        if jitter_ms >= interval_ms {
+            problems.push(("jitter_ms", format!("jitter_ms {jitter_ms} must be below interval_ms {interval_ms}")));
+        }
+        let config = CheckConfig {
+            kind,
+            port,
+            path,
+            host: self.host.clone(),
+            expect_status: self.expect_status.clone().unwrap_or_else(|| vec![200]),
+            body_contains: self.body_contains.clone(),
+            tls_verify: self.tls_verify.unwrap_or(true),
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            rise,
+            fall,
+            jitter: Duration::from_millis(jitter_ms),
+        };
+        (config, problems)
+    }
+}
+
+/// The gossip cluster every prober and resolver joins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Cluster name; members of another cluster are ignored.
+    pub id: String,
+    /// The shared key every gossip packet is authenticated with (≥ 32 bytes).
+    pub key: Vec<u8>,
+    /// Addresses (`host:port`) of members to join through.
+    pub seeds: Vec<String>,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    id: String,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    seeds: Vec<String>,
+    gossip_interval_ms: Option<u64>,
+}
+
+impl RawCluster {
+    pub(crate) fn resolve(&self, base: &Path) -> (ClusterConfig, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let key_text = match (&self.key, &self.key_file) {
+            (Some(k), None) => Some(k.trim().to_owned()),
+            (None, Some(f)) => {
+                let path = if f.is_absolute() { f.clone() } else { base.join(f) };
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => Some(t.trim().to_owned()),
+                    Err(e) => {
+                        problems.push(("key_file", format!("cannot read cluster key {}: {e}", path.display())));
+                        None
+                    }
+                }
+            }
+            _ => {
+                problems
+                    .push(("key", "give exactly one of `key` (hex) or `key_file` (a file holding the hex key)".into()));
+                None
+            }
+        };
+        let key = key_text.and_then(|t| match decode_hex(&t) {
+            Some(k) if k.len() >= 32 => Some(k),
+            Some(k) => {
+                problems
+                    .push(("key", format!("cluster key is {} bytes; use at least 32 (openssl rand -hex 32)", k.len())));
+                None
+            }
+            None => {
+                problems.push(("key", "cluster key is not hex (openssl rand -hex 32)".into()));
+                None
+            }
+        });
+        if self.id.is_empty() {
+            problems.push(("id", "cluster id is empty".into()));
+        }
+        let interval = self.gossip_interval_ms.unwrap_or(DEFAULT_GOSSIP_INTERVAL_MS);
+        if !(50..=10_000).contains(&interval) {
+            problems.push(("gossip_interval_ms", format!("gossip_interval_ms {interval} is outside 50..=10000")));
+        }
+        let config = ClusterConfig {
+            id: self.id.clone(),
+            key: key.unwrap_or_default(),
+            seeds: self.seeds.clone(),
+            gossip_interval: Duration::from_millis(interval),
+        };
+        (config, problems)
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
+/// How verdicts are folded into one view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuorumConfig {
+    /// Share of the eligible voters' weight that must say Down.
+    pub down_quorum: f64,
+    /// Probers that must say Down.
+    pub min_down_voters: usize,
+    /// A prober whose heartbeat is older than this does not vote.
+    pub stale_after: Duration,
+    /// How long a verdict is held when no prober can vote, before failing open.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuorum {
+    down_quorum: Option<f64>,
+    min_down_voters: Option<usize>,
+    stale_after_ms: Option<u64>,
+    grace_ms: Option<u64>,
+}
+
+impl RawQuorum {
+    pub(crate) fn resolve(&self) -> (QuorumConfig, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let down_quorum = self.down_quorum.unwrap_or(DEFAULT_DOWN_QUORUM);
+        if !(down_quorum > 0.0 && down_quorum <= 1.0) {
+            problems.push(("down_quorum", format!("down_quorum {down_quorum} is outside (0, 1]")));
+        }
+        let min_down_voters = self.min_down_voters.unwrap_or(DEFAULT_MIN_DOWN_VOTERS);
+        if min_down_voters == 0 {
+            problems.push(("min_down_voters", "min_down_voters must be at least 1".into()));
+        }
+        let config = QuorumConfig {
+            down_quorum,
+            min_down_voters,
+            stale_after: Duration::from_millis(self.stale_after_ms.unwrap_or(DEFAULT_STALE_AFTER_MS)),
+            grace: Duration::from_millis(self.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
+        };
+        (config, problems)
+    }
+}
+
+/// This machine as a prober.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProberConfig {
+    /// Unique prober id (one per machine).
+    pub id: String,
+    /// The PoP it stands in (its region is the PoP's).
+    pub pop: String,
+    /// Gossip UDP address.
+    pub gossip_listen: SocketAddr,
+    /// Address other members reach it at (default: `gossip_listen`).
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Admin HTTP (`/metrics`, `/api/v1/…`); loopback by default.
+    pub admin_listen: SocketAddr,
+    /// Addresses (TCP) that are always up: when they fail, the prober's own network is sick.
+    pub canaries: Vec<SocketAddr>,
+    /// Share of nodes failing at once that makes the prober doubt itself and abstain.
+    pub impaired_share: f64,
+    /// Checks in flight at most.
+    pub max_in_flight: usize,
+    /// Where persisted state lives.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProber {
+    id: String,
+    pop: String,
+    gossip_listen: SocketAddr,
+    gossip_advertise: Option<SocketAddr>,
+    #[serde(default = "default_prober_admin")]
+    admin_listen: SocketAddr,
+    #[serde(default)]
+    canaries: Vec<SocketAddr>,
+    impaired_share: Option<f64>,
+    max_in_flight: Option<usize>,
+    state_dir: Option<PathBuf>,
+}
+
+fn default_prober_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+impl RawProber {
+    pub(crate) fn resolve(&self, base: &Path) -> (ProberConfig, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let impaired_share = self.impaired_share.unwrap_or(DEFAULT_IMPAIRED_SHARE);
+        if !(impaired_share > 0.0 && impaired_share <= 1.0) {
+            problems.push(("impaired_share", format!("impaired_share {impaired_share} is outside (0, 1]")));
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 {
+            problems.push(("max_in_flight", "max_in_flight must be at least 1".into()));
+        }
+        if self.id.is_empty() {
+            problems.push(("id", "prober id is empty".into()));
+        }
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/geolb"));
+        let config = ProberConfig {
+            id: self.id.clone(),
+            pop: self.pop.clone(),
+            gossip_listen: self.gossip_listen,
+            gossip_advertise: self.gossip_advertise,
+            admin_listen: self.admin_listen,
+            canaries: self.canaries.clone(),
+            impaired_share,
+            max_in_flight,
+            state_dir: if state_dir.is_absolute() { state_dir } else { base.join(state_dir) },
+        };
+        (config, problems)
+    }
+}
+
+/// This machine as a gossip member that only observes (the resolver).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberConfig {
+    /// Unique member id.
+    pub id: String,
+    /// Gossip UDP address.
+    pub gossip_listen: SocketAddr,
+    /// Address other members reach it at (default: `gossip_listen`).
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Admin HTTP; loopback by default.
+    pub admin_listen: SocketAddr,
+    /// Where persisted state (the last view) lives.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMember {
+    id: String,
+    gossip_listen: SocketAddr,
+    gossip_advertise: Option<SocketAddr>,
+    #[serde(default = "default_member_admin")]
+    admin_listen: SocketAddr,
+    state_dir: Option<PathBuf>,
+}
+
+fn default_member_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9101))
+}
+
+impl RawMember {
+    pub(crate) fn resolve(&self, base: &Path) -> (MemberConfig, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        if self.id.is_empty() {
+            problems.push(("id", "member id is empty".into()));
+        }
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/geolb"));
+        let config = MemberConfig {
+            id: self.id.clone(),
+            gossip_listen: self.gossip_listen,
+            gossip_advertise: self.gossip_advertise,
+            admin_listen: self.admin_listen,
+            state_dir: if state_dir.is_absolute() { state_dir } else { base.join(state_dir) },
+        };
+        (config, problems)
+    }
+}
+
+/// The admin API's access.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdminConfig {
+    /// Bearer token required by the write endpoints (drain, undrain); `None` disables them.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    token_file: Option<PathBuf>,
+}
+
+impl RawAdmin {
+    pub(crate) fn resolve(&self, base: &Path) -> (AdminConfig, Vec<(&'static str, String)>) {
+        let Some(file) = &self.token_file else { return (AdminConfig::default(), Vec::new()) };
+        let path = if file.is_absolute() { file.clone() } else { base.join(file) };
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() >= 16 => (AdminConfig { token: Some(t.trim().to_owned()) }, Vec::new()),
+            Ok(_) => (
+                AdminConfig::default(),
+                vec![("token_file", format!("admin token in {} is shorter than 16 characters", path.display()))],
+            ),
+            Err(e) => (
+                AdminConfig::default(),
+                vec![("token_file", format!("cannot read admin token {}: {e}", path.display()))],
+            ),
+        }
+    }
+}
