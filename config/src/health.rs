@@ -219,7 +219,7 @@ impl RawCluster {
                 None
             }
         };
-        let key = key_text.and_then(|t| match decode_hex(&t) {
+        let key = key_text.and_then(|t| match hex::decode(&t).ok() {
             Some(k) if k.len() >= 32 => Some(k),
             Some(k) => {
                 problems
@@ -248,12 +248,6 @@ impl RawCluster {
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
-}
 
 /// How verdicts are folded into one view.
 #[derive(Debug, Clone, PartialEq)]
