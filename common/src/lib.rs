@@ -8,6 +8,8 @@ pub mod geo;
 pub mod health;
 pub mod id;
 pub mod nearest;
+pub mod quorum;
+pub mod verdict;
 
 pub use geo::GeoPoint;
 pub use health::{Health, HealthView};

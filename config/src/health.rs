@@ -248,7 +248,6 @@ impl RawCluster {
     }
 }
 
-
 /// How verdicts are folded into one view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuorumConfig {

@@ -152,7 +152,8 @@ fn for_test_is_valid() {
 fn health_sections_merge_defaults_and_report_problems() {
     let dir = std::env::temp_dir().join(format!("geolb-config-health-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cluster.key"), "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::write(dir.join("cluster.key"), "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n")
+        .unwrap();
     let base = r#"
 default_location = { pop = "fra" }
 [checks]
@@ -199,7 +200,14 @@ types = ["A"]
         .replace("pop = \"fra\"\ngossip_listen", "pop = \"ams\"\ngossip_listen");
     let err = geolb_config::parse(&broken, &dir).unwrap_err();
     let text = err.to_string();
-    for want in ["checks.timeout_ms", "below interval_ms 500", "cluster.key", "use at least 32", "prober.pop", "unknown pop `ams`"] {
+    for want in [
+        "checks.timeout_ms",
+        "below interval_ms 500",
+        "cluster.key",
+        "use at least 32",
+        "prober.pop",
+        "unknown pop `ams`",
+    ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
