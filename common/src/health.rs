@@ -32,6 +32,12 @@ impl Health {
 pub trait HealthView {
     /// The verdict for `node`; [`Health::Unknown`] when the view has none.
     fn health(&self, node: &NodeId) -> Health;
+
+    /// Whether an operator drained `node`: it is then never answered, not even by an all-down
+    /// policy (unlike a Down node, which `fail_open` may still hand out).
+    fn drained(&self, _node: &NodeId) -> bool {
+        false
+    }
 }
 
 /// A view with no verdicts: every node is [`Health::Unknown`] and so usable.

@@ -12,6 +12,7 @@ pub mod health;
 mod location;
 mod model;
 mod raw;
+pub mod watch;
 
 pub use error::{ConfigError, Problem};
 pub use model::{

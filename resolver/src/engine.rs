@@ -51,6 +51,8 @@ pub struct Counters {
     pub geoip_errors: AtomicU64,
     /// Answers given by an all-down policy.
     pub all_down_answers: AtomicU64,
+    /// Answers from the whole pool whatever its state, because nothing else was left.
+    pub last_resort_answers: AtomicU64,
 }
 
 /// An immutable answering snapshot.
@@ -183,15 +185,17 @@ impl Engine {
             QType::Aaaa => (false, plan.types.aaaa, if plan.types.aaaa { Some("") } else { Some("AAAA") }),
             QType::Other(t) => (false, false, Some(t)),
         };
-        if want_a || want_aaaa {
-            let loc = self.locator.locate(q.client, |_| {
-                self.counters.geoip_errors.fetch_add(1, Ordering::Relaxed);
-            });
-            let scope = scope(loc.prefix_len, q.source_prefix);
-            let key = client_key(q.client, scope);
-            for (wanted, family, qtype) in [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")] {
+        let families = [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")];
+        let placed = (want_a || want_aaaa).then(|| self.place(q));
+        if let Some(placed) = &placed {
+            for &(wanted, family, qtype) in &families {
                 if wanted {
-                    self.write_addresses(plan, family, qtype, &loc.vector, key, scope, &managed.qname_json, &mut w);
+                    let mut picked = Picked::new(usize::from(plan.answers));
+                    let (outcome, _) = plan.select(family, &placed.vector, placed.key, &mut picked);
+                    if outcome != Outcome::Healthy {
+                        self.counters.all_down_answers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    write_picked(&picked, plan, qtype, placed, &managed.qname_json, &mut w);
                 }
             }
         }
@@ -200,31 +204,61 @@ impl Engine {
                 w.raw(json);
             }
         }
+        if let Some(placed) = placed.as_ref().filter(|_| w.count() == 0) {
+            // Nothing at all for a managed name (every node drained or disabled, or `nodata`
+            // with no other record at the name): `false` would make PowerDNS serve the zone's
+            // placeholder with scope 0 and cache it for every client. Answer the nearest pool
+            // nodes instead, whatever their state, and count it.
+            self.counters.last_resort_answers.fetch_add(1, Ordering::Relaxed);
+            for &(wanted, family, qtype) in &families {
+                if wanted {
+                    let mut picked = Picked::new(usize::from(plan.answers));
+                    plan.last_resort(family, &placed.vector, placed.key, &mut picked);
+                    write_picked(&picked, plan, qtype, placed, &managed.qname_json, &mut w);
+                }
+            }
+        }
         let answered = w.count() > 0;
         w.finish();
         if answered { Handled::Answered } else { Handled::FellThrough }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn write_addresses(
-        &self,
-        plan: &ServicePlan,
-        family: Family,
-        qtype: &str,
-        client: &geolb_common::geo::UnitVector,
-        key: u64,
-        scope: u8,
-        qname_json: &str,
-        w: &mut RecordWriter<'_>,
-    ) {
-        let mut picked = Picked::new(usize::from(plan.answers));
-        let (outcome, _) = plan.select(family, client, key, &mut picked);
-        if outcome != Outcome::Healthy {
-            self.counters.all_down_answers.fetch_add(1, Ordering::Relaxed);
-        }
-        for c in picked.iter() {
-            w.address(qtype, qname_json, &c.addr_text, plan.ttl, scope);
-        }
+    /// Where the client of a lookup is, its rendezvous key and the answer's ECS scope.
+    fn place(&self, q: &Lookup<'_>) -> Placed {
+        // An IPv4-mapped IPv6 client is placed and scoped as the IPv4 address it is; the
+        // scope goes back in IPv6 bits, the family PowerDNS's ECS option is in.
+        let (client, source_prefix, scope_offset) = match q.client {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), q.source_prefix.saturating_sub(96), 96),
+                None => (q.client, q.source_prefix, 0),
+            },
+            v4 => (v4, q.source_prefix, 0),
+        };
+        let loc = self.locator.locate(client, |_| {
+            self.counters.geoip_errors.fetch_add(1, Ordering::Relaxed);
+        });
+        let scope = scope(loc.prefix_len, source_prefix);
+        Placed { vector: loc.vector, key: client_key(client, scope), scope: scope + scope_offset }
+    }
+}
+
+/// A located client.
+struct Placed {
+    vector: geolb_common::geo::UnitVector,
+    key: u64,
+    scope: u8,
+}
+
+fn write_picked(
+    picked: &Picked<'_>,
+    plan: &ServicePlan,
+    qtype: &str,
+    placed: &Placed,
+    qname_json: &str,
+    w: &mut RecordWriter<'_>,
+) {
+    for c in picked.iter() {
+        w.address(qtype, qname_json, &c.addr_text, plan.ttl, placed.scope);
     }
 }
 
@@ -288,6 +322,55 @@ mod tests {
         let mut out = Vec::new();
         let h = e.handle(body.as_bytes(), &mut out);
         (h, serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_are_scoped_in_ipv6_bits() {
+        let mut config = Config::for_test();
+        config.overrides = vec![geolb_config::Override {
+            net: "81.2.0.0/16".parse().unwrap(),
+            target: geolb_config::OverrideTarget::Pop("syd".into()),
+        }];
+        let e =
+            Engine::build(&config, None, Arc::new(ZoneSet::empty()), &geolb_common::health::NoVerdicts, Arc::default());
+        let (_, v) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"::1","real-remote":"::ffff:81.2.69.7/128"}}"#,
+        );
+        assert_eq!(v["result"][0]["scopeMask"], 96 + 16, "{v}");
+        assert_eq!(v["result"][0]["content"], "192.0.2.11", "the override (syd) applies: {v}");
+    }
+
+    #[test]
+    fn a_managed_name_never_falls_through_for_addresses() {
+        // Every node drained and the policy `nodata`: still an address (the last resort), never
+        // `false`, which would let PowerDNS serve and cache the zone's placeholder.
+        let mut config = Config::for_test();
+        config.services[0].all_down = geolb_config::AllDownPolicy::Nodata;
+        struct AllDrained;
+        impl HealthView for AllDrained {
+            fn health(&self, _: &geolb_common::NodeId) -> geolb_common::Health {
+                geolb_common::Health::Down
+            }
+            fn drained(&self, _: &geolb_common::NodeId) -> bool {
+                true
+            }
+        }
+        let counters = Arc::new(Counters::default());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &AllDrained, counters.clone());
+        let (h, v) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,
+        );
+        assert_eq!(h, Handled::Answered, "{v}");
+        assert!(v["result"][0]["content"].as_str().unwrap().starts_with("192.0.2."), "{v}");
+        assert_eq!(counters.last_resort_answers.load(Ordering::Relaxed), 1);
+        // Other types still fall through (the zone answers them).
+        let (h, _) = answer(
+            &e,
+            r#"{"method":"lookup","parameters":{"qtype":"MX","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,
+        );
+        assert_eq!(h, Handled::FellThrough);
     }
 
     #[test]

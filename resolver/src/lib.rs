@@ -17,6 +17,7 @@ pub mod locate;
 pub mod pdns;
 pub mod select;
 pub mod state;
+pub mod view;
 pub mod zones;
 
 use std::path::PathBuf;

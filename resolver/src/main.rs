@@ -32,7 +32,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Watching for changes needs the config's directory, also for `--config geolb.toml`.
+    if let Ok(absolute) = std::path::absolute(&cli.config) {
+        cli.config = absolute;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -136,4 +140,11 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
     shutdown.cancel();
+    // A second signal means "now": don't wait for connections to drain.
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting at once");
+    std::process::exit(1);
 }

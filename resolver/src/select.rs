@@ -232,6 +232,10 @@ pub struct FamilyPlan {
     /// Fallback pool: usable ones, else enabled ones.
     fallback_healthy: PopSet,
     fallback_enabled: PopSet,
+    /// Every node of the pool with an address, whatever its state: answered only when the
+    /// alternative is no address at all, which would let PowerDNS fall through to the zone's
+    /// placeholder record and cache it for everyone.
+    last_resort: PopSet,
 }
 
 /// A managed name, ready to answer.
@@ -288,6 +292,21 @@ impl ServicePlan {
         }
         (Outcome::Nodata, None)
     }
+
+    /// Picks from every node of the pool whatever its state (see `FamilyPlan::last_resort`).
+    pub fn last_resort<'s>(
+        &'s self,
+        family: Family,
+        client: &UnitVector,
+        key: u64,
+        out: &mut Picked<'s>,
+    ) -> Option<f64> {
+        let plan = match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        plan.last_resort.pick(client, key, self.tie_band_km, out)
+    }
 }
 
 /// Every service's plan, by name.
@@ -334,21 +353,14 @@ fn build_service(
         let candidates = |ids: &[NodeId], need_usable: bool| {
             ids.iter()
                 .filter_map(|id| nodes.get(id.as_str()).copied())
-                .filter(|n| n.enabled && (!need_usable || health.health(&n.id).is_usable()))
-                .filter_map(move |n| {
-                    let addr = match family {
-                        Family::V4 => n.ipv4.map(IpAddr::V4),
-                        Family::V6 => n.ipv6.map(IpAddr::V6),
-                    }?;
-                    Some(Candidate {
-                        node: n.id.clone(),
-                        pop: n.pop.clone(),
-                        addr,
-                        addr_text: addr.to_string().into_boxed_str(),
-                        weight: f64::from(n.weight),
-                        seed: node_seed(n.id.as_str()),
-                    })
-                })
+                .filter(|n| n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable()))
+                .filter_map(move |n| candidate(n, family))
+                .collect::<Vec<_>>()
+        };
+        let any_state = |ids: &[NodeId]| {
+            ids.iter()
+                .filter_map(|id| nodes.get(id.as_str()).copied())
+                .filter_map(|n| candidate(n, family))
                 .collect::<Vec<_>>()
         };
         let fallback: &[NodeId] = match &service.all_down {
@@ -364,6 +376,7 @@ fn build_service(
             enabled,
             fallback_healthy: PopSet::build(pops, candidates(fallback, true), band),
             fallback_enabled: PopSet::build(pops, candidates(fallback, false), band),
+            last_resort: PopSet::build(pops, any_state(&service.nodes), band),
         }
     };
     ServicePlan {
@@ -376,6 +389,22 @@ fn build_service(
         v4: if service.types.a { family_plan(Family::V4) } else { FamilyPlan::default() },
         v6: if service.types.aaaa { family_plan(Family::V6) } else { FamilyPlan::default() },
     }
+}
+
+/// A node as a candidate for `family`, if it has an address of that family.
+fn candidate(n: &Node, family: Family) -> Option<Candidate> {
+    let addr = match family {
+        Family::V4 => n.ipv4.map(IpAddr::V4),
+        Family::V6 => n.ipv6.map(IpAddr::V6),
+    }?;
+    Some(Candidate {
+        node: n.id.clone(),
+        pop: n.pop.clone(),
+        addr,
+        addr_text: addr.to_string().into_boxed_str(),
+        weight: f64::from(n.weight),
+        seed: node_seed(n.id.as_str()),
+    })
 }
 
 /// SplitMix64 finalizer: a fast, well-mixed, fixed (so stable across processes) 64-bit hash step.

@@ -8,9 +8,9 @@
 //! fall through to the next backend, so the zone keeps its static records): PowerDNS SERVFAILs
 //! the whole zone while its remote backend is down, which is worse than either.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use geolb_config::Config;
@@ -86,6 +86,9 @@ impl Shared {
     /// module docs for what a bad input does at start.
     pub async fn start(config_path: PathBuf, config: Config) -> Shared {
         let counters = Arc::new(Counters::default());
+        // Stamp before loading: a file replaced while we load is then seen as changed.
+        let geoip_stamp = stamp(&config.geoip);
+        let zones_stamp = stamp(&zone_paths(&config));
         // Opening GeoIP copies ~130 MB and parsing zones can take a while: off the runtime.
         let loaded = tokio::task::spawn_blocking({
             let config = config.clone();
@@ -120,13 +123,7 @@ impl Shared {
         }
         let engine =
             Engine::build(&serving, geoip.clone(), zones.clone(), &geolb_common::health::NoVerdicts, counters.clone());
-        let loaded = Loaded {
-            geoip_stamp: stamp(&config.geoip),
-            zones_stamp: stamp(&zone_paths(&config)),
-            config,
-            geoip,
-            zones,
-        };
+        let loaded = Loaded { geoip_stamp, zones_stamp, config, geoip, zones };
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             counters,
@@ -185,10 +182,20 @@ impl Shared {
             )
         };
         let geoip_stamp = stamp(&config.geoip);
-        let geoip = if geoip_stamp == old_geoip_stamp && old_geoip.is_some() {
+        let same_paths = geoip_stamp.iter().map(|(p, _)| p).eq(old_geoip_stamp.iter().map(|(p, _)| p));
+        let geoip = if geoip_stamp == old_geoip_stamp {
             old_geoip
         } else {
-            open_geoip(&config).map_err(|e| e.to_string())?
+            match open_geoip(&config) {
+                Ok(g) => g,
+                // The same databases, now unreadable (mid-copy, say): keep what we have and let
+                // the rest of the reload through; new paths that fail refuse the reload.
+                Err(e) if same_paths => {
+                    tracing::warn!(error = %e, "GeoIP databases changed but do not open; keeping the loaded ones");
+                    old_geoip
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         };
         let zones_stamp = stamp(&zone_paths(&config));
         let zones = if zones_stamp == old_zones_stamp
@@ -216,72 +223,19 @@ impl Shared {
 }
 
 /// Reloads on SIGHUP and on changes to the config, its zone files and GeoIP databases, until
-/// `shutdown`. Directories are watched, not files: editors and package managers replace files.
+/// `shutdown`. After each reload the watched files follow the new config.
 pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let files = shared.watched_files();
-    let watcher = {
-        let tx = tx.clone();
-        let wanted: Vec<PathBuf> = files.clone();
-        notify_debouncer_full::new_debouncer(
-            Duration::from_millis(300),
-            None,
-            move |res: notify_debouncer_full::DebounceEventResult| {
-                // Reading a file is not a change: only creations, writes, renames and removals count.
-                if let Ok(events) = res
-                    && events
-                        .iter()
-                        .filter(|e| e.kind.is_create() || e.kind.is_modify() || e.kind.is_remove())
-                        .any(|e| e.paths.iter().any(|p| wanted.iter().any(|w| same_file(p, w))))
-                {
-                    // A full channel already holds a pending reload.
-                    let _ = tx.try_send(());
-                }
-            },
-        )
-    };
-    let _watcher = match watcher {
-        Ok(mut w) => {
-            let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
-            dirs.sort();
-            dirs.dedup();
-            for dir in dirs {
-                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; reload with SIGHUP");
-                }
-            }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP");
-            None
-        }
-    };
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP");
-            None
-        }
-    };
+    let mut watcher = geolb_config::watch::ConfigWatcher::new(shared.watched_files());
     loop {
-        let hup_recv = async {
-            match hup.as_mut() {
-                Some(h) => h.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = rx.recv() => {}
-            _ = hup_recv => tracing::info!("SIGHUP: reloading"),
+            trigger = watcher.next() => {
+                if trigger == geolb_config::watch::Trigger::Hangup {
+                    tracing::info!("SIGHUP: reloading");
+                }
+            }
         }
         let _ = shared.reload().await;
+        watcher.set_files(shared.watched_files());
     }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    a == b
-        || (a.file_name() == b.file_name()
-            && a.parent().and_then(|p| p.canonicalize().ok()) == b.parent().and_then(|p| p.canonicalize().ok()))
 }

@@ -259,3 +259,26 @@ async fn zone_metadata_is_answered_from_the_config() {
     let (_, v) = call(&mut s, r#"{"method":"getAllDomainMetadata","parameters":{"name":"other.org."}}"#).await;
     assert_eq!(v, serde_json::json!({"result": {}}));
 }
+
+#[tokio::test]
+async fn a_stuck_client_does_not_hold_shutdown() {
+    let mut server = start("stuck").await;
+    // Half a request, never finished.
+    let mut stuck = TcpStream::connect(server.addr).await.unwrap();
+    stuck.write_all(b"POST /dns HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown.cancel();
+    // The listener closes at once: PowerDNS gets "connection refused", not a hang.
+    let mut refused = false;
+    for _ in 0..50 {
+        if TcpStream::connect(server.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "still accepting connections after shutdown");
+    // And run() returns after the shutdown grace (5 s), despite the stuck connection.
+    let res = tokio::time::timeout(Duration::from_secs(8), &mut server.task).await;
+    assert!(matches!(res, Ok(Ok(Ok(())))), "run() hung on a stuck connection: {res:?}");
+}

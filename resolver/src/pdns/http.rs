@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,8 +34,14 @@ pub struct HttpState {
     pub max_body: usize,
 }
 
-/// Serves the HTTP connector on `listener` until `shutdown`; then stops accepting and lets
-/// connections finish their current call.
+/// Time a client may take to send a request's headers, and then its body. PowerDNS sends a
+/// whole call at once; anything slower is a stuck or hostile client holding a task.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time connections get to finish their current call at shutdown before they are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the HTTP connector on `listener` until `shutdown`; then closes the listener at once,
+/// lets connections finish their current call for up to [`SHUTDOWN_GRACE`], and drops the rest.
 pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
@@ -45,7 +52,7 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -60,8 +67,12 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(req, &state).await) }
             });
-            let conn =
-                http1::Builder::new().keep_alive(true).writev(false).serve_connection(TokioIo::new(stream), service);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_READ_TIMEOUT)
+                .keep_alive(true)
+                .writev(false)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => {
@@ -76,8 +87,12 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
             }
         });
     }
+    // Refuse new connections now, not when the last old one is done.
+    drop(listener);
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
+    }
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
@@ -122,9 +137,14 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             true,
         );
     }
-    let body = match Limited::new(req.into_body(), state.max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
+    let body = match tokio::time::timeout(REQUEST_READ_TIMEOUT, Limited::new(req.into_body(), state.max_body).collect())
+        .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Err(_) => {
+            return respond(StatusCode::REQUEST_TIMEOUT, error_body("request body not received in time"), true);
+        }
+        Ok(Err(e)) => {
             let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
             let (status, message) = if too_large {
                 (StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} bytes refused", state.max_body))

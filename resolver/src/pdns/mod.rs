@@ -158,7 +158,10 @@ fn lookup_from(p: LookupParams<'_>) -> Result<Lookup<'_>, Error> {
                 p.real_remote, p.remote
             ))
         })?;
-    if p.qname.is_empty() || p.qname.len() > 255 {
+    // No length check: PowerDNS escapes odd bytes as `\DDD`, so a valid name can be ~1000
+    // characters long. Names geolb does not manage (all of those) fall through to `false`; an
+    // HTTP error here would turn into SERVFAIL.
+    if p.qname.is_empty() {
         return Err(Error::BadLookup(format!("qname {:?} is not a DNS name", p.qname)));
     }
     Ok(Lookup { qname: p.qname, qtype, client, source_prefix, zone_id: p.zone_id })
