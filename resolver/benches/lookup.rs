@@ -19,6 +19,7 @@ use geolb_common::health::NoVerdicts;
 use geolb_config::{Config, Node, Pop};
 use geolb_resolver::engine::{Counters, Engine};
 use geolb_resolver::select::{Family, Picked, Selector, client_key};
+use geolb_resolver::view::View;
 use geolb_resolver::zones::ZoneSet;
 
 fn world() -> Config {
@@ -139,7 +140,7 @@ fn bench_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("lookup_{source}"));
     for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
         let engine =
-            Engine::build(&config, Some(geoip.clone()), zones.clone(), &NoVerdicts, Arc::new(Counters::default()));
+            Engine::build(&config, Some(geoip.clone()), zones.clone(), &View::default(), Arc::new(Counters::default()));
         let requests: Vec<String> = (0..256u32)
             .map(|i| {
                 let net = std::net::Ipv4Addr::from(0x0100_0000u32.wrapping_add(i.wrapping_mul(0x00F3_1700)) & 0xFFFF_FF00);

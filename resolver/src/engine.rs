@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use geolb_common::HealthView;
+use geolb_common::geo::UnitVector;
+use geolb_common::nearest::NearIndex;
 use geolb_config::Config;
 
 use crate::geoip::GeoIp;
@@ -19,6 +20,7 @@ use crate::locate::Locator;
 use crate::pdns::reply::{self, RecordWriter};
 use crate::pdns::{self, Call, Lookup, QType};
 use crate::select::{Family, Outcome, Picked, Selector, ServicePlan, client_key};
+use crate::view::View;
 use crate::zones::ZoneSet;
 
 /// How a request was answered, for the caller's status code and counters.
@@ -59,12 +61,40 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Engine {
     selector: Selector,
+    /// Per-region selectors, when any region has a view of its own.
+    regions: Option<Regions>,
     locator: Locator,
     zones: Arc<ZoneSet>,
     managed: HashMap<Box<str>, Managed>,
     /// Per zone origin: the configured metadata, all kinds rendered as one reply, and by kind.
     metadata: HashMap<Box<str>, ZoneMetadata>,
     counters: Arc<Counters>,
+}
+
+/// Which selector serves a client: the one of the region of its nearest PoP.
+#[derive(Debug)]
+struct Regions {
+    index: NearIndex,
+    pop_vectors: Vec<UnitVector>,
+    /// Per PoP (config order), its index in `selectors`, if its region has a view.
+    pop_region: Vec<Option<usize>>,
+    selectors: Vec<(Arc<str>, Selector)>,
+}
+
+impl Regions {
+    /// The selector for a client at `v`, if its nearest PoP's region has one.
+    fn selector_for(&self, v: &UnitVector) -> Option<&Selector> {
+        let nearest = self
+            .index
+            .candidates(v)
+            .iter()
+            .map(|&i| i as usize)
+            .filter_map(|i| Some((i, self.pop_vectors.get(i)?.dot(v))))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?
+            .0;
+        let region = (*self.pop_region.get(nearest)?)?;
+        self.selectors.get(region).map(|(_, s)| s)
+    }
 }
 
 /// A zone's metadata, replies pre-rendered.
@@ -90,15 +120,40 @@ impl ZoneMetadata {
 const MAX_NAME: usize = 256;
 
 impl Engine {
-    /// Builds a snapshot. Cheap enough to run on every health change.
+    /// Builds a snapshot from the config and the health view (global, per region, drains).
+    /// Cheap enough to run on every health change.
     pub fn build(
         config: &Config,
         geoip: Option<Arc<GeoIp>>,
         zones: Arc<ZoneSet>,
-        health: &dyn HealthView,
+        view: &View,
         counters: Arc<Counters>,
     ) -> Engine {
-        let selector = Selector::build(config, health);
+        let selector = Selector::build(config, &view.global());
+        // A client is steered by its own region's probers ("down from here"): the region of
+        // the PoP nearest to it. Regions without a view of their own use the global one.
+        let pop_vectors: Vec<UnitVector> = config.pops.iter().map(|p| p.location.unit_vector()).collect();
+        let mut regional: Vec<(Arc<str>, Selector)> = Vec::new();
+        let pop_region: Vec<Option<usize>> = config
+            .pops
+            .iter()
+            .map(|p| {
+                let region = p.region.as_deref().filter(|r| view.regional.contains_key(*r))?;
+                match regional.iter().position(|(r, _)| &**r == region) {
+                    Some(i) => Some(i),
+                    None => {
+                        regional.push((region.into(), Selector::build(config, &view.region(region))));
+                        Some(regional.len() - 1)
+                    }
+                }
+            })
+            .collect();
+        let regions = (!regional.is_empty()).then(|| Regions {
+            index: NearIndex::build(&pop_vectors, 0.0),
+            pop_vectors,
+            pop_region,
+            selectors: regional,
+        });
         let mut managed = HashMap::new();
         for (plan_index, plan) in selector.services().iter().enumerate() {
             let statics = zones
@@ -112,7 +167,7 @@ impl Engine {
         }
         let metadata =
             config.zones.iter().map(|z| (z.origin.as_str().into(), ZoneMetadata::new(&z.metadata))).collect();
-        Engine { locator: Locator::new(config, geoip), selector, zones, managed, metadata, counters }
+        Engine { locator: Locator::new(config, geoip), selector, regions, zones, managed, metadata, counters }
     }
 
     /// The zones this snapshot answers from.
@@ -177,16 +232,21 @@ impl Engine {
             out.extend_from_slice(reply::FALSE);
             return Handled::FellThrough;
         };
-        let plan = &self.selector.services()[managed.plan_index];
         let mut w = RecordWriter::new(out);
+        let types = self.selector.services()[managed.plan_index].types;
         let (want_a, want_aaaa, statics_of) = match q.qtype {
-            QType::Any => (plan.types.a, plan.types.aaaa, None),
-            QType::A => (plan.types.a, false, if plan.types.a { Some("") } else { Some("A") }),
-            QType::Aaaa => (false, plan.types.aaaa, if plan.types.aaaa { Some("") } else { Some("AAAA") }),
+            QType::Any => (types.a, types.aaaa, None),
+            QType::A => (types.a, false, if types.a { Some("") } else { Some("A") }),
+            QType::Aaaa => (false, types.aaaa, if types.aaaa { Some("") } else { Some("AAAA") }),
             QType::Other(t) => (false, false, Some(t)),
         };
         let families = [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")];
         let placed = (want_a || want_aaaa).then(|| self.place(q));
+        let selector = placed
+            .as_ref()
+            .and_then(|p| self.regions.as_ref().and_then(|r| r.selector_for(&p.vector)))
+            .unwrap_or(&self.selector);
+        let plan = &selector.services()[managed.plan_index];
         if let Some(placed) = &placed {
             for &(wanted, family, qtype) in &families {
                 if wanted {
@@ -244,7 +304,7 @@ impl Engine {
 
 /// A located client.
 struct Placed {
-    vector: geolb_common::geo::UnitVector,
+    vector: UnitVector,
     key: u64,
     scope: u8,
 }
@@ -315,7 +375,7 @@ mod tests {
 
     fn engine() -> Engine {
         let config = Config::for_test();
-        Engine::build(&config, None, Arc::new(ZoneSet::empty()), &geolb_common::health::NoVerdicts, Arc::default())
+        Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default())
     }
 
     fn answer(e: &Engine, body: &str) -> (Handled, serde_json::Value) {
@@ -331,8 +391,7 @@ mod tests {
             net: "81.2.0.0/16".parse().unwrap(),
             target: geolb_config::OverrideTarget::Pop("syd".into()),
         }];
-        let e =
-            Engine::build(&config, None, Arc::new(ZoneSet::empty()), &geolb_common::health::NoVerdicts, Arc::default());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default());
         let (_, v) = answer(
             &e,
             r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"::1","real-remote":"::ffff:81.2.69.7/128"}}"#,
@@ -347,17 +406,9 @@ mod tests {
         // `false`, which would let PowerDNS serve and cache the zone's placeholder.
         let mut config = Config::for_test();
         config.services[0].all_down = geolb_config::AllDownPolicy::Nodata;
-        struct AllDrained;
-        impl HealthView for AllDrained {
-            fn health(&self, _: &geolb_common::NodeId) -> geolb_common::Health {
-                geolb_common::Health::Down
-            }
-            fn drained(&self, _: &geolb_common::NodeId) -> bool {
-                true
-            }
-        }
+        let view = View { drained: config.nodes.iter().map(|n| n.id.clone()).collect(), ..View::default() };
         let counters = Arc::new(Counters::default());
-        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &AllDrained, counters.clone());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &view, counters.clone());
         let (h, v) = answer(
             &e,
             r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,
@@ -371,6 +422,45 @@ mod tests {
             r#"{"method":"lookup","parameters":{"qtype":"MX","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,
         );
         assert_eq!(h, Handled::FellThrough);
+    }
+
+    #[test]
+    fn clients_are_steered_by_their_own_regions_probers() {
+        use geolb_common::quorum::{Decision, DecisionReason};
+        let mut config = Config::for_test();
+        config.pops[0].region = Some("eu".into());
+        config.pops[1].region = Some("apac".into());
+        let down = Decision {
+            health: geolb_common::Health::Down,
+            reason: DecisionReason::QuorumDown,
+            since_ms: 1,
+            last_quorum_ms: Some(1),
+            down_weight: 2.0,
+            eligible_weight: 2.0,
+            down_voters: 2,
+            eligible_voters: 2,
+        };
+        let mut view = View::default();
+        // Europe's probers see fra down ("down from here"); globally it is up.
+        let eu: std::collections::BTreeMap<_, _> =
+            [("fra-1", &down), ("fra-2", &down)].into_iter().map(|(n, d)| (n.into(), d.clone())).collect();
+        view.regional.insert("eu".into(), eu);
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &view, Arc::default());
+        let ask = |ip: &str| {
+            let body = format!(
+                r#"{{"method":"lookup","parameters":{{"qtype":"A","qname":"cdn.example.net.","remote":"{ip}"}}}}"#
+            );
+            answer(&e, &body).1["result"][0]["content"].as_str().unwrap().to_owned()
+        };
+        // No GeoIP: every client is at the default location (fra), in region eu.
+        let got = ask("10.0.0.1");
+        assert!(["192.0.2.11", "192.0.2.12"].contains(&got.as_str()), "an eu client avoids fra: {got}");
+        let global = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default());
+        let (_, v) = answer(
+            &global,
+            r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,
+        );
+        assert!(["192.0.2.1", "192.0.2.2"].contains(&v["result"][0]["content"].as_str().unwrap()), "{v}");
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Shared {
             serving.services.clear();
         }
         let engine =
-            Engine::build(&serving, geoip.clone(), zones.clone(), &geolb_common::health::NoVerdicts, counters.clone());
+            Engine::build(&serving, geoip.clone(), zones.clone(), &crate::view::View::default(), counters.clone());
         let loaded = Loaded { geoip_stamp, zones_stamp, config, geoip, zones };
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
@@ -209,13 +209,8 @@ impl Shared {
         if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
             tracing::warn!("changes to [resolver] listen and max_request_bytes take effect at the next restart");
         }
-        let engine = Engine::build(
-            &config,
-            geoip.clone(),
-            zones.clone(),
-            &geolb_common::health::NoVerdicts,
-            self.counters.clone(),
-        );
+        let engine =
+            Engine::build(&config, geoip.clone(), zones.clone(), &crate::view::View::default(), self.counters.clone());
         self.engine.store(Arc::new(engine));
         *self.loaded() = Loaded { config, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
