@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Counters, Engine};
 use crate::geoip::{GeoIp, GeoIpError};
+use crate::view::View;
 use crate::zones::{ZoneError, ZoneSet, ZoneSource};
 
 /// A file's identity for change detection.
@@ -36,6 +37,11 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 /// What the current engine was built from.
 struct Loaded {
     config: Config,
+    /// The health view the engine was built with.
+    view: Arc<View>,
+    /// False when the zone files failed to load at start: managed names then fall through to
+    /// the next backend until a reload succeeds (see the module docs).
+    serve_services: bool,
     geoip: Option<Arc<GeoIp>>,
     geoip_stamp: Stamp,
     zones: Arc<ZoneSet>,
@@ -58,6 +64,16 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
     }
+}
+
+/// Where a gossip member keeps its last health view.
+fn view_path(config: &Config) -> Option<PathBuf> {
+    config.member.as_ref().map(|m| m.state_dir.join("view.json"))
+}
+
+/// Now, in unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn zone_sources(config: &Config) -> Vec<ZoneSource> {
@@ -121,9 +137,24 @@ impl Shared {
         if !serve_services {
             serving.services.clear();
         }
-        let engine =
-            Engine::build(&serving, geoip.clone(), zones.clone(), &crate::view::View::default(), counters.clone());
-        let loaded = Loaded { geoip_stamp, zones_stamp, config, geoip, zones };
+        // A resolver in a gossip cluster starts from the view it last saved: "all up" before
+        // the first quorum would send clients to nodes that were down when it stopped.
+        let view = Arc::new(match view_path(&config) {
+            Some(path) => match View::load(&path, unix_ms()) {
+                Ok(v) => {
+                    tracing::info!(path = %path.display(), nodes = v.global.len(), "restored the last saved health view");
+                    v
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => View::default(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the saved health view; starting without one");
+                    View::default()
+                }
+            },
+            None => View::default(),
+        });
+        let engine = Engine::build(&serving, geoip.clone(), zones.clone(), &view, counters.clone());
+        let loaded = Loaded { geoip_stamp, zones_stamp, config, view, serve_services, geoip, zones };
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             counters,
@@ -140,6 +171,39 @@ impl Shared {
     /// The configured bound on request bodies.
     pub fn max_request_bytes(&self) -> usize {
         self.loaded().config.resolver.max_request_bytes
+    }
+
+    /// Publishes a new health view: rebuilds the engine with it (off the lookup path; lookups
+    /// keep reading the old engine until the swap) and saves it for the next start.
+    pub fn set_view(&self, view: View) {
+        let view = Arc::new(view);
+        let (engine, path) = {
+            let mut loaded = self.loaded();
+            loaded.view = view.clone();
+            let mut serving = loaded.config.clone();
+            if !loaded.serve_services {
+                serving.services.clear();
+            }
+            let engine =
+                Engine::build(&serving, loaded.geoip.clone(), loaded.zones.clone(), &view, self.counters.clone());
+            (engine, view_path(&loaded.config))
+        };
+        self.engine.store(Arc::new(engine));
+        if let Some(path) = path
+            && let Err(e) = view.save(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the health view");
+        }
+    }
+
+    /// The current health view.
+    pub fn view(&self) -> Arc<View> {
+        self.loaded().view.clone()
+    }
+
+    /// The current config.
+    pub fn config(&self) -> Config {
+        self.loaded().config.clone()
     }
 
     /// Files whose change triggers a reload.
@@ -209,10 +273,10 @@ impl Shared {
         if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
             tracing::warn!("changes to [resolver] listen and max_request_bytes take effect at the next restart");
         }
-        let engine =
-            Engine::build(&config, geoip.clone(), zones.clone(), &crate::view::View::default(), self.counters.clone());
+        let view = self.loaded().view.clone();
+        let engine = Engine::build(&config, geoip.clone(), zones.clone(), &view, self.counters.clone());
         self.engine.store(Arc::new(engine));
-        *self.loaded() = Loaded { config, geoip, geoip_stamp, zones, zones_stamp };
+        *self.loaded() = Loaded { config, view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
     }
 }
