@@ -1,1 +1,6 @@
-//! geolb-prober: health-checks CDN nodes and gossips verdicts (work in progress: see issue 3).
+//! geolb-prober: health-checks CDN nodes and gossips verdicts.
+//!
+//! # Layout
+//! * [`check`]: HTTP(S) and TCP checks, and the scheduler with rise/fall hysteresis.
+
+pub mod check;

@@ -1,0 +1,96 @@
+//! From what the gossip says to one health view: the members' verdicts become
+//! [`quorum`](geolb_common::quorum) votes, and operators' drains are merged (newest wins).
+//!
+//! Shared by the prober (its `/api/v1/state` and metrics) and the resolver (its answers). Pure:
+//! the caller passes the [`ClusterView`] read from gossip and the current time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use geolb_common::NodeId;
+use geolb_common::quorum::{Decision, FoldInput, FoldOutput, QuorumParams, Voter, fold};
+use geolb_common::verdict::Verdict;
+use geolb_config::Config;
+
+use crate::gossip::keys::{ClusterView, Role};
+
+/// Fencing defaults (not in the config yet): a prober is fenced when it disagrees with the
+/// quorum on more than 30 % of at least 5 judged nodes, and on more than 3× the median prober.
+const FENCE_MIN_DISAGREEMENT: f64 = 0.3;
+const FENCE_FACTOR: f64 = 3.0;
+const FENCE_MIN_NODES: usize = 5;
+
+/// The folded cluster: quorum decisions and drains.
+#[derive(Debug, Clone, Default)]
+pub struct Folded {
+    /// The quorum fold.
+    pub output: FoldOutput,
+    /// Nodes an operator drained (newest drain/undrain across members wins).
+    pub drained: BTreeSet<NodeId>,
+    /// Verdicts that did not decode (a newer or broken member), ignored.
+    pub bad_verdicts: usize,
+}
+
+/// The quorum parameters of a config.
+pub fn params(config: &Config) -> QuorumParams {
+    let q = &config.quorum;
+    QuorumParams {
+        down_quorum: q.down_quorum,
+        min_down_voters: q.min_down_voters,
+        stale_after_ms: q.stale_after.as_millis() as u64,
+        grace_ms: q.grace.as_millis() as u64,
+        fence_min_disagreement: FENCE_MIN_DISAGREEMENT,
+        fence_factor: FENCE_FACTOR,
+        fence_min_nodes: FENCE_MIN_NODES,
+    }
+}
+
+/// Folds a gossip view. `previous` is the last fold (for grace periods and `since` times).
+pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_ms: u64) -> Folded {
+    let nodes: Vec<NodeId> = config.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut voters = Vec::new();
+    let mut votes: BTreeMap<NodeId, Vec<(usize, Verdict)>> = BTreeMap::new();
+    let mut bad_verdicts = 0;
+    for member in view.members.iter().filter(|m| m.role == Some(Role::Prober)) {
+        let index = voters.len();
+        voters.push(Voter {
+            id: Arc::from(member.id.as_str()),
+            region: member.region.as_deref().map(Arc::from),
+            weight: 1.0,
+            live: member.live,
+            impaired: member.impaired,
+            last_seen_ms: member.round_ms,
+        });
+        for (node, encoded) in &member.verdicts {
+            match Verdict::decode(encoded) {
+                Ok(v) => votes.entry(NodeId::from(node.as_str())).or_default().push((index, v)),
+                Err(_) => bad_verdicts += 1,
+            }
+        }
+    }
+    let params = params(config);
+    let output = fold(&FoldInput {
+        voters: &voters,
+        votes: &votes,
+        nodes: &nodes,
+        previous: &previous.output.global,
+        previous_regional: &previous.output.regional,
+        now_ms,
+        params: &params,
+    });
+    let drained = view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
+    Folded { output, drained, bad_verdicts }
+}
+
+/// A decision's one-line reason, for logs and the state API.
+pub fn describe(d: &Decision) -> String {
+    format!(
+        "{:?} ({}: {}/{} voters down, weight {:.1}/{:.1})",
+        d.health,
+        d.reason.as_str(),
+        d.down_voters,
+        d.eligible_voters,
+        d.down_weight,
+        d.eligible_weight
+    )
+}
