@@ -78,7 +78,8 @@ pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_
         now_ms,
         params: &params,
     });
-    let drained = view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
+    let drained =
+        view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
     Folded { output, drained, bad_verdicts }
 }
 

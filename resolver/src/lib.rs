@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod geoip;
 pub mod locate;
+pub mod observer;
 pub mod pdns;
 pub mod select;
 pub mod state;
@@ -37,6 +38,9 @@ pub enum Error {
     /// A task failed.
     #[error("resolver task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Joining the gossip failed.
+    #[error(transparent)]
+    Gossip(#[from] geolb_prober::run::Error),
 }
 
 /// Sockets the resolver serves on, bound by the caller.
@@ -44,6 +48,8 @@ pub enum Error {
 pub struct Listeners {
     /// The HTTP remote-backend connector.
     pub http: TcpListener,
+    /// The admin API (only with `[member]`: it shows and changes the cluster's state).
+    pub admin: Option<TcpListener>,
 }
 
 /// Runs the resolver until `shutdown` is cancelled.
@@ -64,6 +70,57 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pdns::http::serve(listeners.http, http_state, shutdown.clone()));
     tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
+    let member = shared.config().member.clone();
+    if let Some(member) = member {
+        // Join the gossip as an observer: the view follows the probers' quorum from now on.
+        let config = shared.config();
+        let drains = Arc::new(geolb_prober::drains::Drains::load(Some(member.state_dir.join("drains.json"))));
+        let gossip = geolb_prober::run::join(
+            &config,
+            geolb_prober::gossip::keys::Role::Observer,
+            &member.id,
+            member.gossip_listen,
+            member.gossip_advertise,
+            "-".to_owned(),
+            &drains,
+        )
+        .await?;
+        let config = Arc::new(arc_swap::ArcSwap::from_pointee(config));
+        let folded = Arc::new(std::sync::Mutex::new(geolb_prober::cluster::Folded::default()));
+        tasks.spawn(observer::observe(
+            shared.clone(),
+            gossip.clone(),
+            config.clone(),
+            folded.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(admin) = listeners.admin {
+            if let Ok(addr) = admin.local_addr() {
+                tracing::info!("admin listening on http://{addr}/");
+            }
+            let state = geolb_prober::admin::AdminState { gossip: gossip.clone(), config, folded, drains };
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let serve = axum::serve(admin, geolb_prober::admin::router(state))
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "admin API failed");
+                }
+            });
+        }
+        let termination = gossip.termination();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                res = termination => {
+                    // The gossip task died: stop, so the service manager restarts us.
+                    tracing::error!(result = ?res, "gossip stopped");
+                    shutdown.cancel();
+                }
+            }
+        });
+    }
     while let Some(res) = tasks.join_next().await {
         res?;
         // Any task ending means shutdown (they only end when cancelled).

@@ -26,6 +26,12 @@ struct Cli {
     /// the chosen address is logged as `listening on http://ADDR/dns`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Admin API address, overriding `[member] admin_listen` (port 0 picks one; it is logged).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Gossip UDP address, overriding `[member] gossip_listen` (port 0 picks one; it is logged).
+    #[arg(long)]
+    gossip_listen: Option<SocketAddr>,
     /// Log filter, e.g. `info` or `geolb_resolver=debug` (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -37,9 +43,7 @@ fn main() -> ExitCode {
     if let Ok(absolute) = std::path::absolute(&cli.config) {
         cli.config = absolute;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    geolb_prober::signals::init_tracing(&cli.log_level);
 
     let config = match geolb_config::load(&cli.config) {
         Ok(c) => c,
@@ -53,6 +57,10 @@ fn main() -> ExitCode {
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
+    }
+    let mut config = config;
+    if let (Some(member), Some(addr)) = (config.member.as_mut(), cli.gossip_listen) {
+        member.gossip_listen = addr;
     }
     match serve(cli, config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,31 +128,16 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let addr = cli.listen.unwrap_or(config.resolver.listen);
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
+        let admin = match config.member.as_ref().map(|m| cli.admin_listen.unwrap_or(m.admin_listen)) {
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?)
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        geolb_resolver::run(cli.config, config, geolb_resolver::Listeners { http }, shutdown).await?;
+        tokio::spawn(geolb_prober::signals::cancel_on_signal(shutdown.clone()));
+        geolb_resolver::run(cli.config, config, geolb_resolver::Listeners { http, admin }, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    shutdown.cancel();
-    // A second signal means "now": don't wait for connections to drain.
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::warn!("second signal: exiting at once");
-    std::process::exit(1);
 }

@@ -77,8 +77,12 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task =
-        tokio::spawn(geolb_resolver::run(config_path, config, geolb_resolver::Listeners { http }, shutdown.clone()));
+    let task = tokio::spawn(geolb_resolver::run(
+        config_path,
+        config,
+        geolb_resolver::Listeners { http, admin: None },
+        shutdown.clone(),
+    ));
     Server { addr, shutdown, task, dir }
 }
 

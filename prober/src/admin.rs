@@ -1,0 +1,197 @@
+//! The admin HTTP API every member serves (loopback by default): `/healthz`,
+//! `GET /api/v1/state` (nodes × probers × verdicts with reasons and ages, the quorum decision of
+//! each node, fenced and impaired probers) and `POST /api/v1/nodes/{id}/drain` / `undrain`
+//! (bearer token from `[admin] token_file`; without one the write endpoints answer 403).
+//!
+//! A drain is written into this member's gossip state and so reaches every member; each member
+//! also saves its own drains (see [`crate::drains`]) and publishes them again after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::cluster::{Folded, fold_cluster};
+use crate::drains::Drains;
+use crate::gossip::GossipHandle;
+use crate::gossip::transport::unix_now_ms;
+
+/// What the admin API reads and writes.
+#[derive(Clone)]
+pub struct AdminState {
+    /// This member's gossip.
+    pub gossip: Arc<GossipHandle>,
+    /// The current config (node list, quorum parameters, admin token).
+    pub config: Arc<arc_swap::ArcSwap<geolb_config::Config>>,
+    /// The last fold, for grace periods; updated by whoever folds (the resolver's view task).
+    pub folded: Arc<std::sync::Mutex<Folded>>,
+    /// This member's saved drains.
+    pub drains: Arc<Drains>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/state", get(get_state))
+        .route("/api/v1/nodes/{id}/drain", post(drain))
+        .route("/api/v1/nodes/{id}/undrain", post(undrain))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct StateDoc {
+    now_ms: u64,
+    members: Vec<MemberDoc>,
+    nodes: BTreeMap<String, NodeDoc>,
+    fenced: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct MemberDoc {
+    id: String,
+    role: Option<&'static str>,
+    region: Option<String>,
+    live: bool,
+    impaired: bool,
+    heartbeat_age_ms: Option<u64>,
+    disagreement: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct NodeDoc {
+    health: geolb_common::Health,
+    reason: &'static str,
+    since_ms: u64,
+    down_voters: usize,
+    eligible_voters: usize,
+    drained: bool,
+    regional: BTreeMap<String, geolb_common::Health>,
+    probers: BTreeMap<String, VerdictDoc>,
+}
+
+#[derive(Serialize)]
+struct VerdictDoc {
+    up: Option<bool>,
+    reason: String,
+    since_ms: Option<u64>,
+    age_ms: Option<u64>,
+    rtt_us: Option<u32>,
+}
+
+async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
+    let view = state.gossip.view().await;
+    let config = state.config.load();
+    let now = unix_now_ms();
+    let folded = {
+        let previous = state.folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        fold_cluster(&view, &config, &previous, now)
+    };
+    let members = view
+        .members
+        .iter()
+        .map(|m| MemberDoc {
+            id: m.id.clone(),
+            role: m.role.map(|r| r.as_str()),
+            region: m.region.clone(),
+            live: m.live,
+            impaired: m.impaired,
+            heartbeat_age_ms: (m.round_ms > 0).then(|| now.saturating_sub(m.round_ms)),
+            disagreement: folded.output.disagreement.get(m.id.as_str()).copied(),
+        })
+        .collect();
+    let nodes = config
+        .nodes
+        .iter()
+        .map(|n| {
+            let decision = folded.output.global.get(&n.id);
+            let probers = view
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let encoded = m.verdicts.get(n.id.as_str())?;
+                    let doc = match geolb_common::verdict::Verdict::decode(encoded) {
+                        Ok(v) => VerdictDoc {
+                            up: Some(v.up),
+                            reason: v.reason.to_string(),
+                            since_ms: Some(v.since_ms),
+                            age_ms: Some(now.saturating_sub(v.since_ms)),
+                            rtt_us: Some(v.rtt_us),
+                        },
+                        Err(e) => {
+                            VerdictDoc { up: None, reason: e.to_string(), since_ms: None, age_ms: None, rtt_us: None }
+                        }
+                    };
+                    Some((m.id.clone(), doc))
+                })
+                .collect();
+            let regional = folded
+                .output
+                .regional
+                .iter()
+                .filter_map(|(r, m)| Some((r.to_string(), m.get(&n.id)?.health)))
+                .collect();
+            let doc = NodeDoc {
+                health: decision.map_or(geolb_common::Health::Unknown, |d| d.health),
+                reason: decision.map_or("never_seen", |d| d.reason.as_str()),
+                since_ms: decision.map_or(0, |d| d.since_ms),
+                down_voters: decision.map_or(0, |d| d.down_voters),
+                eligible_voters: decision.map_or(0, |d| d.eligible_voters),
+                drained: folded.drained.contains(&n.id),
+                regional,
+                probers,
+            };
+            (n.id.to_string(), doc)
+        })
+        .collect();
+    let fenced = folded.output.fenced.iter().map(|f| f.to_string()).collect();
+    Json(StateDoc { now_ms: now, members, nodes, fenced })
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let config = state.config.load();
+    let Some(token) = config.admin.token.as_deref() else {
+        return Err((StatusCode::FORBIDDEN, "drain and undrain need [admin] token_file in the config\n"));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token is a secret.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n")) }
+}
+
+async fn set_drain(state: AdminState, headers: HeaderMap, id: String, drained: bool) -> Response {
+    if let Err(refusal) = authorized(&state, &headers) {
+        return refusal.into_response();
+    }
+    if state.config.load().node(&id).is_none() {
+        return (StatusCode::NOT_FOUND, format!("unknown node `{id}`\n")).into_response();
+    }
+    let now = unix_now_ms();
+    if let Err(e) = state.drains.set(&id, drained, now) {
+        tracing::warn!(node = %id, error = %e, "cannot save the drain; it holds until restart");
+    }
+    match state.gossip.set_drain(&id, drained, now).await {
+        Ok(_) => {
+            tracing::info!(node = %id, drained, "operator override");
+            (StatusCode::OK, Json(serde_json::json!({ "node": id, "drained": drained, "at_ms": now }))).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn drain(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    set_drain(state, headers, id, true).await
+}
+
+async fn undrain(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    set_drain(state, headers, id, false).await
+}

@@ -1,0 +1,80 @@
+//! Operator drains this member was told about, saved so they survive a restart of every member:
+//! at start the member publishes them again into its gossip state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Drains this member wrote: node → (unix ms, drained).
+#[derive(Debug)]
+pub struct Drains {
+    path: Option<PathBuf>,
+    entries: Mutex<BTreeMap<String, (u64, bool)>>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct File {
+    drains: BTreeMap<String, (u64, bool)>,
+}
+
+impl Drains {
+    /// Loads `path` (missing = none); `None` keeps drains in memory only.
+    pub fn load(path: Option<PathBuf>) -> Drains {
+        let entries = path
+            .as_ref()
+            .and_then(|p| match std::fs::read(p) {
+                Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
+                    Ok(f) => Some(f.drains),
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e, "ignoring unreadable drains file");
+                        None
+                    }
+                },
+                Err(_) => None,
+            })
+            .unwrap_or_default();
+        Drains { path, entries: Mutex::new(entries) }
+    }
+
+    /// Every saved entry.
+    pub fn entries(&self) -> BTreeMap<String, (u64, bool)> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a drain or undrain and saves the file (write then rename).
+    pub fn set(&self, node: &str, drained: bool, now_ms: u64) -> std::io::Result<()> {
+        let snapshot = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.insert(node.to_owned(), (now_ms, drained));
+            entries.clone()
+        };
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&File { drains: snapshot }).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drains_survive_a_reload() {
+        let dir = std::env::temp_dir().join(format!("geolb-drains-{}", std::process::id()));
+        let path = dir.join("drains.json");
+        let d = Drains::load(Some(path.clone()));
+        d.set("fra-1", true, 5).unwrap();
+        d.set("fra-2", false, 6).unwrap();
+        let again = Drains::load(Some(path));
+        assert_eq!(again.entries().get("fra-1"), Some(&(5, true)));
+        assert_eq!(again.entries().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,205 @@
+//! The prober process: checks every node, gossips its verdicts and whether it is impaired,
+//! serves the admin API, and follows config reloads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use geolb_config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminState, router};
+use crate::check::{HttpChecker, NetChecker, TcpChecker, spawn_scheduler};
+use crate::cluster::Folded;
+use crate::drains::Drains;
+use crate::gossip::keys::Role;
+use crate::gossip::transport::{UdpDatagrams, unix_now_ms};
+use crate::gossip::{GossipConfig, GossipHandle, spawn_gossip};
+use crate::targets::{CANARY_PREFIX, impaired, targets, verdict};
+
+/// Why the prober stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config has no `[prober]` or `[cluster]`.
+    #[error("the config has no [{0}] table: a prober needs [prober] and [cluster]")]
+    NotAProber(&'static str),
+    /// Gossip could not start or died.
+    #[error(transparent)]
+    Gossip(#[from] crate::gossip::GossipError),
+    /// The checks could not be set up.
+    #[error(transparent)]
+    Check(#[from] crate::check::CheckError),
+    /// The admin API failed.
+    #[error("admin API failed: {0}")]
+    Admin(std::io::Error),
+}
+
+/// Sockets bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The admin API.
+    pub admin: TcpListener,
+}
+
+/// Time between heartbeats (the `round` key) and impairment checks.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Joins the gossip cluster of `config` as `role`, publishing the member's saved drains again.
+pub async fn join(
+    config: &Config,
+    role: Role,
+    id: &str,
+    listen: std::net::SocketAddr,
+    advertise: Option<std::net::SocketAddr>,
+    region: String,
+    drains: &Drains,
+) -> Result<Arc<GossipHandle>, Error> {
+    let cluster = config.cluster.clone().ok_or(Error::NotAProber("cluster"))?;
+    let mut gc = GossipConfig::new(id, listen, cluster.id, cluster.key, role, region);
+    gc.advertise = advertise.unwrap_or(listen);
+    gc.seeds = cluster.seeds;
+    gc.gossip_interval = cluster.gossip_interval;
+    let gossip = Arc::new(spawn_gossip(gc, UdpDatagrams).await?);
+    for (node, (at_ms, drained)) in drains.entries() {
+        if let Err(e) = gossip.set_drain(&node, drained, at_ms).await {
+            tracing::warn!(node = %node, error = %e, "cannot republish a saved drain");
+        }
+    }
+    tracing::info!(addr = %gossip.listen_addr(), "gossip listening on {}", gossip.listen_addr());
+    Ok(gossip)
+}
+
+/// Runs the prober until `shutdown`.
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let prober = config.prober.clone().ok_or(Error::NotAProber("prober"))?;
+    let region = config.pop(&prober.pop).and_then(|p| p.region.clone()).unwrap_or_else(|| prober.pop.clone());
+    let drains = Arc::new(Drains::load(Some(prober.state_dir.join("drains.json"))));
+    let gossip =
+        join(&config, Role::Prober, &prober.id, prober.gossip_listen, prober.gossip_advertise, region, &drains).await?;
+    let config = Arc::new(ArcSwap::from_pointee(config));
+
+    // Checks: transitions go to the gossip (one key write per transition), in order.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let checker = Arc::new(NetChecker::new(HttpChecker::new()?, TcpChecker::new()));
+    let (scheduler, scheduler_task) = spawn_scheduler(
+        targets(&config.load()),
+        checker,
+        prober.max_in_flight,
+        move |id, t| {
+            // The receiver lives as long as the process; a send can only fail at shutdown.
+            let _ = tx.send((id, t));
+        },
+        |_, _| {},
+        shutdown.clone(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let gossip = gossip.clone();
+        let scheduler = scheduler.clone();
+        tasks.spawn(async move {
+            while let Some((id, t)) = rx.recv().await {
+                if id.starts_with(CANARY_PREFIX) {
+                    continue;
+                }
+                let rtt = scheduler
+                    .state(&id)
+                    .and_then(|s| s.last_rtt)
+                    .map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
+                let encoded = verdict(&t, rtt).encode();
+                if let Err(e) = gossip.set_verdict(&id, &encoded).await {
+                    tracing::warn!(node = %id, error = %e, "cannot publish a verdict");
+                }
+            }
+        });
+    }
+    // Heartbeat and impairment, every second.
+    {
+        let gossip = gossip.clone();
+        let scheduler = scheduler.clone();
+        let shutdown = shutdown.clone();
+        let share = prober.impaired_share;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            let mut was_impaired = false;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let states: Vec<_> = scheduler.snapshot().into_iter().map(|(id, s)| (id, s.up)).collect();
+                let now_impaired = impaired(&states, share);
+                if now_impaired != was_impaired {
+                    tracing::warn!(
+                        impaired = now_impaired,
+                        "prober impairment changed: an impaired prober abstains from voting"
+                    );
+                    was_impaired = now_impaired;
+                }
+                gossip.set_impaired(now_impaired).await;
+                gossip.heartbeat(unix_now_ms()).await;
+            }
+        });
+    }
+    // Admin API.
+    let admin = AdminState {
+        gossip: gossip.clone(),
+        config: config.clone(),
+        folded: Arc::new(std::sync::Mutex::new(Folded::default())),
+        drains,
+    };
+    if let Ok(addr) = listeners.admin.local_addr() {
+        tracing::info!("admin listening on http://{addr}/");
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(listeners.admin, router(admin))
+                .with_graceful_shutdown(async move { shutdown.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin API failed");
+            }
+        });
+    }
+    // Reloads: new targets keep the state of unchanged ones.
+    {
+        let shutdown = shutdown.clone();
+        let config = config.clone();
+        let scheduler = scheduler.clone();
+        tasks.spawn(async move {
+            let mut watcher = geolb_config::watch::ConfigWatcher::new(vec![config_path.clone()]);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = watcher.next() => {}
+                }
+                match geolb_config::load(&config_path) {
+                    Ok(new) => {
+                        let summary = scheduler.update(targets(&new));
+                        tracing::info!(?summary, "reloaded");
+                        config.store(Arc::new(new));
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload refused, keeping the running config"),
+                }
+            }
+        });
+    }
+    let termination = gossip.termination();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        res = termination => {
+            // The gossip task died: exit so the service manager restarts us.
+            shutdown.cancel();
+            res?;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = scheduler_task.await;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The resolver as a gossip observer: it checks nothing, reads every prober's verdicts from the
+//! gossip, folds them into one quorum view (global and per region), applies drains, and hands
+//! the result to [`Shared::set_view`] whenever a node's health or drain changes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use geolb_common::NodeId;
+use geolb_prober::cluster::{Folded, fold_cluster};
+use geolb_prober::gossip::GossipHandle;
+use geolb_prober::gossip::transport::unix_now_ms;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+use crate::view::View;
+
+/// The view is refolded at least this often (grace periods and staleness move with time), and
+/// at once when the gossip changes.
+const REFOLD: Duration = Duration::from_millis(250);
+
+/// Folds the gossip into the resolver's view until `shutdown`.
+pub async fn observe(
+    shared: Arc<Shared>,
+    gossip: Arc<GossipHandle>,
+    config: Arc<ArcSwap<geolb_config::Config>>,
+    folded: Arc<std::sync::Mutex<Folded>>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = gossip.watch();
+    // Start from the restored view so its grace periods carry on.
+    let restored = shared.view();
+    {
+        let mut f = folded.lock().unwrap_or_else(|p| p.into_inner());
+        f.output.global = restored.global.clone();
+        f.output.regional = restored.regional.clone();
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(REFOLD) => {}
+        }
+        // Keep the resolver's config in step with reloads.
+        config.store(Arc::new(shared.config()));
+        let view = gossip.view().await;
+        let previous = folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let next = fold_cluster(&view, &config.load(), &previous, unix_now_ms());
+        let current = shared.view();
+        if differs(&current, &next) {
+            let new_view = View {
+                global: next.output.global.clone(),
+                regional: next.output.regional.clone(),
+                drained: next.drained.clone(),
+                computed_ms: unix_now_ms(),
+            };
+            log_changes(&current, &new_view);
+            shared.set_view(new_view);
+        }
+        *folded.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+}
+
+/// Whether anything that changes answers differs: a node's health, globally or in a region, or
+/// the drained set.
+fn differs(current: &View, next: &Folded) -> bool {
+    let health = |m: &std::collections::BTreeMap<NodeId, geolb_common::quorum::Decision>| {
+        m.iter().map(|(n, d)| (n.clone(), d.health)).collect::<Vec<_>>()
+    };
+    health(&current.global) != health(&next.output.global)
+        || current.regional.len() != next.output.regional.len()
+        || current
+            .regional
+            .iter()
+            .zip(&next.output.regional)
+            .any(|((ra, a), (rb, b))| ra != rb || health(a) != health(b))
+        || current.drained != next.drained
+}
+
+fn log_changes(old: &View, new: &View) {
+    for (node, d) in &new.global {
+        if old.global.get(node).map(|o| o.health) != Some(d.health) {
+            tracing::info!(node = %node, health = ?d.health, reason = d.reason.as_str(), down = d.down_voters, eligible = d.eligible_voters, "node health changed");
+        }
+    }
+    let drained: BTreeSet<_> = new.drained.symmetric_difference(&old.drained).collect();
+    for node in drained {
+        tracing::info!(node = %node, drained = new.drained.contains(node), "drain changed");
+    }
+}
