@@ -11,13 +11,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminState, router};
+use crate::check::SchedulerHandle;
 use crate::check::{HttpChecker, NetChecker, TcpChecker, spawn_scheduler};
 use crate::cluster::Folded;
 use crate::drains::Drains;
 use crate::gossip::keys::Role;
 use crate::gossip::transport::{UdpDatagrams, unix_now_ms};
 use crate::gossip::{GossipConfig, GossipHandle, spawn_gossip};
-use crate::targets::{CANARY_PREFIX, impaired, targets, verdict};
+use crate::targets::{CANARY_PREFIX, failing, impaired, targets, verdict};
 
 /// Why the prober stopped.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,7 @@ pub async fn run(
         shutdown.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
+    let share = prober.impaired_share;
     {
         let gossip = gossip.clone();
         let scheduler = scheduler.clone();
@@ -107,6 +109,11 @@ pub async fn run(
             while let Some((id, t)) = rx.recv().await {
                 if id.starts_with(CANARY_PREFIX) {
                     continue;
+                }
+                if !t.up {
+                    // Say we are impaired *before* the Down it would explain: peers apply one
+                    // member's keys in the order they were written.
+                    gossip.set_impaired(is_impaired(&scheduler, share)).await;
                 }
                 let rtt = scheduler
                     .state(&id)
@@ -124,7 +131,6 @@ pub async fn run(
         let gossip = gossip.clone();
         let scheduler = scheduler.clone();
         let shutdown = shutdown.clone();
-        let share = prober.impaired_share;
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             let mut was_impaired = false;
@@ -133,8 +139,7 @@ pub async fn run(
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let states: Vec<_> = scheduler.snapshot().into_iter().map(|(id, s)| (id, s.up)).collect();
-                let now_impaired = impaired(&states, share);
+                let now_impaired = is_impaired(&scheduler, share);
                 if now_impaired != was_impaired {
                     tracing::warn!(
                         impaired = now_impaired,
@@ -202,4 +207,9 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     let _ = scheduler_task.await;
     Ok(())
+}
+
+fn is_impaired(scheduler: &SchedulerHandle, share: f64) -> bool {
+    let states: Vec<_> = scheduler.snapshot().into_iter().map(|(id, s)| (id, failing(&s))).collect();
+    impaired(&states, share)
 }

@@ -70,16 +70,28 @@ pub fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
     Verdict { up: t.up, since_ms: t.at_ms, rtt_us, reason }
 }
 
-/// Whether a prober should doubt itself: any canary down, or at least `impaired_share` of the
-/// nodes it has a verdict on down at once (a sick uplink looks like a world-wide outage).
-pub fn impaired(states: &[(Arc<str>, Option<bool>)], impaired_share: f64) -> bool {
-    let canary_down = states.iter().any(|(id, up)| id.starts_with(CANARY_PREFIX) && *up == Some(false));
+/// A target's state as impairment sees it: `Some(true)` when its last check failed,
+/// `Some(false)` when it passed, `None` before its first check.
+pub type Failing = Option<bool>;
+
+/// Whether a prober should doubt itself: a canary's last check failed, or the last checks of at
+/// least `impaired_share` of the nodes failed at once (a sick uplink looks like a world-wide
+/// outage). Judged on the *last check*, not on Down verdicts: when the uplink dies every node
+/// fails within one interval, long before the first reaches `fall` failures, so the prober
+/// says it is impaired before it would publish a single Down.
+pub fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64) -> bool {
+    let canary_failing = states.iter().any(|(id, f)| id.starts_with(CANARY_PREFIX) && *f == Some(true));
     let judged: Vec<bool> =
-        states.iter().filter(|(id, _)| !id.starts_with(CANARY_PREFIX)).filter_map(|(_, up)| *up).collect();
-    let down = judged.iter().filter(|up| !**up).count();
-    // Below 4 judged nodes one failure is no evidence of a sick prober.
-    let implausible = judged.len() >= 4 && down as f64 >= impaired_share * judged.len() as f64;
-    canary_down || implausible
+        states.iter().filter(|(id, _)| !id.starts_with(CANARY_PREFIX)).filter_map(|(_, f)| *f).collect();
+    let failing = judged.iter().filter(|f| **f).count();
+    // Below 4 checked nodes one failure is no evidence of a sick prober.
+    let implausible = judged.len() >= 4 && failing as f64 >= impaired_share * judged.len() as f64;
+    canary_failing || implausible
+}
+
+/// [`Failing`] of a scheduler's target state.
+pub fn failing(state: &crate::check::TargetState) -> Failing {
+    state.last_check_ms.map(|_| state.consecutive_fail > 0)
 }
 
 #[cfg(test)]
@@ -92,14 +104,15 @@ mod tests {
 
     #[test]
     fn impairment() {
-        let healthy = [s("a", Some(true)), s("b", Some(true)), s("c", Some(false)), s("d", Some(true))];
+        // Some(true) = the last check failed.
+        let healthy = [s("a", Some(false)), s("b", Some(false)), s("c", Some(true)), s("d", Some(false))];
         assert!(!impaired(&healthy, 0.5));
-        let outage = [s("a", Some(false)), s("b", Some(false)), s("c", Some(true)), s("d", Some(true))];
-        assert!(impaired(&outage, 0.5), "half the nodes down at once");
-        let few = [s("a", Some(false)), s("b", Some(false))];
+        let outage = [s("a", Some(true)), s("b", Some(true)), s("c", Some(false)), s("d", Some(false))];
+        assert!(impaired(&outage, 0.5), "half the nodes failing at once");
+        let few = [s("a", Some(true)), s("b", Some(true))];
         assert!(!impaired(&few, 0.5), "too few nodes to judge");
-        let canary = [s("a", Some(true)), s("canary:192.0.2.1:443", Some(false))];
-        assert!(impaired(&canary, 0.5), "a canary down");
+        let canary = [s("a", Some(false)), s("canary:192.0.2.1:443", Some(true))];
+        assert!(impaired(&canary, 0.5), "a canary failing");
         let undecided = [s("a", None), s("b", None), s("c", None), s("d", None), s("canary:x", None)];
         assert!(!impaired(&undecided, 0.5));
     }

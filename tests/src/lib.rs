@@ -31,6 +31,7 @@
 //! - `GEOLB_KEEP_TEST_DIRS=1`: keep every [`TestDir`], not only those of panicking tests.
 //! - `GEOLB_QUIET_LOGS=1`: print child logs on drop only while panicking (see [`KillOnDrop`]).
 
+pub mod cluster;
 pub mod stack;
 
 use std::ffi::OsStr;

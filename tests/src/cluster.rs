@@ -1,0 +1,286 @@
+//! A whole geolb cluster on loopback for end-to-end tests: CDN-node stand-ins (HTTP servers
+//! that can be stopped and started), `geolb-prober` processes, `geolb-resolver` processes
+//! joined as observers, each resolver behind its own real PowerDNS.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, unique_loopback, workspace_bin, workspace_root};
+
+/// A CDN node stand-in: answers `GET /health` with 200 while up; stopped, its port refuses.
+pub struct NodeServer {
+    /// Where it listens (the node's address and check port).
+    pub addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl NodeServer {
+    /// Starts one on a fresh loopback address, port 0.
+    pub async fn start() -> Result<NodeServer> {
+        let listener = TcpListener::bind((unique_loopback(), 0)).await?;
+        let addr = listener.local_addr()?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        Ok(NodeServer { addr, task: Some(tokio::spawn(serve(listener, healthy.clone()))), healthy })
+    }
+
+    /// Stops listening: checks get "connection refused".
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        // The aborted task drops its listener when it is next polled; retry the bind briefly.
+        for _ in 0..50 {
+            if let Ok(listener) = TcpListener::bind(self.addr).await {
+                self.task = Some(tokio::spawn(serve(listener, self.healthy.clone())));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("cannot listen on {} again", self.addr)
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(listener: TcpListener, healthy: Arc<AtomicBool>) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else { continue };
+        let healthy = healthy.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 8192 {
+                match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let status = if healthy.load(Ordering::Relaxed) { "200 OK" } else { "503 Service Unavailable" };
+            let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// The cluster's config, common to every member; `[prober]`/`[member]` are added per process.
+pub struct ClusterSpec {
+    /// PoPs: (id, lat, lon, region).
+    pub pops: Vec<(&'static str, f64, f64, &'static str)>,
+    /// Nodes: (id, pop, server).
+    pub nodes: Vec<(String, &'static str, SocketAddr)>,
+    /// Client networks placed at PoPs: (cidr, pop).
+    pub overrides: Vec<(&'static str, &'static str)>,
+    /// A prober that cannot reach any node (its checks go to a closed port), as if its uplink
+    /// were cut: the others still reach every node.
+    pub blind_prober: Option<usize>,
+}
+
+/// Cluster key and admin token used by the tests.
+pub const CLUSTER_KEY: &str = "6765 6f6c 6220 7465 7374 2063 6c75 7374 6572 206b 6579 2030 3132 3334 3536 3738";
+/// The admin token the tests' config names.
+pub const ADMIN_TOKEN: &str = "geolb-test-admin-token-0123456789";
+
+impl ClusterSpec {
+    fn common_toml(&self, dir: &std::path::Path, seeds: &[SocketAddr], blind: bool) -> String {
+        let mut t = String::new();
+        t.push_str(&format!(
+            "default_location = {{ pop = \"{}\" }}\n[admin]\ntoken_file = \"{}\"\n[cluster]\nid = \"e2e\"\nkey_file = \"{}\"\ngossip_interval_ms = 100\nseeds = [{}]\n",
+            self.pops[0].0,
+            dir.join("admin.token").display(),
+            dir.join("cluster.key").display(),
+            seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        ));
+        t.push_str("[quorum]\ndown_quorum = 0.5\nmin_down_voters = 2\nstale_after_ms = 3000\ngrace_ms = 30000\n");
+        t.push_str("[checks]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 300\ntimeout_ms = 250\nrise = 2\nfall = 2\njitter_ms = 30\n");
+        t.push_str(&format!(
+            "[[zones]]\norigin = \"example.net.\"\nfile = \"{}\"\n",
+            workspace_root().join("config/examples/example.net.zone").display()
+        ));
+        for (id, lat, lon, region) in &self.pops {
+            t.push_str(&format!("[[pops]]\nid = \"{id}\"\nlat = {lat}\nlon = {lon}\nregion = \"{region}\"\n"));
+        }
+        for (id, pop, addr) in &self.nodes {
+            t.push_str(&format!(
+                "[[nodes]]\nid = \"{id}\"\npop = \"{pop}\"\nipv4 = \"{}\"\ncheck = {{ port = {} }}\n",
+                addr.ip(),
+                // Nothing listens on port 9 (discard) of a test loopback address: refused.
+                if blind { 9 } else { addr.port() }
+            ));
+        }
+        t.push_str("[[services]]\nname = \"cdn.example.net.\"\ntypes = [\"A\"]\nttl = 5\n");
+        for (cidr, pop) in &self.overrides {
+            t.push_str(&format!("[[overrides]]\ncidr = \"{cidr}\"\npop = \"{pop}\"\n"));
+        }
+        t
+    }
+}
+
+/// A running member process and where it listens.
+pub struct Member {
+    /// The process.
+    pub process: KillOnDrop,
+    /// Its gossip address.
+    pub gossip: SocketAddr,
+    /// Its admin API.
+    pub admin: SocketAddr,
+    /// Its remote-backend URL (resolvers only).
+    pub dns_url: Option<String>,
+    /// Its config file.
+    pub config: PathBuf,
+    /// The PowerDNS in front of it (resolvers only).
+    pub pdns: Option<Pdns>,
+}
+
+/// The cluster.
+pub struct Cluster {
+    /// Where configs, state and logs go.
+    pub dir: TestDir,
+    /// The spec it runs.
+    pub spec: ClusterSpec,
+    /// Probers, in start order.
+    pub probers: Vec<Member>,
+    /// Resolvers (each with a PowerDNS).
+    pub resolvers: Vec<Member>,
+}
+
+impl Cluster {
+    /// Starts `probers` probers (the first at PoP index 0, then round-robin) and `resolvers`
+    /// resolvers, each behind its own PowerDNS.
+    pub async fn start(spec: ClusterSpec, probers: usize, resolvers: usize) -> Result<Cluster> {
+        let dir = TestDir::new("geolb-cluster")?;
+        std::fs::write(dir.join("cluster.key"), CLUSTER_KEY.replace(' ', ""))?;
+        std::fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
+        let mut cluster = Cluster { dir, spec, probers: Vec::new(), resolvers: Vec::new() };
+        for i in 0..probers {
+            let m = cluster.start_prober(i).await?;
+            cluster.probers.push(m);
+        }
+        for i in 0..resolvers {
+            let m = cluster.start_resolver(i).await?;
+            cluster.resolvers.push(m);
+        }
+        Ok(cluster)
+    }
+
+    fn seeds(&self) -> Vec<SocketAddr> {
+        self.probers.iter().map(|p| p.gossip).collect()
+    }
+
+    /// Starts prober `i` (again, after a kill: same id, state dir and ports).
+    pub async fn start_prober(&self, i: usize) -> Result<Member> {
+        let pop = self.spec.pops[i % self.spec.pops.len()].0;
+        let path = self.dir.join(format!("prober-{i}.toml"));
+        let (gossip, admin) = match self.probers.get(i) {
+            Some(old) => (old.gossip, old.admin),
+            None => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        };
+        let seeds: Vec<SocketAddr> = self.seeds().into_iter().filter(|s| *s != gossip || gossip.port() == 0).collect();
+        let text = format!(
+            "{}[prober]\nid = \"prober-{i}\"\npop = \"{pop}\"\ngossip_listen = \"{gossip}\"\nadmin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
+            self.spec.common_toml(self.dir.path(), &seeds, self.spec.blind_prober == Some(i)),
+            self.dir.join(format!("state-prober-{i}")).display()
+        );
+        std::fs::write(&path, text)?;
+        let process = KillOnDrop::spawn(
+            &format!("prober-{i}"),
+            Command::new(workspace_bin("geolb-prober")?).arg("--config").arg(&path),
+            self.dir.path(),
+        )?;
+        let gossip = process.wait_for_socket_addr("gossip listening on", Duration::from_secs(10)).await?;
+        let admin = process.wait_for_socket_addr("admin listening on", Duration::from_secs(10)).await?;
+        Ok(Member { process, gossip, admin, dns_url: None, config: path, pdns: None })
+    }
+
+    /// Starts resolver `i` and a PowerDNS in front of it.
+    pub async fn start_resolver(&self, i: usize) -> Result<Member> {
+        let path = self.dir.join(format!("resolver-{i}.toml"));
+        let (gossip, admin) = match self.resolvers.get(i) {
+            Some(old) => (old.gossip, old.admin),
+            None => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        };
+        let text = format!(
+            "{}[member]\nid = \"resolver-{i}\"\ngossip_listen = \"{gossip}\"\nadmin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
+            self.spec.common_toml(self.dir.path(), &self.seeds(), false),
+            self.dir.join(format!("state-resolver-{i}")).display()
+        );
+        std::fs::write(&path, text)?;
+        let process = KillOnDrop::spawn(
+            &format!("resolver-{i}"),
+            Command::new(workspace_bin("geolb-resolver")?).arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]),
+            self.dir.path(),
+        )?;
+        let dns = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
+        let gossip = process.wait_for_socket_addr("gossip listening on", Duration::from_secs(10)).await?;
+        let admin = process.wait_for_socket_addr("admin listening on", Duration::from_secs(10)).await?;
+        let url = format!("http://{dns}/dns");
+        let pdns = Pdns::start(
+            PdnsOptions::new(Launch::RemoteBind)
+                .zone("example.net.", workspace_root().join("config/examples/example.net.zone"))
+                .remote(format!("http:url={url},post=1,post_json=1,timeout=2000"))
+                .setting("edns-subnet-processing", "yes")
+                .setting("consistent-backends", "no"),
+        )
+        .await?;
+        Ok(Member { process, gossip, admin, dns_url: Some(url), config: path, pdns: Some(pdns) })
+    }
+
+    /// The node ids whose address is `ip`.
+    pub fn node_of(&self, ip: std::net::IpAddr) -> Option<&str> {
+        self.spec.nodes.iter().find(|(_, _, a)| a.ip() == ip).map(|(id, _, _)| id.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 call: (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp)).await??;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).context("no HTTP status")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `GET /api/v1/state` as JSON.
+pub async fn state(admin: SocketAddr) -> Result<serde_json::Value> {
+    let (status, body) = http(admin, "GET", "/api/v1/state", None).await?;
+    if status != 200 {
+        bail!("state: HTTP {status}: {body}");
+    }
+    // Bodies may be chunked: take the JSON object between the first `{` and the last `}`.
+    let start = body.find('{').context("no JSON")?;
+    let end = body.rfind('}').context("no JSON")?;
+    Ok(serde_json::from_str(&body[start..=end])?)
+}
+
+/// Node id → health in a state document.
+pub fn healths(state: &serde_json::Value) -> BTreeMap<String, String> {
+    state["nodes"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v["health"].as_str().unwrap_or("?").to_owned())).collect())
+        .unwrap_or_default()
+}

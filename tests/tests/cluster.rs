@@ -1,0 +1,216 @@
+//! Distributed health end to end: three probers check stand-in CDN nodes and gossip, two
+//! resolvers fold the quorum, each behind a real PowerDNS. All on loopback.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, ClusterSpec, NodeServer, healths, http, state};
+use ipnet::IpNet;
+use tokio::time::Instant;
+
+const FRA_CLIENT: &str = "198.51.100.0/24";
+
+async fn start(probers: usize) -> Result<(Cluster, Vec<NodeServer>)> {
+    start_with(probers, None).await
+}
+
+async fn start_with(probers: usize, blind_prober: Option<usize>) -> Result<(Cluster, Vec<NodeServer>)> {
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        servers.push(NodeServer::start().await?);
+    }
+    let spec = ClusterSpec {
+        pops: vec![("fra", 50.11, 8.68, "eu"), ("syd", -33.87, 151.21, "apac")],
+        nodes: vec![
+            ("fra-1".into(), "fra", servers[0].addr),
+            ("fra-2".into(), "fra", servers[1].addr),
+            ("syd-1".into(), "syd", servers[2].addr),
+            ("syd-2".into(), "syd", servers[3].addr),
+        ],
+        overrides: vec![(FRA_CLIENT, "fra"), ("203.0.113.0/24", "syd")],
+        blind_prober,
+    };
+    let cluster = Cluster::start(spec, probers, 2).await?;
+    Ok((cluster, servers))
+}
+
+/// Waits until every resolver sees every node Up.
+async fn all_up(cluster: &Cluster, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut ok = true;
+        for r in &cluster.resolvers {
+            let h = healths(&state(r.admin).await?);
+            ok &= h.len() == 4 && h.values().all(|v| v == "up");
+        }
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let s = state(cluster.resolvers[0].admin).await?;
+            bail!("not all nodes up within {within:?}: {s:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fra client's answer from every PowerDNS.
+async fn answers(cluster: &Cluster) -> Result<Vec<IpAddr>> {
+    let net: IpNet = FRA_CLIENT.parse()?;
+    let mut out = Vec::new();
+    for r in &cluster.resolvers {
+        let pdns = r.pdns.as_ref().context("no pdns")?;
+        let resp = pdns.query("cdn.example.net.", "A", Some(net)).await?;
+        ensure!(resp.rcode == "NOERROR", "{resp}");
+        out.push(*resp.addresses().first().with_context(|| format!("no address: {resp}"))?);
+    }
+    Ok(out)
+}
+
+/// Waits until every PowerDNS answers the fra client with `want(ip)`; returns the time taken.
+async fn until_answers(cluster: &Cluster, within: Duration, want: impl Fn(IpAddr) -> bool) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let a = answers(cluster).await?;
+        if a.iter().all(|ip| want(*ip)) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            bail!("answers still {a:?} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_leaves_the_answers_and_comes_back_after_rise() -> Result<()> {
+    let (cluster, mut servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let first = answers(&cluster).await?;
+    ensure!(first.iter().collect::<BTreeSet<_>>().len() == 1, "resolvers disagree: {first:?}");
+    let victim = first[0];
+    let index = servers.iter().position(|s| s.addr.ip() == victim).context("answer is not a node")?;
+    ensure!(index < 2, "the fra client got a non-fra node {victim}");
+    servers[index].stop();
+    let gone = until_answers(&cluster, Duration::from_secs(10), |ip| ip != victim).await?;
+    let other = servers[1 - index].addr.ip();
+    ensure!(answers(&cluster).await?.iter().all(|ip| *ip == other), "the other fra node takes over");
+    eprintln!("node failure -> every resolver's answer changed in {gone:?}");
+    // Back only after `rise` (2) successful checks, and then the client returns to it (stable).
+    servers[index].restart().await?;
+    let back = until_answers(&cluster, Duration::from_secs(10), |ip| ip == victim).await?;
+    eprintln!("node recovery -> back in answers in {back:?}");
+    ensure!(back >= Duration::from_millis(300), "came back faster than two check intervals: {back:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_prober_under_queries_gives_no_wrong_answer() -> Result<()> {
+    let (cluster, _servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let fra: BTreeSet<IpAddr> = cluster.spec.nodes.iter().filter(|n| n.1 == "fra").map(|n| n.2.ip()).collect();
+    let before = answers(&cluster).await?;
+    cluster.probers[1].process.kill()?;
+    let start = Instant::now();
+    let mut queries = 0;
+    while start.elapsed() < Duration::from_secs(6) {
+        for ip in answers(&cluster).await? {
+            ensure!(fra.contains(&ip), "wrong answer {ip} while a prober died");
+            ensure!(before.contains(&ip), "the answer moved ({before:?} -> {ip}) though every node is up");
+            queries += 1;
+        }
+    }
+    ensure!(queries > 20, "too few queries: {queries}");
+    // The dead prober is seen as not live, and every node is still Up with the two others.
+    let s = state(cluster.resolvers[0].admin).await?;
+    ensure!(healths(&s).values().all(|h| h == "up"), "{s:#}");
+    let dead =
+        s["members"].as_array().context("members")?.iter().find(|m| m["id"] == "prober-1").context("prober-1")?;
+    ensure!(dead["live"] == false, "{dead}");
+    Ok(())
+}
+
+/// The members' `impaired` flags by id.
+fn impaired_probers(s: &serde_json::Value) -> Result<BTreeSet<String>> {
+    Ok(s["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter(|m| m["role"] == "prober" && m["impaired"] == true)
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_cut_off_from_every_node_is_impaired_and_takes_nothing_down() -> Result<()> {
+    // prober-2 reaches no node at all, as if its uplink were cut; the others reach them all.
+    let (cluster, _servers) = start_with(3, Some(2)).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let start = Instant::now();
+    let mut seen_impaired = false;
+    while start.elapsed() < Duration::from_secs(4) {
+        for r in &cluster.resolvers {
+            let s = state(r.admin).await?;
+            ensure!(healths(&s).values().all(|h| h == "up"), "a node went down because one prober is cut off: {s:#}");
+            seen_impaired |= impaired_probers(&s)? == BTreeSet::from(["prober-2".to_owned()]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(seen_impaired, "prober-2 was never reported impaired");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_unreachable_at_once_makes_every_prober_abstain() -> Result<()> {
+    // Every node gone at once looks, to each prober, like its own network failing: each says
+    // it is impaired before it would publish a Down, so no quorum black-holes the name.
+    let (cluster, mut servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    for s in &mut servers {
+        s.stop();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = state(cluster.resolvers[0].admin).await?;
+    ensure!(impaired_probers(&s)?.len() == 3, "every prober should doubt itself: {s:#}");
+    ensure!(healths(&s).values().all(|h| h != "down"), "an impaired prober voted down: {s:#}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_reaches_every_resolver_and_survives_a_restart_of_every_member() -> Result<()> {
+    let (mut cluster, _servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let victim = answers(&cluster).await?[0];
+    let id = cluster.node_of(victim).context("node")?.to_owned();
+    let (status, body) =
+        http(cluster.resolvers[0].admin, "POST", &format!("/api/v1/nodes/{id}/drain"), Some("wrong")).await?;
+    ensure!(status == 401, "{status} {body}");
+    let (status, body) =
+        http(cluster.resolvers[0].admin, "POST", &format!("/api/v1/nodes/{id}/drain"), Some(ADMIN_TOKEN)).await?;
+    ensure!(status == 200, "{status} {body}");
+    until_answers(&cluster, Duration::from_secs(5), |ip| ip != victim).await?;
+    // Restart every member (probers, then resolvers), same ids and state dirs.
+    for i in 0..cluster.probers.len() {
+        cluster.probers[i].process.kill()?;
+    }
+    for i in 0..cluster.probers.len() {
+        let m = cluster.start_prober(i).await?;
+        cluster.probers[i] = m;
+    }
+    for i in 0..cluster.resolvers.len() {
+        cluster.resolvers[i].process.kill()?;
+        let m = cluster.start_resolver(i).await?;
+        cluster.resolvers[i] = m;
+    }
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let s = state(cluster.resolvers[1].admin).await?;
+    ensure!(s["nodes"][&id]["drained"] == true, "drain lost in the restart: {s:#}");
+    ensure!(answers(&cluster).await?.iter().all(|ip| *ip != victim), "a drained node is answered");
+    let (status, _) =
+        http(cluster.resolvers[1].admin, "POST", &format!("/api/v1/nodes/{id}/undrain"), Some(ADMIN_TOKEN)).await?;
+    ensure!(status == 200);
+    until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
+    Ok(())
+}
