@@ -214,3 +214,28 @@ async fn a_drain_reaches_every_resolver_and_survives_a_restart_of_every_member()
     until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_resolver_serves_its_last_view_not_all_up() -> Result<()> {
+    let (mut cluster, mut servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let victim = answers(&cluster).await?[0];
+    let index = servers.iter().position(|s| s.addr.ip() == victim).context("answer is not a node")?;
+    servers[index].stop();
+    until_answers(&cluster, Duration::from_secs(10), |ip| ip != victim).await?;
+    // No prober left: after its restart the resolver has no quorum to learn from, only the
+    // view it saved. It must keep the dead node out (for the grace period), not answer "all up".
+    for p in &cluster.probers {
+        p.process.kill()?;
+    }
+    cluster.resolvers[0].process.kill()?;
+    cluster.resolvers[0] = cluster.start_resolver(0).await?;
+    let log = cluster.resolvers[0].process.log();
+    ensure!(log.contains("restored the last saved health view"), "{log}");
+    for _ in 0..10 {
+        let a = answers(&cluster).await?;
+        ensure!(a[0] != victim, "the restarted resolver answered the dead node {victim}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
