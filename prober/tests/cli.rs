@@ -1,5 +1,7 @@
 //! The `geolb-prober` binary's config checks and exit codes.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 use std::process::Command;
 
