@@ -1,6 +1,5 @@
 //! `geolb-prober`: checks every CDN node from this PoP and gossips the verdicts.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,40 +7,24 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-/// Exit code for a config that does not load or validate.
-const EXIT_BAD_CONFIG: u8 = 2;
+use geolb_prober::signals::{CommonArgs, EXIT_BAD_CONFIG};
 
-/// Health-checks CDN nodes from this PoP and gossips the verdicts to the cluster.
+/// Health-checks CDN nodes from this PoP and gossips the verdicts to the cluster (the config
+/// needs [prober] and [cluster]).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The config file (it needs [prober] and [cluster]).
-    #[arg(long, short, default_value = "/etc/geolb/geolb.toml")]
-    config: PathBuf,
-    /// Validate the config, print every problem, and exit: 0 when valid, 2 when not.
-    #[arg(long)]
-    check_config: bool,
-    /// Admin API address, overriding `[prober] admin_listen` (port 0 picks one; it is logged).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
-    /// Gossip UDP address, overriding `[prober] gossip_listen` (port 0 picks one; it is logged).
-    #[arg(long)]
-    gossip_listen: Option<SocketAddr>,
-    /// Log filter, e.g. `info` or `geolb_prober=debug` (RUST_LOG works too).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Ok(absolute) = std::path::absolute(&cli.config) {
-        cli.config = absolute;
-    }
-    geolb_prober::signals::init_tracing(&cli.log_level);
-    let mut config = match geolb_config::load(&cli.config) {
+    cli.common.init();
+    let mut config = match geolb_config::load(&cli.common.config) {
         Ok(c) if c.prober.is_some() && c.cluster.is_some() => c,
         Ok(_) => {
-            eprintln!("Error: {}: a prober needs [prober] and [cluster] tables", cli.config.display());
+            eprintln!("Error: {}: a prober needs [prober] and [cluster] tables", cli.common.config.display());
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
         Err(e) => {
@@ -49,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    if cli.check_config {
+    if cli.common.check_config {
         for w in &config.warnings {
             println!("warning: {w}");
         }
@@ -57,14 +40,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(prober) = config.prober.as_mut() {
-        if let Some(addr) = cli.gossip_listen {
+        if let Some(addr) = cli.common.gossip_listen {
             prober.gossip_listen = addr;
         }
-        if let Some(addr) = cli.admin_listen {
+        if let Some(addr) = cli.common.admin_listen {
             prober.admin_listen = addr;
         }
     }
-    match serve(cli.config, config) {
+    match serve(cli.common.config, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");

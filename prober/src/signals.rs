@@ -1,6 +1,45 @@
-//! Process signals shared by both programs: SIGTERM/SIGINT cancel the run; a second one exits.
+//! What both programs do the same way as processes: common command-line arguments, logging,
+//! and signals (SIGTERM/SIGINT cancel the run; a second one exits).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
+
+/// Command-line arguments both programs take (flattened into each one's own).
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// The config file.
+    #[arg(long, short, default_value = "/etc/geolb/geolb.toml")]
+    pub config: PathBuf,
+    /// Validate the config (and open the files it names), print every problem and warning, and
+    /// exit: 0 when valid, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Admin API address, overriding the config's `admin_listen` (port 0 picks one; it is logged).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Gossip UDP address, overriding the config's `gossip_listen` (port 0 picks one; it is logged).
+    #[arg(long)]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Log filter, e.g. `info` or `geolb_prober=debug` (RUST_LOG works too).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+impl CommonArgs {
+    /// Makes the config path absolute (watching for changes needs its directory, also for
+    /// `--config geolb.toml`) and starts logging.
+    pub fn init(&mut self) {
+        if let Ok(absolute) = std::path::absolute(&self.config) {
+            self.config = absolute;
+        }
+        init_tracing(&self.log_level);
+    }
+}
+
+/// Exit code for a config that does not load or validate.
+pub const EXIT_BAD_CONFIG: u8 = 2;
 
 /// Cancels `shutdown` on SIGTERM or SIGINT; a second signal exits the process at once.
 pub async fn cancel_on_signal(shutdown: CancellationToken) {

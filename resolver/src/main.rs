@@ -1,65 +1,45 @@
 //! `geolb-resolver`: the remote backend PowerDNS asks for geo-balanced names.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-/// Exit code for a config that does not load or validate.
-const EXIT_BAD_CONFIG: u8 = 2;
+use geolb_prober::signals::{CommonArgs, EXIT_BAD_CONFIG};
 
 /// Answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The config file.
-    #[arg(long, short, default_value = "/etc/geolb/geolb.toml")]
-    config: PathBuf,
-    /// Validate the config (and open the GeoIP databases and zone files it names), print every
-    /// problem and warning, and exit: 0 when valid, 2 when not.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Listen address of the HTTP connector, overriding `[resolver] listen` (port 0 picks one;
     /// the chosen address is logged as `listening on http://ADDR/dns`).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Admin API address, overriding `[member] admin_listen` (port 0 picks one; it is logged).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
-    /// Gossip UDP address, overriding `[member] gossip_listen` (port 0 picks one; it is logged).
-    #[arg(long)]
-    gossip_listen: Option<SocketAddr>,
-    /// Log filter, e.g. `info` or `geolb_resolver=debug` (RUST_LOG works too).
-    #[arg(long, default_value = "info")]
-    log_level: String,
 }
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    // Watching for changes needs the config's directory, also for `--config geolb.toml`.
-    if let Ok(absolute) = std::path::absolute(&cli.config) {
-        cli.config = absolute;
-    }
-    geolb_prober::signals::init_tracing(&cli.log_level);
+    cli.common.init();
 
-    let config = match geolb_config::load(&cli.config) {
+    let config = match geolb_config::load(&cli.common.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    if cli.check_config {
+    if cli.common.check_config {
         return check_config(&config);
     }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let mut config = config;
-    if let (Some(member), Some(addr)) = (config.member.as_mut(), cli.gossip_listen) {
+    if let (Some(member), Some(addr)) = (config.member.as_mut(), cli.common.gossip_listen) {
         member.gossip_listen = addr;
     }
     match serve(cli, config) {
@@ -128,7 +108,7 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let addr = cli.listen.unwrap_or(config.resolver.listen);
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
-        let admin = match config.member.as_ref().map(|m| cli.admin_listen.unwrap_or(m.admin_listen)) {
+        let admin = match config.member.as_ref().map(|m| cli.common.admin_listen.unwrap_or(m.admin_listen)) {
             Some(addr) => {
                 Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?)
             }
@@ -136,7 +116,7 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(geolb_prober::signals::cancel_on_signal(shutdown.clone()));
-        geolb_resolver::run(cli.config, config, geolb_resolver::Listeners { http, admin }, shutdown).await?;
+        geolb_resolver::run(cli.common.config, config, geolb_resolver::Listeners { http, admin }, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
