@@ -295,7 +295,11 @@ pub fn fold(input: &FoldInput) -> FoldOutput {
                     // Since-history: the region's own, else the global one for a first sighting.
                     let history = previous_opt.and_then(|view| view.get(node)).unwrap_or(global);
                     let tally = Tally::of(ballot, voters, in_region);
-                    let decision = match tally.health(params) {
+                    // A region with fewer eligible voters than `min_down_voters` could never say
+                    // Down, only Up: its view would hide a global Down from its own clients. It
+                    // takes the global decision instead.
+                    let enough = tally.eligible_voters >= params.min_down_voters.max(1);
+                    let decision = match tally.health(params).filter(|_| enough) {
                         Some(health) => tally.into_decision(health, Some(history), now_ms),
                         None => Decision { since_ms: since(global.health, Some(history), now_ms), ..global.clone() },
                     };
@@ -930,6 +934,21 @@ mod tests {
         let next = cluster.fold_after(&out, NOW + 5_000);
         assert_eq!(get(&next.regional["eu"], "n").since_ms, NOW);
         assert_eq!(get(&next.regional["us"], "n").since_ms, NOW);
+    }
+
+    #[test]
+    fn a_region_too_small_to_say_down_takes_the_global_decision() {
+        // One eligible prober in "apac" (min_down_voters = 2): its Up must not override the
+        // global Down for apac's clients.
+        let mut cluster = Cluster::new();
+        for (id, region) in [("eu0", "eu"), ("eu1", "eu"), ("apac0", "apac")] {
+            let v = cluster.voter(id, Some(region), 1.0);
+            cluster.vote(v, "n", false);
+        }
+        let out = cluster.fold();
+        assert_eq!(get(&out.global, "n").health, Health::Down);
+        assert_eq!(get(&out.regional["apac"], "n").health, Health::Down, "{:?}", out.regional["apac"]);
+        assert_eq!(get(&out.regional["eu"], "n").health, Health::Down);
     }
 
     #[test]

@@ -33,6 +33,35 @@ pub struct AdminState {
     pub folded: Arc<std::sync::Mutex<Folded>>,
     /// This member's saved drains.
     pub drains: Arc<Drains>,
+    /// Serializes drain changes, so the saved file and the gossip always agree.
+    pub drain_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Time the admin API gets to finish its requests at shutdown.
+const ADMIN_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves the admin API on `listener` until `shutdown`, then for at most a few seconds more:
+/// a stuck client never holds the process.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("admin listening on http://{addr}/");
+    }
+    let graceful = shutdown.clone();
+    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
+    tokio::select! {
+        res = serve => {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "admin API failed");
+            }
+        }
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(ADMIN_SHUTDOWN_GRACE).await } => {
+            tracing::warn!("admin API connections still open at shutdown; closing them");
+        }
+    }
 }
 
 /// The admin routes.
@@ -175,6 +204,7 @@ async fn set_drain(state: AdminState, headers: HeaderMap, id: String, drained: b
     if state.config.load().node(&id).is_none() {
         return (StatusCode::NOT_FOUND, format!("unknown node `{id}`\n")).into_response();
     }
+    let _serialized = state.drain_lock.lock().await;
     let now = unix_now_ms();
     if let Err(e) = state.drains.set(&id, drained, now) {
         tracing::warn!(node = %id, error = %e, "cannot save the drain; it holds until restart");

@@ -29,6 +29,9 @@ pub struct Folded {
     pub drained: BTreeSet<NodeId>,
     /// Verdicts that did not decode (a newer or broken member), ignored.
     pub bad_verdicts: usize,
+    /// Per member: the last `round` value seen and the local time (unix ms) it changed.
+    /// Freshness is judged on this reader's clock, never by comparing another machine's.
+    pub heartbeats: BTreeMap<String, (u64, u64)>,
 }
 
 /// The quorum parameters of a config.
@@ -51,15 +54,23 @@ pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_
     let mut voters = Vec::new();
     let mut votes: BTreeMap<NodeId, Vec<(usize, Verdict)>> = BTreeMap::new();
     let mut bad_verdicts = 0;
+    let mut heartbeats = BTreeMap::new();
     for member in view.members.iter().filter(|m| m.role == Some(Role::Prober)) {
         let index = voters.len();
+        let seen = match previous.heartbeats.get(&member.id) {
+            Some(&(round, seen)) if round == member.round_ms => seen,
+            // A new heartbeat (or a first sighting of one): seen now, on our clock.
+            _ if member.round_ms > 0 => now_ms,
+            _ => 0,
+        };
+        heartbeats.insert(member.id.clone(), (member.round_ms, seen));
         voters.push(Voter {
             id: Arc::from(member.id.as_str()),
             region: member.region.as_deref().map(Arc::from),
             weight: 1.0,
             live: member.live,
             impaired: member.impaired,
-            last_seen_ms: member.round_ms,
+            last_seen_ms: seen,
         });
         for (node, encoded) in &member.verdicts {
             match Verdict::decode(encoded) {
@@ -80,7 +91,7 @@ pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_
     });
     let drained =
         view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
-    Folded { output, drained, bad_verdicts }
+    Folded { output, drained, bad_verdicts, heartbeats }
 }
 
 /// A decision's one-line reason, for logs and the state API.

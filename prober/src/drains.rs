@@ -45,17 +45,16 @@ impl Drains {
 
     /// Records a drain or undrain and saves the file (write then rename).
     pub fn set(&self, node: &str, drained: bool, now_ms: u64) -> std::io::Result<()> {
-        let snapshot = {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            entries.insert(node.to_owned(), (now_ms, drained));
-            entries.clone()
-        };
+        // The lock is held across the write and the rename: concurrent calls can neither
+        // interleave in the temporary file nor rename an older snapshot over a newer one.
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(node.to_owned(), (now_ms, drained));
         let Some(path) = &self.path else { return Ok(()) };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(&File { drains: snapshot }).map_err(std::io::Error::other)?;
+        let bytes = serde_json::to_vec(&File { drains: entries.clone() }).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }
@@ -75,6 +74,28 @@ mod tests {
         let again = Drains::load(Some(path));
         assert_eq!(again.entries().get("fra-1"), Some(&(5, true)));
         assert_eq!(again.entries().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_drains_are_all_saved() {
+        let dir = std::env::temp_dir().join(format!("geolb-drains-conc-{}", std::process::id()));
+        let path = dir.join("drains.json");
+        let d = std::sync::Arc::new(Drains::load(Some(path.clone())));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        d.set(&format!("n{t}-{i}"), true, i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(Drains::load(Some(path)).entries().len(), 200);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

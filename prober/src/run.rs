@@ -10,15 +10,17 @@ use geolb_config::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminState, router};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::admin::{AdminState, serve_admin};
 use crate::check::SchedulerHandle;
 use crate::check::{HttpChecker, NetChecker, TcpChecker, spawn_scheduler};
-use crate::cluster::Folded;
+use crate::cluster::{Folded, fold_cluster};
 use crate::drains::Drains;
 use crate::gossip::keys::Role;
 use crate::gossip::transport::{UdpDatagrams, unix_now_ms};
 use crate::gossip::{GossipConfig, GossipHandle, spawn_gossip};
-use crate::targets::{CANARY_PREFIX, failing, impaired, targets, verdict};
+use crate::targets::{CANARY_PREFIX, failing, impaired, peer_down_share, targets, verdict};
 
 /// Why the prober stopped.
 #[derive(Debug, thiserror::Error)]
@@ -102,18 +104,31 @@ pub async fn run(
     );
     let mut tasks = tokio::task::JoinSet::new();
     let share = prober.impaired_share;
+    // The median share of Down verdicts among the other probers (f64 bits), for impairment.
+    let peer_share = Arc::new(AtomicU64::new(0f64.to_bits()));
     {
         let gossip = gossip.clone();
         let scheduler = scheduler.clone();
+        let shutdown = shutdown.clone();
+        let peer_share = peer_share.clone();
         tasks.spawn(async move {
-            while let Some((id, t)) = rx.recv().await {
+            loop {
+                // The scheduler holds the sender: end on shutdown, not on a closed channel.
+                let (id, t) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = rx.recv() => match next {
+                        Some(next) => next,
+                        None => return,
+                    },
+                };
                 if id.starts_with(CANARY_PREFIX) {
                     continue;
                 }
                 if !t.up {
                     // Say we are impaired *before* the Down it would explain: peers apply one
                     // member's keys in the order they were written.
-                    gossip.set_impaired(is_impaired(&scheduler, share)).await;
+                    let peers = f64::from_bits(peer_share.load(Ordering::Relaxed));
+                    gossip.set_impaired(is_impaired(&scheduler, share, peers)).await;
                 }
                 let rtt = scheduler
                     .state(&id)
@@ -126,11 +141,16 @@ pub async fn run(
             }
         });
     }
-    // Heartbeat and impairment, every second.
+    // Heartbeat, impairment and this member's view of the quorum (for /api/v1/state), every
+    // second.
+    let folded = Arc::new(std::sync::Mutex::new(Folded::default()));
     {
         let gossip = gossip.clone();
         let scheduler = scheduler.clone();
         let shutdown = shutdown.clone();
+        let config = config.clone();
+        let folded = folded.clone();
+        let me = prober.id.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             let mut was_impaired = false;
@@ -139,7 +159,15 @@ pub async fn run(
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let now_impaired = is_impaired(&scheduler, share);
+                let view = gossip.view().await;
+                let peers = peer_down_share(&view, &me);
+                peer_share.store(peers.to_bits(), Ordering::Relaxed);
+                {
+                    let mut folded = folded.lock().unwrap_or_else(|p| p.into_inner());
+                    let next = fold_cluster(&view, &config.load(), &folded, unix_now_ms());
+                    *folded = next;
+                }
+                let now_impaired = is_impaired(&scheduler, share, peers);
                 if now_impaired != was_impaired {
                     tracing::warn!(
                         impaired = now_impaired,
@@ -153,27 +181,12 @@ pub async fn run(
         });
     }
     // Admin API.
-    let admin = AdminState {
-        gossip: gossip.clone(),
-        config: config.clone(),
-        folded: Arc::new(std::sync::Mutex::new(Folded::default())),
-        drains,
-    };
-    if let Ok(addr) = listeners.admin.local_addr() {
-        tracing::info!("admin listening on http://{addr}/");
-    }
-    {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(listeners.admin, router(admin))
-                .with_graceful_shutdown(async move { shutdown.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin API failed");
-            }
-        });
-    }
+    let admin =
+        AdminState { gossip: gossip.clone(), config: config.clone(), folded, drains, drain_lock: Arc::default() };
+    tasks.spawn(serve_admin(listeners.admin, admin, shutdown.clone()));
     // Reloads: new targets keep the state of unchanged ones.
     {
+        let gossip = gossip.clone();
         let shutdown = shutdown.clone();
         let config = config.clone();
         let scheduler = scheduler.clone();
@@ -188,6 +201,10 @@ pub async fn run(
                     Ok(new) => {
                         let summary = scheduler.update(targets(&new));
                         tracing::info!(?summary, "reloaded");
+                        // Withdraw the verdicts on nodes that left the config.
+                        for gone in config.load().nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
+                            gossip.remove_verdict(gone.id.as_str()).await;
+                        }
                         config.store(Arc::new(new));
                     }
                     Err(e) => tracing::error!(error = %e, "reload refused, keeping the running config"),
@@ -204,12 +221,22 @@ pub async fn run(
             res?;
         }
     }
-    while tasks.join_next().await.is_some() {}
-    let _ = scheduler_task.await;
+    // Every task ends on `shutdown`; don't let a stuck one keep the process alive.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+        let _ = scheduler_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("tasks still running after the shutdown grace; stopping anyway");
+    }
     Ok(())
 }
 
-fn is_impaired(scheduler: &SchedulerHandle, share: f64) -> bool {
+/// Time tasks get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn is_impaired(scheduler: &SchedulerHandle, share: f64, peer_share: f64) -> bool {
     let states: Vec<_> = scheduler.snapshot().into_iter().map(|(id, s)| (id, failing(&s))).collect();
-    impaired(&states, share)
+    impaired(&states, share, peer_share)
 }

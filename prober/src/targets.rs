@@ -70,28 +70,60 @@ pub fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
     Verdict { up: t.up, since_ms: t.at_ms, rtt_us, reason }
 }
 
-/// A target's state as impairment sees it: `Some(true)` when its last check failed,
-/// `Some(false)` when it passed, `None` before its first check.
+/// A target's state as impairment sees it: `Some(true)` when its last check failed or its
+/// published verdict is still Down, `Some(false)` when neither, `None` before its first check.
 pub type Failing = Option<bool>;
 
-/// Whether a prober should doubt itself: a canary's last check failed, or the last checks of at
-/// least `impaired_share` of the nodes failed at once (a sick uplink looks like a world-wide
-/// outage). Judged on the *last check*, not on Down verdicts: when the uplink dies every node
-/// fails within one interval, long before the first reaches `fall` failures, so the prober
-/// says it is impaired before it would publish a single Down.
-pub fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64) -> bool {
+/// Whether a prober should doubt itself and abstain: a canary failing, or it sees far more
+/// failure than its peers do. "Far more" is: at least `impaired_share` of the nodes it checked
+/// are failing, and that share exceeds the median share of Down verdicts of the other live
+/// probers (`peer_share`) by at least half of `impaired_share`.
+///
+/// Judged on failing *checks*: when the uplink dies every node fails within one interval, long
+/// before the first reaches `fall` failures, so the prober says it is impaired before it would
+/// publish a single Down. And a node counts as failing while its Down verdict is still
+/// published, so a recovering prober stays impaired until it has taken its Downs back. Peers
+/// seeing the same (a whole PoP down, every node down) make it not impaired: that is an outage,
+/// not a sick prober.
+pub fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64, peer_share: f64) -> bool {
     let canary_failing = states.iter().any(|(id, f)| id.starts_with(CANARY_PREFIX) && *f == Some(true));
     let judged: Vec<bool> =
         states.iter().filter(|(id, _)| !id.starts_with(CANARY_PREFIX)).filter_map(|(_, f)| *f).collect();
-    let failing = judged.iter().filter(|f| **f).count();
     // Below 4 checked nodes one failure is no evidence of a sick prober.
-    let implausible = judged.len() >= 4 && failing as f64 >= impaired_share * judged.len() as f64;
-    canary_failing || implausible
+    if judged.len() < 4 {
+        return canary_failing;
+    }
+    let mine = judged.iter().filter(|f| **f).count() as f64 / judged.len() as f64;
+    canary_failing || (mine >= impaired_share && mine >= peer_share + impaired_share / 2.0)
 }
 
 /// [`Failing`] of a scheduler's target state.
 pub fn failing(state: &crate::check::TargetState) -> Failing {
-    state.last_check_ms.map(|_| state.consecutive_fail > 0)
+    state.last_check_ms.map(|_| state.consecutive_fail > 0 || state.up == Some(false))
+}
+
+/// The median share of Down verdicts among the other live probers with at least 4 verdicts
+/// (0 when there is none).
+pub fn peer_down_share(view: &crate::gossip::keys::ClusterView, me: &str) -> f64 {
+    let mut shares: Vec<f64> = view
+        .members
+        .iter()
+        .filter(|m| m.id != me && m.live && m.role == Some(crate::gossip::keys::Role::Prober))
+        .filter_map(|m| {
+            let verdicts: Vec<bool> = m
+                .verdicts
+                .values()
+                .filter_map(|v| geolb_common::verdict::Verdict::decode(v).ok())
+                .map(|v| v.up)
+                .collect();
+            (verdicts.len() >= 4).then(|| verdicts.iter().filter(|up| !**up).count() as f64 / verdicts.len() as f64)
+        })
+        .collect();
+    if shares.is_empty() {
+        return 0.0;
+    }
+    shares.sort_by(f64::total_cmp);
+    shares[shares.len() / 2]
 }
 
 #[cfg(test)]
@@ -104,17 +136,21 @@ mod tests {
 
     #[test]
     fn impairment() {
-        // Some(true) = the last check failed.
+        // Some(true) = failing.
         let healthy = [s("a", Some(false)), s("b", Some(false)), s("c", Some(true)), s("d", Some(false))];
-        assert!(!impaired(&healthy, 0.5));
-        let outage = [s("a", Some(true)), s("b", Some(true)), s("c", Some(false)), s("d", Some(false))];
-        assert!(impaired(&outage, 0.5), "half the nodes failing at once");
+        assert!(!impaired(&healthy, 0.5, 0.0));
+        let blind = [s("a", Some(true)), s("b", Some(true)), s("c", Some(true)), s("d", Some(true))];
+        assert!(impaired(&blind, 0.5, 0.0), "everything failing while the peers see it fine");
+        assert!(!impaired(&blind, 0.5, 1.0), "everything failing and the peers agree: an outage");
+        let half = [s("a", Some(true)), s("b", Some(true)), s("c", Some(false)), s("d", Some(false))];
+        assert!(!impaired(&half, 0.5, 0.5), "a whole PoP down, seen by everyone: not impaired");
+        assert!(impaired(&half, 0.5, 0.0), "half failing, nobody else sees it");
         let few = [s("a", Some(true)), s("b", Some(true))];
-        assert!(!impaired(&few, 0.5), "too few nodes to judge");
+        assert!(!impaired(&few, 0.5, 0.0), "too few nodes to judge");
         let canary = [s("a", Some(false)), s("canary:192.0.2.1:443", Some(true))];
-        assert!(impaired(&canary, 0.5), "a canary failing");
+        assert!(impaired(&canary, 0.5, 0.0), "a canary failing");
         let undecided = [s("a", None), s("b", None), s("c", None), s("d", None), s("canary:x", None)];
-        assert!(!impaired(&undecided, 0.5));
+        assert!(!impaired(&undecided, 0.5, 0.0));
     }
 
     #[test]

@@ -95,18 +95,14 @@ pub async fn run(
             shutdown.clone(),
         ));
         if let Some(admin) = listeners.admin {
-            if let Ok(addr) = admin.local_addr() {
-                tracing::info!("admin listening on http://{addr}/");
-            }
-            let state = geolb_prober::admin::AdminState { gossip: gossip.clone(), config, folded, drains };
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let serve = axum::serve(admin, geolb_prober::admin::router(state))
-                    .with_graceful_shutdown(async move { shutdown.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "admin API failed");
-                }
-            });
+            let state = geolb_prober::admin::AdminState {
+                gossip: gossip.clone(),
+                config,
+                folded,
+                drains,
+                drain_lock: Arc::default(),
+            };
+            tasks.spawn(geolb_prober::admin::serve_admin(admin, state, shutdown.clone()));
         }
         let termination = gossip.termination();
         let shutdown = shutdown.clone();

@@ -36,6 +36,9 @@ pub async fn observe(
         f.output.global = restored.global.clone();
         f.output.regional = restored.regional.clone();
     }
+    // Until the gossip has brought at least one live prober, the drains are the saved ones: the
+    // first folds after a restart see no member and would otherwise undrain everything.
+    let mut synced = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -46,7 +49,11 @@ pub async fn observe(
         config.store(Arc::new(shared.config()));
         let view = gossip.view().await;
         let previous = folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let next = fold_cluster(&view, &config.load(), &previous, unix_now_ms());
+        let mut next = fold_cluster(&view, &config.load(), &previous, unix_now_ms());
+        synced |= view.members.iter().any(|m| m.live && m.role == Some(geolb_prober::gossip::keys::Role::Prober));
+        if !synced {
+            next.drained = restored.drained.clone();
+        }
         let current = shared.view();
         if differs(&current, &next) {
             let new_view = View {
@@ -56,7 +63,11 @@ pub async fn observe(
                 computed_ms: unix_now_ms(),
             };
             log_changes(&current, &new_view);
-            shared.set_view(new_view);
+            let shared = shared.clone();
+            // Rebuilding the engine blocks for a while with many nodes: off the runtime.
+            if let Err(e) = tokio::task::spawn_blocking(move || shared.set_view(new_view)).await {
+                tracing::error!(error = %e, "publishing the health view failed");
+            }
         }
         *folded.lock().unwrap_or_else(|p| p.into_inner()) = next;
     }

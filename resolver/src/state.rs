@@ -175,9 +175,11 @@ impl Shared {
 
     /// Publishes a new health view: rebuilds the engine with it (off the lookup path; lookups
     /// keep reading the old engine until the swap) and saves it for the next start.
+    /// Blocks while it builds (tens of ms for thousands of nodes): call it off the runtime.
     pub fn set_view(&self, view: View) {
         let view = Arc::new(view);
-        let (engine, path) = {
+        let path = {
+            // Build and publish under the lock; see `build_reload`.
             let mut loaded = self.loaded();
             loaded.view = view.clone();
             let mut serving = loaded.config.clone();
@@ -186,9 +188,9 @@ impl Shared {
             }
             let engine =
                 Engine::build(&serving, loaded.geoip.clone(), loaded.zones.clone(), &view, self.counters.clone());
-            (engine, view_path(&loaded.config))
+            self.engine.store(Arc::new(engine));
+            view_path(&loaded.config)
         };
-        self.engine.store(Arc::new(engine));
         if let Some(path) = path
             && let Err(e) = view.save(&path)
         {
@@ -273,10 +275,13 @@ impl Shared {
         if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
             tracing::warn!("changes to [resolver] listen and max_request_bytes take effect at the next restart");
         }
-        let view = self.loaded().view.clone();
+        // Build and publish under the lock: a concurrent `set_view` must not publish an engine
+        // of the old config after this one (nor this one drop its view).
+        let mut loaded = self.loaded();
+        let view = loaded.view.clone();
         let engine = Engine::build(&config, geoip.clone(), zones.clone(), &view, self.counters.clone());
         self.engine.store(Arc::new(engine));
-        *self.loaded() = Loaded { config, view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
+        *loaded = Loaded { config, view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -62,6 +62,15 @@ impl Drop for NodeServer {
     }
 }
 
+/// Health-check responses written by every [`NodeServer`] of this process so far.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// How many health-check responses all [`NodeServer`]s of this process have written (benchmarks
+/// use it to measure the checks per second the probers really make).
+pub fn node_responses_served() -> u64 {
+    SERVED.load(Ordering::Relaxed)
+}
+
 async fn serve(listener: TcpListener, healthy: Arc<AtomicBool>) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else { continue };
@@ -77,7 +86,9 @@ async fn serve(listener: TcpListener, healthy: Arc<AtomicBool>) {
             }
             let status = if healthy.load(Ordering::Relaxed) { "200 OK" } else { "503 Service Unavailable" };
             let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-            let _ = s.write_all(resp.as_bytes()).await;
+            if s.write_all(resp.as_bytes()).await.is_ok() {
+                SERVED.fetch_add(1, Ordering::Relaxed);
+            }
         });
     }
 }
@@ -100,18 +111,72 @@ pub const CLUSTER_KEY: &str = "6765 6f6c 6220 7465 7374 2063 6c75 7374 6572 206b
 /// The admin token the tests' config names.
 pub const ADMIN_TOKEN: &str = "geolb-test-admin-token-0123456789";
 
+/// Check, gossip and quorum timings of a cluster, and where its members advertise their gossip.
+/// [`Tuning::default`] is what the end-to-end tests run ([`Cluster::start`]); benchmarks pass
+/// their own to [`Cluster::start_tuned`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    /// `[cluster] gossip_interval_ms`.
+    pub gossip_interval_ms: u64,
+    /// `[quorum] stale_after_ms`.
+    pub stale_after_ms: u64,
+    /// `[quorum] grace_ms`.
+    pub grace_ms: u64,
+    /// `[checks] interval_ms`.
+    pub interval_ms: u64,
+    /// `[checks] timeout_ms`.
+    pub timeout_ms: u64,
+    /// `[checks] rise`.
+    pub rise: u32,
+    /// `[checks] fall`.
+    pub fall: u32,
+    /// `[checks] jitter_ms`.
+    pub jitter_ms: u64,
+    /// `[prober] max_in_flight`, if set.
+    pub max_in_flight: Option<usize>,
+    /// `gossip_advertise` of each member: probers by index, then resolvers (index = number of
+    /// probers + resolver index). Members beyond the list advertise their listen address. Seeds
+    /// are the probers' advertised addresses. Lets a benchmark relay (and count) gossip.
+    pub advertise: Vec<SocketAddr>,
+}
+
+impl Default for Tuning {
+    /// The end-to-end tests' timings: checks every 300 ms, gossip every 100 ms.
+    fn default() -> Self {
+        Tuning {
+            gossip_interval_ms: 100,
+            stale_after_ms: 3000,
+            grace_ms: 30000,
+            interval_ms: 300,
+            timeout_ms: 250,
+            rise: 2,
+            fall: 2,
+            jitter_ms: 30,
+            max_in_flight: None,
+            advertise: Vec::new(),
+        }
+    }
+}
+
 impl ClusterSpec {
-    fn common_toml(&self, dir: &std::path::Path, seeds: &[SocketAddr], blind: bool) -> String {
+    fn common_toml(&self, dir: &std::path::Path, seeds: &[SocketAddr], blind: bool, tuning: &Tuning) -> String {
         let mut t = String::new();
         t.push_str(&format!(
-            "default_location = {{ pop = \"{}\" }}\n[admin]\ntoken_file = \"{}\"\n[cluster]\nid = \"e2e\"\nkey_file = \"{}\"\ngossip_interval_ms = 100\nseeds = [{}]\n",
+            "default_location = {{ pop = \"{}\" }}\n[admin]\ntoken_file = \"{}\"\n[cluster]\nid = \"e2e\"\nkey_file = \"{}\"\ngossip_interval_ms = {}\nseeds = [{}]\n",
             self.pops[0].0,
             dir.join("admin.token").display(),
             dir.join("cluster.key").display(),
+            tuning.gossip_interval_ms,
             seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
         ));
-        t.push_str("[quorum]\ndown_quorum = 0.5\nmin_down_voters = 2\nstale_after_ms = 3000\ngrace_ms = 30000\n");
-        t.push_str("[checks]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 300\ntimeout_ms = 250\nrise = 2\nfall = 2\njitter_ms = 30\n");
+        t.push_str(&format!(
+            "[quorum]\ndown_quorum = 0.5\nmin_down_voters = 2\nstale_after_ms = {}\ngrace_ms = {}\n",
+            tuning.stale_after_ms, tuning.grace_ms
+        ));
+        t.push_str(&format!(
+            "[checks]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\njitter_ms = {}\n",
+            tuning.interval_ms, tuning.timeout_ms, tuning.rise, tuning.fall, tuning.jitter_ms
+        ));
         t.push_str(&format!(
             "[[zones]]\norigin = \"example.net.\"\nfile = \"{}\"\n",
             workspace_root().join("config/examples/example.net.zone").display()
@@ -161,16 +226,23 @@ pub struct Cluster {
     pub probers: Vec<Member>,
     /// Resolvers (each with a PowerDNS).
     pub resolvers: Vec<Member>,
+    /// Its timings ([`Tuning::default`] for [`Cluster::start`]).
+    pub tuning: Tuning,
 }
 
 impl Cluster {
     /// Starts `probers` probers (the first at PoP index 0, then round-robin) and `resolvers`
     /// resolvers, each behind its own PowerDNS.
     pub async fn start(spec: ClusterSpec, probers: usize, resolvers: usize) -> Result<Cluster> {
+        Cluster::start_tuned(spec, probers, resolvers, Tuning::default()).await
+    }
+
+    /// [`Cluster::start`] with other timings.
+    pub async fn start_tuned(spec: ClusterSpec, probers: usize, resolvers: usize, tuning: Tuning) -> Result<Cluster> {
         let dir = TestDir::new("geolb-cluster")?;
         std::fs::write(dir.join("cluster.key"), CLUSTER_KEY.replace(' ', ""))?;
         std::fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
-        let mut cluster = Cluster { dir, spec, probers: Vec::new(), resolvers: Vec::new() };
+        let mut cluster = Cluster { dir, spec, probers: Vec::new(), resolvers: Vec::new(), tuning };
         for i in 0..probers {
             let m = cluster.start_prober(i).await?;
             cluster.probers.push(m);
@@ -183,7 +255,16 @@ impl Cluster {
     }
 
     fn seeds(&self) -> Vec<SocketAddr> {
-        self.probers.iter().map(|p| p.gossip).collect()
+        self.probers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.tuning.advertise.get(i).copied().unwrap_or(p.gossip))
+            .collect()
+    }
+
+    /// The `gossip_advertise` line of member `index` (probers first, then resolvers), if tuned.
+    fn advertise_line(&self, index: usize) -> String {
+        self.tuning.advertise.get(index).map(|a| format!("gossip_advertise = \"{a}\"\n")).unwrap_or_default()
     }
 
     /// Starts prober `i` (again, after a kill: same id, state dir and ports).
@@ -194,10 +275,13 @@ impl Cluster {
             Some(old) => (old.gossip, old.admin),
             None => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         };
-        let seeds: Vec<SocketAddr> = self.seeds().into_iter().filter(|s| *s != gossip || gossip.port() == 0).collect();
+        let own = self.tuning.advertise.get(i).copied().unwrap_or(gossip);
+        let seeds: Vec<SocketAddr> = self.seeds().into_iter().filter(|s| *s != own || own.port() == 0).collect();
+        let max_in_flight = self.tuning.max_in_flight.map(|n| format!("max_in_flight = {n}\n")).unwrap_or_default();
         let text = format!(
-            "{}[prober]\nid = \"prober-{i}\"\npop = \"{pop}\"\ngossip_listen = \"{gossip}\"\nadmin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
-            self.spec.common_toml(self.dir.path(), &seeds, self.spec.blind_prober == Some(i)),
+            "{}[prober]\nid = \"prober-{i}\"\npop = \"{pop}\"\ngossip_listen = \"{gossip}\"\n{}{max_in_flight}admin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
+            self.spec.common_toml(self.dir.path(), &seeds, self.spec.blind_prober == Some(i), &self.tuning),
+            self.advertise_line(i),
             self.dir.join(format!("state-prober-{i}")).display()
         );
         std::fs::write(&path, text)?;
@@ -219,8 +303,9 @@ impl Cluster {
             None => (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
         };
         let text = format!(
-            "{}[member]\nid = \"resolver-{i}\"\ngossip_listen = \"{gossip}\"\nadmin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
-            self.spec.common_toml(self.dir.path(), &self.seeds(), false),
+            "{}[member]\nid = \"resolver-{i}\"\ngossip_listen = \"{gossip}\"\n{}admin_listen = \"{admin}\"\nstate_dir = \"{}\"\n",
+            self.spec.common_toml(self.dir.path(), &self.seeds(), false, &self.tuning),
+            self.advertise_line(self.probers.len() + i),
             self.dir.join(format!("state-resolver-{i}")).display()
         );
         std::fs::write(&path, text)?;

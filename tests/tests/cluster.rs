@@ -163,18 +163,41 @@ async fn a_prober_cut_off_from_every_node_is_impaired_and_takes_nothing_down() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_node_unreachable_at_once_makes_every_prober_abstain() -> Result<()> {
-    // Every node gone at once looks, to each prober, like its own network failing: each says
-    // it is impaired before it would publish a Down, so no quorum black-holes the name.
+async fn a_whole_pop_down_moves_its_clients_and_every_node_down_fails_open() -> Result<()> {
+    // Every prober sees the same outage, so none of them doubts itself: the nodes go Down.
     let (cluster, mut servers) = start(3).await?;
     all_up(&cluster, Duration::from_secs(20)).await?;
-    for s in &mut servers {
-        s.stop();
+    let fra: BTreeSet<IpAddr> = servers[..2].iter().map(|s| s.addr.ip()).collect();
+    let syd: BTreeSet<IpAddr> = servers[2..].iter().map(|s| s.addr.ip()).collect();
+    // The whole fra PoP dark: its clients go to syd.
+    servers[0].stop();
+    servers[1].stop();
+    let moved = until_answers(&cluster, Duration::from_secs(10), |ip| syd.contains(&ip)).await?;
+    eprintln!("whole PoP down -> its clients moved in {moved:?}");
+    // A prober may doubt itself for a moment, until its peers' Down verdicts reach it; then the
+    // shared view says "outage", not "sick prober".
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = state(cluster.resolvers[0].admin).await?;
+        if impaired_probers(&s)?.is_empty() {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "an outage seen by every prober left probers impaired: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let s = state(cluster.resolvers[0].admin).await?;
-    ensure!(impaired_probers(&s)?.len() == 3, "every prober should doubt itself: {s:#}");
-    ensure!(healths(&s).values().all(|h| h != "down"), "an impaired prober voted down: {s:#}");
+    // Every node dark: all Down, and `fail_open` keeps answering the nearest PoP's nodes.
+    servers[2].stop();
+    servers[3].stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = state(cluster.resolvers[0].admin).await?;
+        if healths(&s).values().all(|h| h == "down") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "not every node went down: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_answers(&cluster, Duration::from_secs(5), |ip| fra.contains(&ip)).await?;
     Ok(())
 }
 
