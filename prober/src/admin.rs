@@ -77,6 +77,8 @@ pub fn router(state: AdminState) -> Router {
 #[derive(Serialize)]
 struct StateDoc {
     now_ms: u64,
+    /// This member's gossip traffic and rejected datagrams since it started.
+    gossip: crate::gossip::transport::AuthCounters,
     members: Vec<MemberDoc>,
     nodes: BTreeMap<String, NodeDoc>,
     fenced: Vec<String>,
@@ -180,7 +182,7 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
         })
         .collect();
     let fenced = folded.output.fenced.iter().map(|f| f.to_string()).collect();
-    Json(StateDoc { now_ms: now, members, nodes, fenced })
+    Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), members, nodes, fenced })
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {

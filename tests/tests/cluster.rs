@@ -262,3 +262,31 @@ async fn a_restarted_resolver_serves_its_last_view_not_all_up() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_gossip_is_rejected_counted_and_changes_nothing() -> Result<()> {
+    let (cluster, _servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let target = &cluster.resolvers[0];
+    let rejected = |s: &serde_json::Value| {
+        ["bad_magic", "bad_tag", "stale", "replay", "spoofed_sender", "malformed", "oversize"]
+            .iter()
+            .map(|k| s["gossip"][k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = rejected(&state(target.admin).await?);
+    // Datagrams that claim to be gossip but carry no valid tag for the cluster key: our frame's
+    // magic followed by noise, and plain noise, from a loopback socket of our own.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for i in 0..20u8 {
+        let mut datagram = b"GLB1".to_vec();
+        datagram.extend((0..200u16).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i)));
+        socket.send_to(&datagram, target.gossip).await?;
+        socket.send_to(&[i; 64], target.gossip).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = state(target.admin).await?;
+    ensure!(rejected(&s) >= before + 40, "forged datagrams not all rejected: {:#}", s["gossip"]);
+    ensure!(healths(&s).values().all(|h| h == "up"), "forged gossip changed the view: {s:#}");
+    Ok(())
+}

@@ -127,7 +127,7 @@ pub struct AuthStats {
 }
 
 /// A point-in-time copy of [`AuthStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AuthCounters {
     /// Messages that passed every check and went to chitchat.
     pub accepted: u64,
