@@ -1,0 +1,503 @@
+//! A real `pdns_server` for a test: which backends it launches ([`Launch`]) and how it runs
+//! ([`PdnsOptions`]), the `pdns.conf` written for it, and the running server ([`Pdns`]) with
+//! its `pdns_control` and `pdnsutil` helpers.
+//!
+//! It owns neither the process plumbing (`process.rs`: [`KillOnDrop`], [`TestDir`], loopback
+//! addresses) nor the DNS client its readiness probe uses (`dns.rs`).
+
+use std::fmt;
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use ipnet::IpNet;
+use tokio::time::{Instant, sleep};
+
+use crate::dns::{DnsResponse, QueryOptions, query, query_with};
+use crate::process::{KillOnDrop, TestDir, run_tool, unique_loopback};
+
+/// The port every PowerDNS instance of the tests listens on (each on its own loopback address).
+pub const PDNS_PORT: u16 = 5300;
+
+/// How long [`Pdns::start`] waits for PowerDNS to answer, unless
+/// [`PdnsOptions::startup_timeout`] says otherwise. A start normally takes well under a second.
+pub const PDNS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Finds a PowerDNS tool on `PATH` (or in `/usr/sbin`, which is not on a normal user's `PATH`).
+fn pdns_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "`{name}` not found on PATH: PowerDNS is not installed. Run the setup \
+                 (`bash scripts/setup.sh`), which installs pdns-server, pdns-backend-remote, \
+                 pdns-backend-bind, pdns-backend-lmdb and dnsutils"
+            )
+        })
+}
+
+/// Which backends PowerDNS launches, in the order it asks them (`launch=`).
+///
+/// The remote backend is geolb (see [`PdnsOptions::remote_connection_string`]); bind and lmdb
+/// hold the static zones of [`PdnsOptions::zones`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `launch=bind`: static zones only, from BIND zone files listed in a `named.conf`.
+    Bind,
+    /// `launch=lmdb`: static zones only, loaded with `pdnsutil load-zone` before the start.
+    Lmdb,
+    /// `launch=remote`: geolb alone (no static zones).
+    Remote,
+    /// `launch=remote,bind`: geolb first, then the zone files.
+    RemoteBind,
+    /// `launch=remote,lmdb`: geolb first, then lmdb (the production layout).
+    RemoteLmdb,
+    /// `launch=bind,remote`: the zone files first, then geolb.
+    BindRemote,
+    /// `launch=lmdb,remote`: lmdb first (its metadata wins), then geolb.
+    LmdbRemote,
+}
+
+impl Launch {
+    /// The value of the `launch` setting, e.g. `remote,lmdb`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Launch::Bind => "bind",
+            Launch::Lmdb => "lmdb",
+            Launch::Remote => "remote",
+            Launch::RemoteBind => "remote,bind",
+            Launch::RemoteLmdb => "remote,lmdb",
+            Launch::BindRemote => "bind,remote",
+            Launch::LmdbRemote => "lmdb,remote",
+        }
+    }
+
+    /// Whether the remote backend (geolb) is launched.
+    pub fn has_remote(self) -> bool {
+        self.setting().contains("remote")
+    }
+
+    fn has_bind(self) -> bool {
+        self.setting().contains("bind")
+    }
+
+    fn has_lmdb(self) -> bool {
+        self.setting().contains("lmdb")
+    }
+}
+
+impl fmt::Display for Launch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.setting())
+    }
+}
+
+/// How to run one PowerDNS instance; see [`Pdns::start`].
+#[derive(Clone, Debug)]
+pub struct PdnsOptions {
+    /// The backends and their order.
+    pub launch: Launch,
+    /// `remote-connection-string`, e.g. `unix:path=/tmp/…/pdns.sock` or
+    /// `http:url=http://127.0.0.1:40123/dns,post=1,post_json=1`. Required exactly when
+    /// [`Launch::has_remote`].
+    pub remote_connection_string: Option<String>,
+    /// Static zones as `(origin, zone file)`, served by bind or loaded into lmdb. The first
+    /// one's SOA is queried to decide that PowerDNS is up.
+    pub zones: Vec<(String, PathBuf)>,
+    /// More `pdns.conf` settings (cache TTLs, `distributor-threads`, `loglevel`, …). A key the
+    /// harness sets too is replaced, not repeated.
+    pub extra_settings: Vec<(String, String)>,
+    /// Address to listen on; `None` takes a fresh [`unique_loopback`] address.
+    pub address: Option<IpAddr>,
+    /// Port to listen on ([`PDNS_PORT`] by default).
+    pub port: u16,
+    /// How long [`Pdns::start`] waits for the server to answer.
+    pub startup_timeout: Duration,
+    /// Sign the zones: `pdnsutil secure-zone` (one ECDSA P-256 CSK) and `rectify-zone` for
+    /// each zone, so PowerDNS live-signs answers (also the remote backend's, with these keys).
+    /// Needs lmdb.
+    pub dnssec: bool,
+}
+
+impl PdnsOptions {
+    /// Options for `launch` with no zones, no remote, default port and timeout.
+    pub fn new(launch: Launch) -> PdnsOptions {
+        PdnsOptions {
+            launch,
+            remote_connection_string: None,
+            zones: Vec::new(),
+            extra_settings: Vec::new(),
+            address: None,
+            port: PDNS_PORT,
+            startup_timeout: PDNS_STARTUP_TIMEOUT,
+            dnssec: false,
+        }
+    }
+
+    /// Adds a static zone (`origin` like `example.net.`, BIND zone file).
+    pub fn zone(mut self, origin: &str, file: impl Into<PathBuf>) -> PdnsOptions {
+        self.zones.push((origin.to_owned(), file.into()));
+        self
+    }
+
+    /// Sets `remote-connection-string`.
+    pub fn remote(mut self, connection_string: impl Into<String>) -> PdnsOptions {
+        self.remote_connection_string = Some(connection_string.into());
+        self
+    }
+
+    /// Adds a `pdns.conf` setting.
+    pub fn setting(mut self, key: &str, value: impl ToString) -> PdnsOptions {
+        self.extra_settings.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Sets [`PdnsOptions::dnssec`].
+    pub fn dnssec(mut self, dnssec: bool) -> PdnsOptions {
+        self.dnssec = dnssec;
+        self
+    }
+}
+
+/// A running `pdns_server`, killed on drop (its log is then printed, see [`KillOnDrop`]) and
+/// with its own [`TestDir`] holding `pdns.conf`, the control socket, `named.conf` or the lmdb
+/// database, and `pdns_server.log`.
+#[derive(Debug)]
+pub struct Pdns {
+    // Declared before `dir` so that the server dies before its directory is removed.
+    process: KillOnDrop,
+    addr: SocketAddr,
+    ready_zone: Option<String>,
+    startup_timeout: Duration,
+    startup_time: Duration,
+    dir: TestDir,
+}
+
+impl Pdns {
+    /// Writes the configuration, loads the zones (lmdb), starts `pdns_server --config-dir=…`
+    /// and waits until it answers the SOA of the first zone (or, without zones, until it
+    /// answers at all), failing with the server's log if it exits or does not answer within
+    /// [`PdnsOptions::startup_timeout`].
+    ///
+    /// The configuration does not include the system's `/etc/powerdns`; it runs as the
+    /// current user (no `setuid`/`setgid`, no guardian, no daemon, no pid file), listens on
+    /// one loopback address only, disables the web server, API and security polling, and sets
+    /// `edns-subnet-processing=yes` and `consistent-backends=no` as geolb requires. Cache
+    /// settings are PowerDNS's defaults unless [`PdnsOptions::extra_settings`] says otherwise.
+    pub async fn start(options: PdnsOptions) -> Result<Pdns> {
+        let pdns_server = pdns_tool("pdns_server")?;
+        let PdnsOptions {
+            launch,
+            remote_connection_string,
+            zones,
+            extra_settings,
+            address,
+            port,
+            startup_timeout,
+            dnssec,
+        } = options;
+        match (launch.has_remote(), &remote_connection_string) {
+            (true, None) => bail!("launch={launch} needs a remote_connection_string"),
+            (false, Some(_)) => bail!("launch={launch} has no remote backend to connect"),
+            _ => {}
+        }
+        ensure!(
+            zones.is_empty() || launch.has_bind() || launch.has_lmdb(),
+            "launch={launch} has no bind or lmdb backend to serve the zones"
+        );
+        ensure!(
+            !dnssec || launch.has_lmdb(),
+            "dnssec needs lmdb (launch={launch}): the bind backend keeps keys only with \
+             bind-dnssec-db"
+        );
+        let zones = zones
+            .into_iter()
+            .map(|(origin, file)| {
+                let file =
+                    fs::canonicalize(&file).with_context(|| format!("zone file {} of {origin}", file.display()))?;
+                Ok((origin, file))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let dir = TestDir::new("pdns")?;
+        let addr = SocketAddr::new(address.unwrap_or_else(|| unique_loopback().into()), port);
+        let mut settings = Settings::default();
+        settings.set("launch", launch.setting());
+        settings.set("local-address", addr.ip());
+        settings.set("local-port", addr.port());
+        settings.set("socket-dir", dir.path().display());
+        settings.set("guardian", "no");
+        settings.set("daemon", "no");
+        settings.set("write-pid", "no");
+        settings.set("disable-syslog", "yes");
+        settings.set("setuid", "");
+        settings.set("setgid", "");
+        settings.set("loglevel", 6);
+        settings.set("webserver", "no");
+        settings.set("api", "no");
+        // No outbound DNS to secpoll.powerdns.com from tests.
+        settings.set("security-poll-suffix", "");
+        settings.set("edns-subnet-processing", "yes");
+        settings.set("consistent-backends", "no");
+        if let Some(connection_string) = &remote_connection_string {
+            settings.set("remote-connection-string", connection_string);
+        }
+        // The static backend alone, for `pdnsutil` (`--config-name=static` reads
+        // `pdns-static.conf`): with the main configuration it would also instantiate the
+        // remote backend and could ask geolb to create the zone.
+        let mut static_settings = Settings::default();
+        if launch.has_bind() {
+            let named_conf = dir.join("named.conf");
+            let mut stanzas = String::new();
+            for (origin, file) in &zones {
+                stanzas.push_str(&format!(
+                    "zone \"{}\" {{ type master; file \"{}\"; }};\n",
+                    origin.trim_end_matches('.'),
+                    file.display()
+                ));
+            }
+            fs::write(&named_conf, stanzas).with_context(|| format!("failed to write {}", named_conf.display()))?;
+            settings.set("bind-config", named_conf.display());
+            static_settings.set("launch", "bind");
+            static_settings.set("bind-config", named_conf.display());
+        }
+        if launch.has_lmdb() {
+            let lmdb = dir.join("pdns.lmdb");
+            settings.set("lmdb-filename", lmdb.display());
+            static_settings.set("launch", "lmdb");
+            static_settings.set("lmdb-filename", lmdb.display());
+        }
+        static_settings.set("socket-dir", dir.path().display());
+        let static_conf = dir.join("pdns-static.conf");
+        fs::write(&static_conf, static_settings.render()?)
+            .with_context(|| format!("failed to write {}", static_conf.display()))?;
+        if launch.has_lmdb() {
+            for (origin, file) in &zones {
+                let file = file.display().to_string();
+                pdnsutil(dir.path(), &["load-zone", origin, &file])
+                    .await
+                    .with_context(|| format!("failed to load zone {origin} into lmdb"))?;
+                if dnssec {
+                    pdnsutil(dir.path(), &["secure-zone", origin])
+                        .await
+                        .with_context(|| format!("failed to sign zone {origin}"))?;
+                    pdnsutil(dir.path(), &["rectify-zone", origin])
+                        .await
+                        .with_context(|| format!("failed to rectify zone {origin}"))?;
+                }
+            }
+        }
+        for (key, value) in &extra_settings {
+            settings.set(key, value);
+        }
+        let conf = settings.render()?;
+        let conf_path = dir.join("pdns.conf");
+        fs::write(&conf_path, conf).with_context(|| format!("failed to write {}", conf_path.display()))?;
+
+        let mut command = Command::new(&pdns_server);
+        command.arg(format!("--config-dir={}", dir.path().display()));
+        let started = Instant::now();
+        let process = KillOnDrop::spawn("pdns_server", &mut command, dir.path())?;
+        let mut pdns = Pdns {
+            process,
+            addr,
+            ready_zone: zones.first().map(|(origin, _)| origin.clone()),
+            startup_timeout,
+            startup_time: Duration::ZERO,
+            dir,
+        };
+        if let Err(e) = pdns.wait_ready().await {
+            // The error quotes the log already.
+            pdns.process.print_log = false;
+            return Err(e);
+        }
+        pdns.startup_time = started.elapsed();
+        Ok(pdns)
+    }
+
+    /// Kills the server (`SIGKILL`) and starts it again with the same configuration and
+    /// address, waiting as [`Pdns::start`] does. Its log continues in the same file. Caches
+    /// start empty; lmdb keeps its data.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.process.kill()?;
+        let mut command = Command::new(pdns_tool("pdns_server")?);
+        command.arg(format!("--config-dir={}", self.dir.path().display()));
+        let started = Instant::now();
+        // The old value is dropped here: it is already dead, and its log is printed then.
+        self.process = KillOnDrop::spawn("pdns_server", &mut command, self.dir.path())?;
+        if let Err(e) = self.wait_ready().await {
+            self.process.print_log = false;
+            return Err(e);
+        }
+        self.startup_time = started.elapsed();
+        Ok(())
+    }
+
+    /// The address PowerDNS answers DNS on (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The directory holding `pdns.conf`, the log and the control socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server process (log, signals, exit status).
+    pub fn process(&self) -> &KillOnDrop {
+        &self.process
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// How long the last start (or restart) took until the server answered.
+    pub fn startup_time(&self) -> Duration {
+        self.startup_time
+    }
+
+    /// Runs `pdns_control <args>` against this server's control socket and returns its output,
+    /// e.g. `["purge"]` (empty the packet and query caches), `["show", "*"]` (all counters),
+    /// `["bind-reload-now", "example.net"]`.
+    pub async fn control(&self, args: &[&str]) -> Result<String> {
+        let mut command = Command::new(pdns_tool("pdns_control")?);
+        command.arg("--no-config").arg(format!("--socket-dir={}", self.dir.path().display())).args(args);
+        run_tool("pdns_control", &mut command, self.dir.path()).await
+    }
+
+    /// Runs `pdnsutil <args>` against the static backend only (bind or lmdb, not the remote),
+    /// e.g. `["set-nsec3", "example.net"]`, `["show-zone", "example.net"]`,
+    /// `["set-meta", "example.net", "PRESIGNED", "1"]`. The running server may cache what it
+    /// read before (`domain-metadata-cache-ttl`, the packet cache).
+    pub async fn pdnsutil(&self, args: &[&str]) -> Result<String> {
+        pdnsutil(self.dir.path(), args).await
+    }
+
+    /// One counter from `pdns_control show <name>` (e.g. `packetcache-hit`, `query-cache-miss`).
+    pub async fn counter(&self, name: &str) -> Result<u64> {
+        let output = self.control(&["show", name]).await?;
+        output.trim().parse().with_context(|| format!("`pdns_control show {name}` printed {output:?}"))
+    }
+
+    /// `query(self.addr(), qname, qtype, ecs)`.
+    pub async fn query(&self, qname: &str, qtype: &str, ecs: Option<IpNet>) -> Result<DnsResponse> {
+        query(self.addr, qname, qtype, ecs).await
+    }
+
+    /// Waits until the server answers (see [`Pdns::start`]).
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + self.startup_timeout;
+        // With zones: their SOA (the backends are up). Without: any answer at all, e.g. the
+        // REFUSED for the root zone (the log line "ready to distribute questions" would do
+        // too, but not below loglevel 4).
+        let (qname, want_soa) = match &self.ready_zone {
+            Some(zone) => (zone.as_str(), true),
+            None => (".", false),
+        };
+        let probe = QueryOptions::new(qname, "SOA").timeout(Duration::from_millis(250)).attempts(1);
+        loop {
+            if let Some(status) = self.process.try_wait()? {
+                return Err(self.start_error(anyhow!(
+                    "pdns_server exited during startup ({status}); {}",
+                    self.process.log_tail()
+                )));
+            }
+            let last = match query_with(self.addr, &probe).await {
+                Ok(response)
+                    if !want_soa
+                        || (response.rcode == "NOERROR" && response.answers.iter().any(|rr| rr.rtype == "SOA")) =>
+                {
+                    return Ok(());
+                }
+                Ok(response) => format!("last answer:\n{response}"),
+                Err(e) => format!("last error: {e:#}"),
+            };
+            if Instant::now() >= deadline {
+                return Err(self.start_error(anyhow!(
+                    "pdns_server on {} did not answer SOA {qname} within {:?} ({last}); {}",
+                    self.addr,
+                    self.startup_timeout,
+                    self.process.log_tail()
+                )));
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wraps a startup failure with the server's address and configuration, and a hint.
+    fn start_error(&self, error: anyhow::Error) -> anyhow::Error {
+        let log = self.process.log();
+        let hint = if log.contains("Unable to load module") || log.contains("Unknown backend") {
+            "\nhint: a PowerDNS backend module is missing; run `bash scripts/setup.sh`"
+        } else if log.contains("Unable to bind") {
+            "\nhint: the address is in use (another test process or a leftover pdns_server?)"
+        } else if log.contains("Could not send a message to remote process") {
+            "\nhint: PowerDNS exits when its remote backend is unreachable at startup: \
+             start geolb first"
+        } else {
+            ""
+        };
+        anyhow!(
+            "failed to start pdns_server on {} (config {}): {error:#}{hint}",
+            self.addr,
+            self.dir.join("pdns.conf").display()
+        )
+    }
+}
+
+/// Runs `pdnsutil --config-dir=<dir> --config-name=static <args>`.
+async fn pdnsutil(dir: &Path, args: &[&str]) -> Result<String> {
+    let mut command = Command::new(pdns_tool("pdnsutil")?);
+    command.arg(format!("--config-dir={}", dir.display())).arg("--config-name=static").args(args);
+    run_tool("pdnsutil", &mut command, dir).await
+}
+
+/// `pdns.conf` lines in order, a later `set` of the same key replacing the earlier value.
+#[derive(Default)]
+struct Settings(Vec<(String, String)>);
+
+impl Settings {
+    fn set(&mut self, key: &str, value: impl ToString) {
+        let value = value.to_string();
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
+
+    fn render(&self) -> Result<String> {
+        let mut out = String::from("# written by geolb-tests\n");
+        for (key, value) in &self.0 {
+            ensure!(
+                !key.is_empty() && !key.contains(['=', '\n', '#']) && !value.contains('\n'),
+                "bad pdns.conf setting {key:?} = {value:?}"
+            );
+            out.push_str(&format!("{key}={value}\n"));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_replace_and_reject_newlines() {
+        let mut settings = Settings::default();
+        settings.set("loglevel", 6);
+        settings.set("cache-ttl", 0);
+        settings.set("loglevel", 3);
+        assert_eq!(settings.render().ok().as_deref(), Some("# written by geolb-tests\nloglevel=3\ncache-ttl=0\n"));
+        settings.set("launch", "bind\nlaunch=remote");
+        assert!(settings.render().is_err());
+    }
+}
