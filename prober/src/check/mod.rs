@@ -6,7 +6,7 @@
 //!   how long, how many in a row), [`Target`] (one node × one check), [`CheckOutcome`] and
 //!   [`Reason`] (what one probe saw), the [`Checker`] trait and [`NetChecker`], which dispatches a
 //!   spec to the checker for its protocol.
-//! * [`http`]: HTTP and HTTPS probes ([`HttpChecker`], reqwest + rustls, a fresh connection per probe).
+//! * [`http`]: HTTP and HTTPS probes ([`HttpChecker`], hyper + tokio-rustls, a fresh connection per probe).
 //! * [`tcp`]: TCP connect probes ([`TcpChecker`]).
 //! * [`schedule`]: the per-target hysteresis state machine ([`TargetState`], pure) and the task that
 //!   runs every target on its interval under a concurrency cap ([`spawn_scheduler`]).
