@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use crate::cluster::{Folded, fold_cluster};
+use crate::cluster::Folded;
 use crate::drains::Drains;
 use crate::gossip::GossipHandle;
 use crate::gossip::transport::unix_now_ms;
@@ -29,7 +29,8 @@ pub struct AdminState {
     pub gossip: Arc<GossipHandle>,
     /// The current config (node list, quorum parameters, admin token).
     pub config: Arc<arc_swap::ArcSwap<geolb_config::Config>>,
-    /// The last fold, for grace periods; updated by whoever folds (the resolver's view task).
+    /// The member's current fold, kept up to date by the resolver's observer or the prober's
+    /// heartbeat task; the state API shows it.
     pub folded: Arc<std::sync::Mutex<Folded>>,
     /// This member's saved drains.
     pub drains: Arc<Drains>,
@@ -120,10 +121,9 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
     let view = state.gossip.view().await;
     let config = state.config.load();
     let now = unix_now_ms();
-    let folded = {
-        let previous = state.folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        fold_cluster(&view, &config, &previous, now)
-    };
+    // The fold this member acts on (kept current by the resolver's observer or the prober's
+    // heartbeat task), not a second one computed here.
+    let folded = state.folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let members = view
         .members
         .iter()

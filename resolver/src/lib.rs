@@ -85,7 +85,7 @@ pub async fn run(
             &drains,
         )
         .await?;
-        let config = Arc::new(arc_swap::ArcSwap::from_pointee(config));
+        let config = Arc::new(arc_swap::ArcSwap::new(config));
         let folded = Arc::new(std::sync::Mutex::new(geolb_prober::cluster::Folded::default()));
         tasks.spawn(observer::observe(
             shared.clone(),

@@ -45,8 +45,8 @@ pub async fn observe(
             _ = changes.changed() => {}
             _ = tokio::time::sleep(REFOLD) => {}
         }
-        // Keep the resolver's config in step with reloads.
-        config.store(Arc::new(shared.config()));
+        // Keep the resolver's config in step with reloads (an `Arc`, no copy).
+        config.store(shared.config());
         let view = gossip.view().await;
         let previous = folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut next = fold_cluster(&view, &config.load(), &previous, unix_now_ms());

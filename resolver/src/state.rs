@@ -36,7 +36,7 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 
 /// What the current engine was built from.
 struct Loaded {
-    config: Config,
+    config: Arc<Config>,
     /// The health view the engine was built with.
     view: Arc<View>,
     /// False when the zone files failed to load at start: managed names then fall through to
@@ -63,6 +63,18 @@ pub struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
+    }
+}
+
+/// The config the engine answers from: without the services while the zone files failed to
+/// load at start (managed names then fall through; see the module docs). Copies only then.
+fn serving(config: &Config, serve_services: bool) -> std::borrow::Cow<'_, Config> {
+    if serve_services {
+        std::borrow::Cow::Borrowed(config)
+    } else {
+        let mut config = config.clone();
+        config.services.clear();
+        std::borrow::Cow::Owned(config)
     }
 }
 
@@ -133,10 +145,6 @@ impl Shared {
         for (origin, count) in zones.zones() {
             tracing::info!(zone = origin, records = count, "zone loaded");
         }
-        let mut serving = config.clone();
-        if !serve_services {
-            serving.services.clear();
-        }
         // A resolver in a gossip cluster starts from the view it last saved: "all up" before
         // the first quorum would send clients to nodes that were down when it stopped.
         let view = Arc::new(match view_path(&config) {
@@ -153,8 +161,9 @@ impl Shared {
             },
             None => View::default(),
         });
-        let engine = Engine::build(&serving, geoip.clone(), zones.clone(), &view, counters.clone());
-        let loaded = Loaded { geoip_stamp, zones_stamp, config, view, serve_services, geoip, zones };
+        let engine =
+            Engine::build(&serving(&config, serve_services), geoip.clone(), zones.clone(), &view, counters.clone());
+        let loaded = Loaded { geoip_stamp, zones_stamp, config: Arc::new(config), view, serve_services, geoip, zones };
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             counters,
@@ -182,12 +191,9 @@ impl Shared {
             // Build and publish under the lock; see `build_reload`.
             let mut loaded = self.loaded();
             loaded.view = view.clone();
-            let mut serving = loaded.config.clone();
-            if !loaded.serve_services {
-                serving.services.clear();
-            }
+            let config = serving(&loaded.config, loaded.serve_services);
             let engine =
-                Engine::build(&serving, loaded.geoip.clone(), loaded.zones.clone(), &view, self.counters.clone());
+                Engine::build(&config, loaded.geoip.clone(), loaded.zones.clone(), &view, self.counters.clone());
             self.engine.store(Arc::new(engine));
             view_path(&loaded.config)
         };
@@ -204,7 +210,7 @@ impl Shared {
     }
 
     /// The current config.
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Arc<Config> {
         self.loaded().config.clone()
     }
 
@@ -281,7 +287,8 @@ impl Shared {
         let view = loaded.view.clone();
         let engine = Engine::build(&config, geoip.clone(), zones.clone(), &view, self.counters.clone());
         self.engine.store(Arc::new(engine));
-        *loaded = Loaded { config, view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
+        *loaded =
+            Loaded { config: Arc::new(config), view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
     }
 }
