@@ -348,11 +348,6 @@ fn normalize<'b>(qname: &str, buf: &'b mut [u8; MAX_NAME]) -> Option<&'b str> {
     std::str::from_utf8(&buf[..len]).ok()
 }
 
-/// Whether an address is of the family.
-pub fn family_of(ip: IpAddr) -> Family {
-    if ip.is_ipv4() { Family::V4 } else { Family::V6 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
