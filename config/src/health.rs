@@ -18,6 +18,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 800;
 pub const DEFAULT_RISE: u32 = 2;
 /// Default failures in a row to take a node Down.
 pub const DEFAULT_FALL: u32 = 2;
+/// Checks one HTTP(S) connection serves before a fresh one is opened.
+pub const DEFAULT_CONNECTION_REUSE: u32 = 10;
 /// Default gossip interval.
 pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 500;
 /// Default share of eligible voters (by weight) that must say Down.
@@ -72,6 +74,10 @@ pub struct CheckConfig {
     pub fall: u32,
     /// Random spread added to each interval.
     pub jitter: Duration,
+    /// HTTP(S): how many checks one connection serves (kept alive between them) before the next
+    /// check opens a fresh one; 1 opens a fresh connection for every check. A failed check always
+    /// closes its connection, so the check after a failure is on a fresh one.
+    pub connection_reuse: u32,
 }
 
 impl Default for CheckConfig {
@@ -98,6 +104,7 @@ pub(crate) struct RawCheck {
     rise: Option<u32>,
     fall: Option<u32>,
     jitter_ms: Option<u64>,
+    connection_reuse: Option<u32>,
 }
 
 impl RawCheck {
@@ -116,6 +123,7 @@ impl RawCheck {
             rise: self.rise.or(base.rise),
             fall: self.fall.or(base.fall),
             jitter_ms: self.jitter_ms.or(base.jitter_ms),
+            connection_reuse: self.connection_reuse.or(base.connection_reuse),
         }
     }
 
@@ -156,6 +164,10 @@ impl RawCheck {
         if jitter_ms >= interval_ms {
             problems.push(("jitter_ms", format!("jitter_ms {jitter_ms} must be below interval_ms {interval_ms}")));
         }
+        let connection_reuse = self.connection_reuse.unwrap_or(DEFAULT_CONNECTION_REUSE);
+        if !(1..=10_000).contains(&connection_reuse) {
+            problems.push(("connection_reuse", format!("connection_reuse {connection_reuse} is outside 1..=10000")));
+        }
         let config = CheckConfig {
             kind,
             port,
@@ -169,6 +181,7 @@ impl RawCheck {
             rise,
             fall,
             jitter: Duration::from_millis(jitter_ms),
+            connection_reuse,
         };
         (config, problems)
     }
@@ -310,6 +323,9 @@ pub struct ProberConfig {
     pub impaired_share: f64,
     /// Checks in flight at most.
     pub max_in_flight: usize,
+    /// Threads running checks and gossip: 1 (the default) runs everything on one thread, which
+    /// costs the least CPU per check; more spread the handshakes of many HTTPS checks over cores.
+    pub threads: usize,
     /// Where persisted state lives.
     pub state_dir: PathBuf,
 }
@@ -327,6 +343,7 @@ pub(crate) struct RawProber {
     canaries: Vec<SocketAddr>,
     impaired_share: Option<f64>,
     max_in_flight: Option<usize>,
+    threads: Option<usize>,
     state_dir: Option<PathBuf>,
 }
 
@@ -345,6 +362,10 @@ impl RawProber {
         if max_in_flight == 0 {
             problems.push(("max_in_flight", "max_in_flight must be at least 1".into()));
         }
+        let threads = self.threads.unwrap_or(1);
+        if !(1..=256).contains(&threads) {
+            problems.push(("threads", format!("threads {threads} is outside 1..=256")));
+        }
         if self.id.is_empty() {
             problems.push(("id", "prober id is empty".into()));
         }
@@ -358,6 +379,7 @@ impl RawProber {
             canaries: self.canaries.clone(),
             impaired_share,
             max_in_flight,
+            threads,
             state_dir: if state_dir.is_absolute() { state_dir } else { base.join(state_dir) },
         };
         (config, problems)

@@ -181,7 +181,7 @@ ipv4 = "192.0.2.1"
 id = "fra-2"
 pop = "fra"
 ipv4 = "192.0.2.2"
-check = { kind = "tcp", port = 443, rise = 3 }
+check = { kind = "tcp", port = 443, rise = 3, connection_reuse = 1 }
 [[services]]
 name = "cdn.example.net"
 types = ["A"]
@@ -191,11 +191,12 @@ types = ["A"]
     assert_eq!((a.kind, a.port, a.path.as_str(), a.rise), (geolb_config::health::CheckKind::Http, 80, "/health", 2));
     assert_eq!((b.kind, b.port, b.rise), (geolb_config::health::CheckKind::Tcp, 443, 3));
     assert_eq!(b.interval, std::time::Duration::from_millis(500), "the node inherits [checks]");
+    assert_eq!((a.connection_reuse, b.connection_reuse), (geolb_config::health::DEFAULT_CONNECTION_REUSE, 1));
     assert_eq!(config.cluster.as_ref().unwrap().key.len(), 32);
     assert_eq!(config.prober.as_ref().unwrap().pop, "fra");
 
     let broken = base
-        .replace("timeout_ms = 400", "timeout_ms = 900")
+        .replace("timeout_ms = 400", "timeout_ms = 900\nconnection_reuse = 0")
         .replace("key_file = \"cluster.key\"", "key = \"abcd\"")
         .replace("pop = \"fra\"\ngossip_listen", "pop = \"ams\"\ngossip_listen");
     let err = geolb_config::parse(&broken, &dir).unwrap_err();
@@ -203,6 +204,8 @@ types = ["A"]
     for want in [
         "checks.timeout_ms",
         "below interval_ms 500",
+        "checks.connection_reuse",
+        "connection_reuse 0 is outside 1..=10000",
         "cluster.key",
         "use at least 32",
         "prober.pop",

@@ -35,6 +35,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
                     expect_status: ExpectStatus::codes(&c.expect_status),
                     body_contains: c.body_contains.clone(),
                     tls_verify: c.tls_verify,
+                    connection_reuse: c.connection_reuse,
                 }),
             };
             let timing =

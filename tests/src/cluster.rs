@@ -71,25 +71,53 @@ pub fn node_responses_served() -> u64 {
     SERVED.load(Ordering::Relaxed)
 }
 
+/// Accepts and serves connections until aborted; aborting also closes every open connection (they
+/// live in this task's `JoinSet`), so a stopped node fails kept-alive checks too.
 async fn serve(listener: TcpListener, healthy: Arc<AtomicBool>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((mut s, _)) = listener.accept().await else { continue };
-        let healthy = healthy.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 8192 {
-                match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                    _ => return,
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((s, _)) = accepted {
+                    connections.spawn(serve_connection(s, healthy.clone()));
                 }
             }
-            let status = if healthy.load(Ordering::Relaxed) { "200 OK" } else { "503 Service Unavailable" };
-            let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-            if s.write_all(resp.as_bytes()).await.is_ok() {
-                SERVED.fetch_add(1, Ordering::Relaxed);
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// HTTP/1.1 with keep-alive: answers each request (`Content-Length: 2`) until the client closes,
+/// sends `Connection: close`, or stays idle for 10 s.
+async fn serve_connection(mut s: TcpStream, healthy: Arc<AtomicBool>) {
+    let mut buf = [0u8; 1024];
+    let mut seen: Vec<u8> = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
             }
-        });
+            if seen.len() >= 8192 {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+        let close = head.lines().any(|l| l.starts_with("connection:") && l.contains("close"));
+        seen.drain(..end);
+        let status = if healthy.load(Ordering::Relaxed) { "200 OK" } else { "503 Service Unavailable" };
+        let connection = if close { "close" } else { "keep-alive" };
+        let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: {connection}\r\n\r\nok");
+        if s.write_all(resp.as_bytes()).await.is_err() {
+            return;
+        }
+        SERVED.fetch_add(1, Ordering::Relaxed);
+        if close {
+            return;
+        }
     }
 }
 

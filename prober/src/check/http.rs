@@ -22,13 +22,15 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use hyper::body::{Body as _, Bytes};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, CONNECTION, HOST, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -42,7 +44,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::{CheckError, CheckOutcome, HttpSpec, MAX_BODY_BYTES, Reason, ReasonText, Scheme};
+use super::{CheckError, CheckOutcome, ConnSlot, HttpSpec, MAX_BODY_BYTES, Reason, ReasonText, Scheme};
 
 /// `User-Agent` of every check, so that node operators can tell checks from traffic.
 pub const USER_AGENT: &str = concat!("geolb-prober/", env!("CARGO_PKG_VERSION"));
@@ -99,18 +101,32 @@ impl HttpChecker {
         Ok(HttpChecker { inner: Arc::new(Inner { verifying, accepting }) })
     }
 
-    /// Checks `spec` once: connect to `spec.addr`, `GET` the path, compare the status and, when
-    /// asked, the first [`MAX_BODY_BYTES`] of the body. Returns within `timeout`.
+    /// Checks `spec` once on a fresh connection, closed afterwards: connect to `spec.addr`, `GET`
+    /// the path, compare the status and, when asked, the first [`MAX_BODY_BYTES`] of the body.
+    /// Returns within `timeout`.
     pub async fn check_http(&self, spec: &HttpSpec, timeout: Duration) -> CheckOutcome {
+        self.check_within(spec, timeout, 1, &mut ConnSlot::default()).await
+    }
+
+    /// Like [`HttpChecker::check_http`], but on the connection kept in `slot` when there is one,
+    /// and keeping the connection there afterwards while it has served fewer than
+    /// `spec.connection_reuse` checks, the check passed, and the node did not ask to close it.
+    pub async fn check_http_reusing(&self, spec: &HttpSpec, timeout: Duration, slot: &mut ConnSlot) -> CheckOutcome {
+        self.check_within(spec, timeout, spec.connection_reuse.max(1), slot).await
+    }
+
+    async fn check_within(&self, spec: &HttpSpec, timeout: Duration, reuse: u32, slot: &mut ConnSlot) -> CheckOutcome {
         let start = Instant::now();
-        match tokio::time::timeout(timeout, self.run(spec)).await {
+        // The kept connection is taken out of the slot for the check, and put back only by a
+        // check that passed: a timeout drops it with the future.
+        match tokio::time::timeout(timeout, self.run(spec, reuse, slot)).await {
             Ok(Ok(())) => CheckOutcome::Up { rtt: start.elapsed() },
             Ok(Err(reason)) => CheckOutcome::Down { rtt: start.elapsed(), reason },
             Err(_elapsed) => CheckOutcome::Down { rtt: timeout, reason: Reason::Timeout },
         }
     }
 
-    async fn run(&self, spec: &HttpSpec) -> Result<(), Reason> {
+    async fn run(&self, spec: &HttpSpec, reuse: u32, slot: &mut ConnSlot) -> Result<(), Reason> {
         let tls = match (spec.scheme, spec.tls_verify, &self.inner.verifying) {
             (Scheme::Http, _, _) => None,
             (Scheme::Https, true, Ok(connector)) => Some(connector),
@@ -123,14 +139,30 @@ impl HttpChecker {
             Some(host) => return Err(Reason::other(format!("invalid host {host:?}"))),
             None => None,
         };
-        let request = request(spec, host.as_deref())?;
 
+        if let Some(kept) = slot.kept.take() {
+            let keep = kept.served + 1 < reuse;
+            match exchange(kept, request(spec, host.as_deref(), keep)?, spec).await {
+                Exchanged::Judged(verdict, again) => {
+                    slot.kept = again.filter(|_| keep);
+                    return verdict;
+                }
+                // Most likely the node closed the idle connection (its keep-alive timeout): that
+                // says nothing about its health, so the check is made again on a fresh one.
+                Exchanged::NoResponse(reason) => {
+                    tracing::debug!(addr = %spec.addr, %reason, "kept check connection failed; checking on a fresh one");
+                }
+            }
+        }
+
+        let keep = reuse > 1;
+        let request = request(spec, host.as_deref(), keep)?;
         let stream = TcpStream::connect(spec.addr).await.map_err(|err| classify(&err))?;
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY on a check connection");
         }
-        match tls {
-            None => exchange(stream, request, spec).await,
+        let fresh = match tls {
+            None => Kept::handshake(stream).await?,
             Some(connector) => {
                 let name = match host {
                     Some(host) => ServerName::try_from(host).map_err(|err| Reason::other(err.to_string()))?,
@@ -138,15 +170,58 @@ impl HttpChecker {
                     None => ServerName::IpAddress(spec.addr.ip().into()),
                 };
                 let stream = connector.connect(name, stream).await.map_err(|err| classify(&err))?;
-                exchange(stream, request, spec).await
+                Kept::handshake(stream).await?
             }
+        };
+        match exchange(fresh, request, spec).await {
+            Exchanged::Judged(verdict, again) => {
+                slot.kept = again.filter(|_| keep);
+                verdict
+            }
+            Exchanged::NoResponse(reason) => Err(reason),
         }
     }
 }
 
+/// An open HTTP/1.1 client connection to a node, kept in a [`ConnSlot`] between checks. Its
+/// driver is polled only while a check runs on it; between checks the socket just sits (a node
+/// that closes it meanwhile is noticed by the next check, which then opens a fresh one).
+pub(crate) struct Kept {
+    sender: SendRequest<Empty<Bytes>>,
+    driver: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    /// Checks this connection has served.
+    served: u32,
+}
+
+impl Kept {
+    async fn handshake<T>(io: T) -> Result<Kept, Reason>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, driver) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|err| classify(&err))?;
+        Ok(Kept { sender, driver: Box::pin(driver), served: 0 })
+    }
+
+    /// Checks this connection has served.
+    pub(crate) fn served(&self) -> u32 {
+        self.served
+    }
+}
+
+/// How a request on a connection turned out.
+enum Exchanged {
+    /// A response came and was judged; the connection is returned when it can serve another
+    /// request (the node did not close it, the whole body was read).
+    Judged(Result<(), Reason>, Option<Kept>),
+    /// The connection failed before a response came.
+    NoResponse(Reason),
+}
+
 /// The `GET` request of a check: origin-form target, `Host` (with `:port` unless it is the
-/// scheme's default), `Accept: */*`, the checker's `User-Agent` and `Connection: close`.
-fn request(spec: &HttpSpec, host: Option<&str>) -> Result<Request<Empty<Bytes>>, Reason> {
+/// scheme's default), `Accept: */*`, the checker's `User-Agent`, and `Connection: close` unless
+/// the connection is to be kept (HTTP/1.1 connections are persistent by default).
+fn request(spec: &HttpSpec, host: Option<&str>, keep: bool) -> Result<Request<Empty<Bytes>>, Reason> {
     let default_port = match spec.scheme {
         Scheme::Http => 80,
         Scheme::Https => 443,
@@ -164,16 +239,17 @@ fn request(spec: &HttpSpec, host: Option<&str>) -> Result<Request<Empty<Bytes>>,
         HeaderValue::try_from(authority).map_err(|err| Reason::other(format!("invalid host header: {err}")))?;
     let target = Uri::try_from(request_target(&spec.path))
         .map_err(|err| Reason::other(format!("invalid path {:?}: {err}", spec.path)))?;
-    Request::builder()
+    let mut builder = Request::builder()
         .method(Method::GET)
         .uri(target)
         .header(HOST, authority)
         .header(ACCEPT, HeaderValue::from_static("*/*"))
-        .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
-        // One request per connection: lets the node close first and keep no idle connection.
-        .header(CONNECTION, HeaderValue::from_static("close"))
-        .body(Empty::new())
-        .map_err(|err| Reason::other(format!("invalid request: {err}")))
+        .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
+    if !keep {
+        // The connection's last request: lets the node close first and keep no idle connection.
+        builder = builder.header(CONNECTION, HeaderValue::from_static("close"));
+    }
+    builder.body(Empty::new()).map_err(|err| Reason::other(format!("invalid request: {err}")))
 }
 
 /// The path and query as a URL parser would send them: without a `#fragment`, `\` in the path
@@ -210,52 +286,75 @@ fn request_target(path: &str) -> String {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Sends `request` over a fresh HTTP/1.1 connection on `io` and judges the response.
+/// Sends `request` on `conn` and judges the response.
 ///
-/// The connection is polled in this future alongside the request rather than spawned: it ends
-/// with the check (the node closes after the response; dropping it closes our side).
-async fn exchange<T>(io: T, request: Request<Empty<Bytes>>, spec: &HttpSpec) -> Result<(), Reason>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|err| classify(&err))?;
-    let judge = async move {
-        let response = sender.send_request(request).await.map_err(|err| classify(&err))?;
-        let status = response.status().as_u16();
-        if !spec.expect_status.matches(status) {
-            return Err(Reason::Status(status));
-        }
-        let Some(needle) = &spec.body_contains else {
-            return Ok(());
-        };
-        let mut body = response.into_body();
-        let mut seen = Vec::new();
-        while seen.len() < MAX_BODY_BYTES {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Some(chunk) = frame.data_ref() {
-                        let take = chunk.len().min(MAX_BODY_BYTES - seen.len());
-                        seen.extend_from_slice(&chunk[..take]);
+/// The connection's driver is polled in this future alongside the request rather than spawned, so
+/// nothing runs for a connection between checks. A passing response's body is read to its end
+/// (at most [`MAX_BODY_BYTES`]) so that the connection can serve the next request.
+async fn exchange(conn: Kept, request: Request<Empty<Bytes>>, spec: &HttpSpec) -> Exchanged {
+    let Kept { mut sender, driver, served } = conn;
+    // Dropped as soon as it ends: a finished connection still holds the requests queued on it,
+    // which then never complete.
+    let mut driver = Some(driver);
+    let judged: Result<(Result<(), Reason>, bool), Reason> = {
+        let judge = async {
+            // `Err`: no response. `Ok((verdict, reusable))` otherwise.
+            sender.ready().await.map_err(|err| classify(&err))?;
+            let response = sender.send_request(request).await.map_err(|err| classify(&err))?;
+            let status = response.status().as_u16();
+            if !spec.expect_status.matches(status) {
+                return Ok((Err(Reason::Status(status)), false));
+            }
+            let closing = response
+                .headers()
+                .get_all(CONNECTION)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))));
+            let mut body = response.into_body();
+            let mut seen = Vec::new();
+            // Without a body to match, only a short body of known length is read (to reuse the
+            // connection); a long or streamed one is left, and the connection with it.
+            let read_body = spec.body_contains.is_some()
+                || body.size_hint().exact().is_some_and(|len| len <= MAX_BODY_BYTES as u64);
+            let mut complete = body.is_end_stream();
+            while read_body && !complete && seen.len() <= MAX_BODY_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Some(chunk) = frame.data_ref() {
+                            let take = chunk.len().min(MAX_BODY_BYTES + 1 - seen.len());
+                            seen.extend_from_slice(&chunk[..take]);
+                        }
                     }
+                    Some(Err(err)) => return Ok((Err(classify(&err)), false)),
+                    None => complete = true,
                 }
-                Some(Err(err)) => return Err(classify(&err)),
-                None => break,
+            }
+            let verdict = match &spec.body_contains {
+                Some(needle) if !contains(&seen[..seen.len().min(MAX_BODY_BYTES)], needle.as_bytes()) => {
+                    Err(Reason::BodyMismatch)
+                }
+                _ => Ok(()),
+            };
+            let reusable = verdict.is_ok() && complete && !closing;
+            Ok((verdict, reusable))
+        };
+        let mut judge = pin!(judge);
+        loop {
+            tokio::select! {
+                biased;
+                judged = &mut judge => break judged,
+                // A connection error is handed to the pending request, so `judge` reports it; once the
+                // connection is done, `judge` finishes promptly either way.
+                _ = async { driver.as_mut()?.await.ok() }, if driver.is_some() => driver = None,
             }
         }
-        if contains(&seen, needle.as_bytes()) { Ok(()) } else { Err(Reason::BodyMismatch) }
     };
-    let mut judge = pin!(judge);
-    let mut connection = pin!(connection);
-    let mut connection_done = false;
-    loop {
-        tokio::select! {
-            biased;
-            verdict = &mut judge => return verdict,
-            // A connection error is handed to the pending request, so `judge` reports it; once the
-            // connection is done, `judge` finishes promptly either way.
-            _ = &mut connection, if !connection_done => connection_done = true,
+    match judged {
+        Ok((verdict, true)) if let Some(driver) = driver => {
+            Exchanged::Judged(verdict, Some(Kept { sender, driver, served: served + 1 }))
         }
+        Ok((verdict, _)) => Exchanged::Judged(verdict, None),
+        Err(reason) => Exchanged::NoResponse(reason),
     }
 }
 
@@ -517,6 +616,97 @@ mod tests {
         assert_eq!(server.connections(), 3);
     }
 
+    fn reusing(server: &TestServer, reuse: u32) -> HttpSpec {
+        HttpSpec { connection_reuse: reuse, ..spec(server) }
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_serves_connection_reuse_checks() {
+        for server in [TestServer::http(Behaviour::status(200)).await, https_server().await] {
+            let checker = checker();
+            let spec = HttpSpec { tls_verify: false, ..reusing(&server, 3) };
+            let mut slot = ConnSlot::default();
+            let mut kept_after = Vec::new();
+            for _ in 0..7 {
+                let outcome = checker.check_http_reusing(&spec, TIMEOUT, &mut slot).await;
+                assert!(outcome.is_up(), "{outcome:?}");
+                kept_after.push(slot.is_kept());
+            }
+            assert_eq!(kept_after, [true, true, false, true, true, false, true], "{:?}", server.scheme);
+            assert_eq!(server.connections(), 3, "{:?}: 3 + 3 + 1 checks", server.scheme);
+            assert_eq!(server.requests().len(), 7);
+        }
+    }
+
+    async fn https_server() -> TestServer {
+        TestServer::https("cdn.example.net", Behaviour::status(200)).await.0
+    }
+
+    #[tokio::test]
+    async fn connection_reuse_1_opens_a_fresh_connection_for_every_check() {
+        let server = TestServer::http(Behaviour::status(200)).await;
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        for _ in 0..3 {
+            assert!(checker.check_http_reusing(&reusing(&server, 1), TIMEOUT, &mut slot).await.is_up());
+            assert!(!slot.is_kept());
+        }
+        assert_eq!(server.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_node_closed_is_replaced_without_a_failure() {
+        let server = TestServer::http(Behaviour::status(200)).await;
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        server.close_connections();
+        // Let the close reach our socket, as an idle timeout long before the next check would.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let outcome = checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await;
+        assert!(outcome.is_up(), "{outcome:?}");
+        assert!(slot.is_kept());
+        assert_eq!(server.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_drops_its_connection_and_the_next_starts_fresh() {
+        let server = TestServer::http(Behaviour::status(200)).await;
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        server.set(Behaviour::status(503));
+        let outcome = checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await;
+        assert_eq!(outcome.reason(), Some(&Reason::Status(503)));
+        assert!(!slot.is_kept());
+        assert_eq!(server.connections(), 1, "the failure was seen on the kept connection");
+        server.set(Behaviour::status(200));
+        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        assert_eq!(server.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_node_is_down_although_a_connection_was_kept() {
+        let server = TestServer::http(Behaviour::status(200)).await;
+        let spec = reusing(&server, 10);
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        assert!(checker.check_http_reusing(&spec, TIMEOUT, &mut slot).await.is_up());
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let outcome = checker.check_http_reusing(&spec, TIMEOUT, &mut slot).await;
+        assert_eq!(outcome.reason(), Some(&Reason::Refused), "{outcome:?}");
+        assert!(!slot.is_kept());
+    }
+
+    #[tokio::test]
+    async fn a_long_body_is_not_read_and_its_connection_not_kept() {
+        let server =
+            TestServer::http(Behaviour { body: "x".repeat(MAX_BODY_BYTES + 1), ..Behaviour::status(200) }).await;
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        assert!(!slot.is_kept());
+        server.set(Behaviour::status(200));
+        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        assert!(slot.is_kept(), "a short body is read and the connection kept");
+    }
+
     #[tokio::test]
     async fn a_connection_closed_without_response_is_other() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -545,9 +735,15 @@ mod tests {
     #[test]
     fn host_header_omits_the_default_port() {
         let host = |spec: &HttpSpec, name: Option<&str>| {
-            let request = request(spec, name).expect("request");
+            let request = request(spec, name, false).expect("request");
             request.headers()[HOST].to_str().expect("ascii").to_owned()
         };
+        let v4: SocketAddr = "192.0.2.1:80".parse().expect("addr");
+        let close = |keep| {
+            request(&HttpSpec::new(Scheme::Http, v4), None, keep).expect("request").headers().get(CONNECTION).cloned()
+        };
+        assert_eq!(close(false), Some(HeaderValue::from_static("close")), "a connection's last request");
+        assert_eq!(close(true), None, "a kept connection stays open (HTTP/1.1's default)");
         let v4: SocketAddr = "192.0.2.1:443".parse().expect("addr");
         let v6: SocketAddr = "[2001:db8::1]:8443".parse().expect("addr");
         assert_eq!(host(&HttpSpec::new(Scheme::Https, v4), None), "192.0.2.1");

@@ -6,7 +6,8 @@
 //!   how long, how many in a row), [`Target`] (one node × one check), [`CheckOutcome`] and
 //!   [`Reason`] (what one probe saw), the [`Checker`] trait and [`NetChecker`], which dispatches a
 //!   spec to the checker for its protocol.
-//! * [`http`]: HTTP and HTTPS probes ([`HttpChecker`], hyper + tokio-rustls, a fresh connection per probe).
+//! * [`http`]: HTTP and HTTPS probes ([`HttpChecker`], hyper + tokio-rustls, a connection kept
+//!   for a bounded number of probes in the target's [`ConnSlot`]).
 //! * [`tcp`]: TCP connect probes ([`TcpChecker`]).
 //! * [`schedule`]: the per-target hysteresis state machine ([`TargetState`], pure) and the task that
 //!   runs every target on its interval under a concurrency cap ([`spawn_scheduler`]).
@@ -126,6 +127,9 @@ pub struct HttpSpec {
     /// Verify the server certificate against the system roots (and the checker's extra roots) for
     /// `host`. With `false` any certificate is accepted, which still proves the TLS stack answers.
     pub tls_verify: bool,
+    /// How many checks one connection serves before a fresh one is opened (≥ 1; 1 = a fresh
+    /// connection for every check). Only [`Checker::check`] with a [`ConnSlot`] reuses connections.
+    pub connection_reuse: u32,
 }
 
 impl HttpSpec {
@@ -139,6 +143,7 @@ impl HttpSpec {
             expect_status: ExpectStatus::default(),
             body_contains: None,
             tls_verify: true,
+            connection_reuse: 1,
         }
     }
 
@@ -433,8 +438,29 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckOutcome> + Send + 'a
 /// Boxed futures rather than `async fn` so that the scheduler can hold an `Arc<dyn Checker>` and
 /// tests can substitute scripted checkers.
 pub trait Checker: Send + Sync {
-    /// Checks `spec` once, taking at most `timeout`.
-    fn check<'a>(&'a self, spec: &'a CheckSpec, timeout: Duration) -> CheckFuture<'a>;
+    /// Checks `spec` once, taking at most `timeout`. `slot` is the target's own: a checker may keep
+    /// a connection there for the target's next check.
+    fn check<'a>(&'a self, spec: &'a CheckSpec, timeout: Duration, slot: &'a mut ConnSlot) -> CheckFuture<'a>;
+}
+
+/// Where one target keeps its open HTTP(S) connection between checks (see
+/// [`HttpSpec::connection_reuse`]). Empty by default; dropping it closes the connection.
+#[derive(Default)]
+pub struct ConnSlot {
+    kept: Option<http::Kept>,
+}
+
+impl fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnSlot").field("kept", &self.kept.as_ref().map(http::Kept::served)).finish()
+    }
+}
+
+impl ConnSlot {
+    /// Whether a connection is kept for the next check.
+    pub fn is_kept(&self) -> bool {
+        self.kept.is_some()
+    }
 }
 
 /// The production [`Checker`]: HTTP(S) specs go to an [`HttpChecker`], TCP specs to a
@@ -453,9 +479,9 @@ impl NetChecker {
 }
 
 impl Checker for NetChecker {
-    fn check<'a>(&'a self, spec: &'a CheckSpec, timeout: Duration) -> CheckFuture<'a> {
+    fn check<'a>(&'a self, spec: &'a CheckSpec, timeout: Duration, slot: &'a mut ConnSlot) -> CheckFuture<'a> {
         match spec {
-            CheckSpec::Http(spec) => Box::pin(self.http.check_http(spec, timeout)),
+            CheckSpec::Http(spec) => Box::pin(self.http.check_http_reusing(spec, timeout, slot)),
             CheckSpec::Tcp(spec) => Box::pin(self.tcp.check_tcp(spec, timeout)),
         }
     }

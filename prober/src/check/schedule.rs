@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{CheckOutcome, Checker, Reason, Target, TargetId, Timing};
+use super::{CheckOutcome, Checker, ConnSlot, Reason, Target, TargetId, Timing};
 
 /// The shortest interval the scheduler runs, whatever a (not validated) target says.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -307,6 +307,8 @@ impl SchedulerHandle {
 async fn run_target(shared: Arc<Shared>, target: Target, generation: u64, stop: CancellationToken) {
     let timing = effective(target.timing);
     let mut next = Instant::now() + random_below(timing.interval);
+    // The target's kept connection (HTTP(S)); closed when this task ends.
+    let mut slot = ConnSlot::default();
     loop {
         tokio::select! {
             biased;
@@ -332,7 +334,7 @@ async fn run_target(shared: Arc<Shared>, target: Target, generation: u64, stop: 
                 continue;
             }
         };
-        let check = tokio::time::timeout(timing.timeout, shared.checker.check(&target.spec, timing.timeout));
+        let check = tokio::time::timeout(timing.timeout, shared.checker.check(&target.spec, timing.timeout, &mut slot));
         let outcome = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
@@ -535,7 +537,7 @@ mod tests {
     }
 
     impl Checker for FakeChecker {
-        fn check<'a>(&'a self, spec: &'a CheckSpec, _timeout: Duration) -> CheckFuture<'a> {
+        fn check<'a>(&'a self, spec: &'a CheckSpec, _timeout: Duration, _slot: &'a mut ConnSlot) -> CheckFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;

@@ -53,6 +53,8 @@ struct State {
     connections: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Cancelled by [`TestServer::close_connections`]: ends the connections open at that moment.
+    kick: Mutex<CancellationToken>,
 }
 
 /// A running server; stops when dropped.
@@ -92,6 +94,7 @@ impl TestServer {
             connections: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            kick: Mutex::new(CancellationToken::new()),
         });
         let stop = CancellationToken::new();
         let scheme = if tls.is_some() { Scheme::Https } else { Scheme::Http };
@@ -106,7 +109,19 @@ impl TestServer {
                     },
                 };
                 task_state.connections.fetch_add(1, Ordering::SeqCst);
-                let (state, stop, tls) = (task_state.clone(), task_stop.clone(), tls.clone());
+                let kick = task_state.kick.lock().expect("lock").clone();
+                let stop = CancellationToken::new();
+                let (state, tls) = (task_state.clone(), tls.clone());
+                let ended = stop.clone();
+                let server_stop = task_stop.clone();
+                // A connection ends when the server stops or its connections are closed.
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = server_stop.cancelled() => {}
+                        _ = kick.cancelled() => {}
+                    }
+                    ended.cancel();
+                });
                 tokio::spawn(async move {
                     match tls {
                         None => serve(stream, None, state, stop).await,
@@ -130,6 +145,13 @@ impl TestServer {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("lock").clone()
+    }
+
+    /// Closes every connection open now, without a word (as a node's idle timeout does).
+    pub fn close_connections(&self) {
+        let mut kick = self.state.kick.lock().expect("lock");
+        kick.cancel();
+        *kick = CancellationToken::new();
     }
 
     pub fn connections(&self) -> usize {
