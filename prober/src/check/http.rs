@@ -49,6 +49,10 @@ use super::{CheckError, CheckOutcome, ConnSlot, HttpSpec, MAX_BODY_BYTES, Reason
 /// `User-Agent` of every check, so that node operators can tell checks from traffic.
 pub const USER_AGENT: &str = concat!("geolb-prober/", env!("CARGO_PKG_VERSION"));
 
+/// Read buffer of a check connection (hyper's default grows to 8 KiB and more and stays so while
+/// the connection is kept, for thousands of targets).
+const READ_BUF_BYTES: usize = 4096;
+
 /// Runs HTTP(S) checks. Cheap to clone (the TLS configurations are shared).
 #[derive(Clone)]
 pub struct HttpChecker {
@@ -198,8 +202,12 @@ impl Kept {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, driver) =
-            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|err| classify(&err))?;
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
+            // A health response is small; a kept connection holds this buffer while idle.
+            .read_buf_exact_size(Some(READ_BUF_BYTES))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|err| classify(&err))?;
         Ok(Kept { sender, driver: Box::pin(driver), served: 0 })
     }
 
