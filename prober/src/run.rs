@@ -49,6 +49,12 @@ pub struct Listeners {
 /// Time between heartbeats (the `round` key) and impairment checks.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How often a prober writes its `round`: a quarter of `stale_after` (so a peer sees several
+/// before it would call the prober stale, despite gossip delay), within 1..=5 s.
+fn round_every(stale_after: Duration) -> Duration {
+    (stale_after / 4).clamp(HEARTBEAT, Duration::from_secs(5))
+}
+
 /// Joins the gossip cluster of `config` as `role`, publishing the member's saved drains again.
 pub async fn join(
     config: &Config,
@@ -154,6 +160,9 @@ pub async fn run(
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             let mut was_impaired = false;
+            // When `round` was last written, and the checks completed by then.
+            let mut last_round: Option<tokio::time::Instant> = None;
+            let mut completed_at_round = 0;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -176,7 +185,15 @@ pub async fn run(
                     was_impaired = now_impaired;
                 }
                 gossip.set_impaired(now_impaired).await;
-                gossip.heartbeat(unix_now_ms()).await;
+                // `round` says "my verdicts are current": written only while checks complete,
+                // and no more often than needed to stay fresh (each write is gossiped to all).
+                let completed = scheduler.stats().completed_total;
+                let every = round_every(config.load().quorum.stale_after);
+                if completed > completed_at_round && last_round.is_none_or(|at| at.elapsed() >= every) {
+                    gossip.heartbeat(unix_now_ms()).await;
+                    last_round = Some(tokio::time::Instant::now());
+                    completed_at_round = completed;
+                }
             }
         });
     }

@@ -279,7 +279,7 @@ async fn forged_gossip_is_rejected_counted_and_changes_nothing() -> Result<()> {
     // magic followed by noise, and plain noise, from a loopback socket of our own.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     for i in 0..20u8 {
-        let mut datagram = b"GLB1".to_vec();
+        let mut datagram = b"GLB2".to_vec();
         datagram.extend((0..200u16).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i)));
         socket.send_to(&datagram, target.gossip).await?;
         socket.send_to(&[i; 64], target.gossip).await?;

@@ -123,6 +123,9 @@ pub struct SchedulerStats {
     /// Checks skipped since start because no permit was free in time (the prober is overloaded:
     /// raise `max_in_flight` or intervals).
     pub skipped_total: u64,
+    /// Checks completed since start (any outcome): the prober publishes its heartbeat only while
+    /// this grows, so a prober whose checks stalled goes stale to its peers.
+    pub completed_total: u64,
 }
 
 /// What [`SchedulerHandle::update`] did.
@@ -166,6 +169,7 @@ struct Shared {
     slots: Mutex<HashMap<TargetId, Slot>>,
     next_generation: AtomicU64,
     skipped: AtomicU64,
+    completed: AtomicU64,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     runtime: tokio::runtime::Handle,
@@ -213,6 +217,7 @@ where
         slots: Mutex::new(HashMap::new()),
         next_generation: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
         tracker: TaskTracker::new(),
         shutdown: shutdown.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -299,6 +304,7 @@ impl SchedulerHandle {
             in_flight: shared.max_in_flight.saturating_sub(shared.permits.available_permits()),
             max_in_flight: shared.max_in_flight,
             skipped_total: shared.skipped.load(Ordering::Relaxed),
+            completed_total: shared.completed.load(Ordering::Relaxed),
         }
     }
 }
@@ -341,6 +347,7 @@ async fn run_target(shared: Arc<Shared>, target: Target, generation: u64, stop: 
             outcome = check => outcome.unwrap_or(CheckOutcome::Down { rtt: timing.timeout, reason: Reason::Timeout }),
         };
         drop(permit);
+        shared.completed.fetch_add(1, Ordering::Relaxed);
 
         let now_ms = unix_ms();
         let transition = {

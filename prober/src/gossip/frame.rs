@@ -9,7 +9,7 @@
 //!
 //! | offset (IPv4 / IPv6 sender) | length | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `b"GLB1"` |
+//! | 0 | 4 | magic `b"GLB2"` |
 //! | 4 | 8 | sent at: sender's clock, unix milliseconds, `u64` |
 //! | 12 | 1 | sender address family: `4` or `6` |
 //! | 13 | 4 / 16 | sender IP: the member's advertised gossip address |
@@ -17,7 +17,7 @@
 //! | 19 / 31 | 4 | message id, `u32`: distinct for every message a sender sends (a counter) |
 //! | 23 / 35 | 1 | fragment index, 0-based |
 //! | 24 / 36 | 1 | fragment count, `1..=`[`MAX_FRAGMENTS`] |
-//! | 25 / 37 | n | payload: fragment `index` of one `ChitchatMessage` serialized by chitchat 0.11.2 |
+//! | 25 / 37 | n | payload: fragment `index` of one `ChitchatMessage` serialized by chitchat 0.11.2, then compressed (one zstd frame) |
 //! | len − 32 | 32 | HMAC-SHA256, keyed with the cluster key, over every byte before it |
 //!
 //! So the overhead is 57 bytes per datagram from an IPv4 sender and 69 from an IPv6 sender.
@@ -52,7 +52,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// First four bytes of every frame.
-pub const MAGIC: [u8; 4] = *b"GLB1";
+pub const MAGIC: [u8; 4] = *b"GLB2";
 /// Length of the HMAC-SHA256 tag that ends every frame.
 pub const TAG_LEN: usize = 32;
 /// Largest datagram sent or accepted: the IPv4 UDP payload limit.
@@ -573,7 +573,7 @@ mod tests {
     fn layout_is_as_documented() {
         let f = frame(&key(1), addr(0x1f90), 0x0102_0304_0506_0708, b"hello");
         assert_eq!(f.len(), V4_HEADER_LEN + 5 + TAG_LEN);
-        assert_eq!(&f[0..4], b"GLB1");
+        assert_eq!(&f[0..4], b"GLB2");
         assert_eq!(&f[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(f[12], 4);
         assert_eq!(&f[13..17], &[127, 0, 0, 1]);

@@ -2,7 +2,7 @@
 //!
 //! chitchat 0.11.2's sockets carry `ChitchatMessage` values, not bytes, so authentication cannot
 //! wrap another chitchat `Transport`. Instead [`AuthSocket`] serializes each message with
-//! chitchat's `Serializable`, frames and signs it ([`super::frame`] documents the frame byte by
+//! chitchat's `Serializable`, compresses it with zstd, frames and signs it ([`super::frame`] documents the frame byte by
 //! byte), and sends the frames through a [`DatagramSocket`]: real UDP ([`UdpDatagrams`]) in
 //! production, [`super::memnet::MemNetwork`] in simulations, so tests exercise the same framing.
 //!
@@ -26,7 +26,7 @@ use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tracing::{debug, warn};
 
-use super::frame::{FrameKey, Inbound, KeyTooShort, MAX_DATAGRAM, MIN_DATAGRAM, Outbound, Reject};
+use super::frame::{FrameKey, Inbound, KeyTooShort, MAX_DATAGRAM, MAX_FRAGMENTS, MIN_DATAGRAM, Outbound, Reject};
 
 /// Milliseconds since the Unix epoch on the system clock (0 if the clock is before 1970).
 pub fn unix_now_ms() -> u64 {
@@ -245,10 +245,21 @@ pub struct AuthSocket {
     inbound: Inbound,
     stats: Arc<AuthStats>,
     message_buf: Vec<u8>,
+    /// Kept between messages (a context costs more to set up than a small message to compress);
+    /// `None` only if zstd could not allocate one.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
     recv_buf: Vec<u8>,
     seen_dropped: u64,
     seen_evicted: u64,
 }
+
+/// zstd level of gossip messages: a syn (the digest of every member) shrinks to about half, in a
+/// few microseconds.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Largest message after decompression: what [`MAX_FRAGMENTS`] whole datagrams can carry. A
+/// message that would decompress to more is malformed (only a key holder can send one at all).
+const MAX_MESSAGE: usize = MAX_FRAGMENTS as usize * MAX_DATAGRAM;
 
 impl AuthSocket {
     /// Wraps a bound socket. `sender` is the address written into every frame: the advertised
@@ -271,6 +282,9 @@ impl AuthSocket {
             inbound: Inbound::new(key, max_datagram),
             stats,
             message_buf: Vec::new(),
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .inspect_err(|err| warn!(error = %err, "cannot set up zstd: gossip will not be sent"))
+                .ok(),
             // One byte more than the bound, so an over-long datagram shows as such instead of
             // being silently truncated to a length that passes.
             recv_buf: vec![0; max_datagram + 1],
@@ -298,7 +312,20 @@ impl AuthSocket {
         self.message_buf.clear();
         message.serialize(&mut self.message_buf);
         self.stats.largest_message.fetch_max(self.message_buf.len() as u64, Ordering::Relaxed);
-        let frames = match self.outbound.encode(&self.message_buf, unix_now_ms()) {
+        let compressed = match self.compressor.as_mut().map(|c| c.compress(&self.message_buf)) {
+            Some(Ok(compressed)) => compressed,
+            Some(Err(err)) => {
+                add(&self.stats.unsendable, 1);
+                warn!(to = %to, error = %err, "cannot compress a gossip message, dropped");
+                return;
+            }
+            None => {
+                add(&self.stats.unsendable, 1);
+                warn!(to = %to, "no zstd compressor, gossip message dropped");
+                return;
+            }
+        };
+        let frames = match self.outbound.encode(&compressed, unix_now_ms()) {
             Ok(frames) => frames,
             Err(_) => {
                 add(&self.stats.unsendable, 1);
@@ -385,9 +412,11 @@ impl AuthSocket {
     }
 }
 
-/// Decodes an authenticated payload; anything but exactly one chitchat message is malformed.
+/// Decodes an authenticated payload: one zstd frame of exactly one chitchat message of at most
+/// [`MAX_MESSAGE`] bytes; anything else is malformed.
 fn decode_message(bytes: &[u8]) -> Result<ChitchatMessage, Reject> {
-    let mut cursor = bytes;
+    let message = zstd::bulk::decompress(bytes, MAX_MESSAGE).map_err(|_| Reject::Malformed)?;
+    let mut cursor = message.as_slice();
     match ChitchatMessage::deserialize(&mut cursor) {
         Ok(message) if cursor.is_empty() => Ok(message),
         _ => Err(Reject::Malformed),
@@ -510,8 +539,13 @@ mod tests {
         out
     }
 
+    /// A payload as [`AuthSocket`] sends it: zstd-compressed.
+    fn compressed(message: &[u8]) -> Vec<u8> {
+        zstd::bulk::compress(message, ZSTD_LEVEL).unwrap()
+    }
+
     fn bad_cluster() -> Vec<u8> {
-        ChitchatMessage::BadCluster.serialize_to_vec()
+        compressed(&ChitchatMessage::BadCluster.serialize_to_vec())
     }
 
     async fn recv(socket: &mut AuthSocket) -> (SocketAddr, ChitchatMessage) {
@@ -528,7 +562,7 @@ mod tests {
         Socket::send(&mut a, addr(2), ChitchatMessage::BadCluster).await.unwrap();
         assert_eq!(recv(&mut b).await, (addr(1), ChitchatMessage::BadCluster));
         let seen = tap.recv().await.unwrap();
-        assert_eq!(&seen.bytes[..4], b"GLB1");
+        assert_eq!(&seen.bytes[..4], b"GLB2");
         assert_eq!(seen.bytes.len(), 25 + bad_cluster().len() + TAG_LEN);
         let c = transport.stats().snapshot();
         assert_eq!((c.accepted, c.datagrams_sent, c.bytes_sent), (1, 1, seen.bytes.len() as u64));
@@ -574,7 +608,25 @@ mod tests {
             (
                 "signed message with trailing bytes",
                 addr(1),
-                signed(&KEY, addr(1), now, 7, &[&payload[..], b"x"].concat()),
+                signed(
+                    &KEY,
+                    addr(1),
+                    now,
+                    7,
+                    &compressed(&[&ChitchatMessage::BadCluster.serialize_to_vec()[..], b"x"].concat()),
+                ),
+                Reject::Malformed,
+            ),
+            (
+                "signed uncompressed message",
+                addr(1),
+                signed(&KEY, addr(1), now, 8, &ChitchatMessage::BadCluster.serialize_to_vec()),
+                Reject::Malformed,
+            ),
+            (
+                "signed message that decompresses beyond the bound",
+                addr(1),
+                signed(&KEY, addr(1), now, 9, &compressed(&vec![0; MAX_MESSAGE + 1])),
                 Reject::Malformed,
             ),
         ];
@@ -597,10 +649,20 @@ mod tests {
         let transport = AuthTransport::new(net.clone(), &KEY).unwrap().with_max_datagram(1_000);
         let mut a = transport.bind(addr(1)).await.unwrap();
         let mut b = transport.bind(addr(2)).await.unwrap();
-        // A real message large enough to need several frames: a SYN naming a long cluster id.
-        let syn = capture_syn(&"c".repeat(2_500)).await;
-        let len = syn.serialize_to_vec().len();
-        assert!(len > 2_500, "{len}");
+        // A real message large enough to need several frames even compressed: a SYN naming a
+        // long cluster id of pseudo-random letters.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let cluster_id: String = (0..2_500)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
+        let syn = capture_syn(&cluster_id).await;
+        let len = compressed(&syn.serialize_to_vec()).len();
+        assert!(len > 1_500, "{len}");
         Socket::send(&mut a, addr(2), clone_message(&syn)).await.unwrap();
         assert_eq!(recv(&mut b).await, (addr(1), syn));
         let c = transport.stats().snapshot();
@@ -683,7 +745,7 @@ mod tests {
             let mut payload = vec![0x53, 0xb0, 0, kind];
             payload.extend_from_slice(&body);
             let mut socket = test_socket();
-            let frame = signed(&KEY, addr(1), unix_now_ms(), 1, &payload);
+            let frame = signed(&KEY, addr(1), unix_now_ms(), 1, &compressed(&payload));
             let _ = socket.receive_datagram(&frame, addr(1), unix_now_ms());
             let c = socket.stats().snapshot();
             proptest::prop_assert_eq!(c.accepted + c.malformed, 1);
