@@ -6,7 +6,7 @@
 #   bench/failover.sh --probers 8 --nodes 1000       # larger; every flag is also GEOLB_BENCH_<NAME>
 #
 # Flags: --probers --nodes --pops --resolvers --interval-ms --timeout-ms --fall --rise
-# --gossip-interval-ms --max-in-flight --failures --window-s --settle-s --poll-ms --client-pop
+# --gossip-interval-ms --max-in-flight --connection-reuse --failures --window-s --settle-s --poll-ms --client-pop
 # --budget-min. Needs pdns_server (PowerDNS 4.7) on PATH; everything listens on 127.0.0.0/8.
 # CARGO_BUILD_JOBS (default 1) sets build parallelism.
 set -euo pipefail
@@ -19,6 +19,10 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 for bin in geolb-prober geolb-resolver; do
     [ -x "$target_dir/release/$bin" ] || { echo "failover.sh: $target_dir/release/$bin missing" >&2; exit 1; }
 done
+# Every node stand-in listens in the bench process and keeps one connection per prober (checks
+# reuse connections): nodes × (probers + 1) descriptors. Raise the soft limit to the hard one;
+# beyond that, run with --connection-reuse 1.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # Child logs are printed on exit only when something panics.
 export GEOLB_QUIET_LOGS="${GEOLB_QUIET_LOGS:-1}"
 echo "+ cargo bench -p geolb-tests --bench failover -j$jobs -- $*" >&2

@@ -85,6 +85,10 @@ struct Params {
     gossip_interval_ms: u64,
     /// `[prober] max_in_flight`; 0 = the default (`--max-in-flight`).
     max_in_flight: usize,
+    /// `[checks] connection_reuse`; 0 = the default, 10 (`--connection-reuse`). The node
+    /// stand-ins hold nodes × probers kept connections in this process: past its descriptor
+    /// limit, run with 1.
+    connection_reuse: u32,
     /// Node failures measured (`--failures`).
     failures: usize,
     /// Steady-state window for CPU, RSS and gossip (`--window-s`).
@@ -153,6 +157,7 @@ impl Params {
             rise: u32::try_from(num("rise", 2)?)?,
             gossip_interval_ms: num("gossip-interval-ms", 500)?,
             max_in_flight: usize::try_from(num("max-in-flight", 0)?)?,
+            connection_reuse: u32::try_from(num("connection-reuse", 0)?)?,
             failures: usize::try_from(num("failures", 20)?)?,
             window_s: num("window-s", 20)?,
             settle_s: num("settle-s", 5)?,
@@ -181,6 +186,7 @@ impl Params {
         "rise",
         "gossip-interval-ms",
         "max-in-flight",
+        "connection-reuse",
         "failures",
         "window-s",
         "settle-s",
@@ -442,11 +448,12 @@ async fn run(p: Params) -> Result<()> {
         p.resolvers
     );
     println!(
-        "checks: HTTP every {} ms, fall {}, rise {}, timeout {}; gossip every {} ms; {} failures measured",
+        "checks: HTTP every {} ms, fall {}, rise {}, timeout {}, connection reuse {}; gossip every {} ms; {} failures measured",
         p.interval_ms,
         p.fall,
         p.rise,
         if p.timeout_ms == 0 { "default".to_owned() } else { format!("{} ms", p.timeout_ms) },
+        if p.connection_reuse == 0 { "default (10)".to_owned() } else { p.connection_reuse.to_string() },
         p.gossip_interval_ms,
         p.failures
     );
@@ -489,6 +496,7 @@ async fn run(p: Params) -> Result<()> {
         fall: p.fall,
         jitter_ms: p.interval_ms / 10,
         max_in_flight: (p.max_in_flight > 0).then_some(p.max_in_flight),
+        connection_reuse: (p.connection_reuse > 0).then_some(p.connection_reuse),
         advertise: relay.fronts.clone(),
     };
     let cluster = Cluster::start_tuned(spec, p.probers, p.resolvers, tuning).await?;

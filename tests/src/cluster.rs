@@ -162,6 +162,8 @@ pub struct Tuning {
     pub jitter_ms: u64,
     /// `[prober] max_in_flight`, if set.
     pub max_in_flight: Option<usize>,
+    /// `[checks] connection_reuse`, if set.
+    pub connection_reuse: Option<u32>,
     /// `gossip_advertise` of each member: probers by index, then resolvers (index = number of
     /// probers + resolver index). Members beyond the list advertise their listen address. Seeds
     /// are the probers' advertised addresses. Lets a benchmark relay (and count) gossip.
@@ -181,6 +183,7 @@ impl Default for Tuning {
             fall: 2,
             jitter_ms: 30,
             max_in_flight: None,
+            connection_reuse: None,
             advertise: Vec::new(),
         }
     }
@@ -205,6 +208,9 @@ impl ClusterSpec {
             "[checks]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\njitter_ms = {}\n",
             tuning.interval_ms, tuning.timeout_ms, tuning.rise, tuning.fall, tuning.jitter_ms
         ));
+        if let Some(reuse) = tuning.connection_reuse {
+            t.push_str(&format!("connection_reuse = {reuse}\n"));
+        }
         t.push_str(&format!(
             "[[zones]]\norigin = \"example.net.\"\nfile = \"{}\"\n",
             workspace_root().join("config/examples/example.net.zone").display()

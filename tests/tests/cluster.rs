@@ -290,3 +290,74 @@ async fn forged_gossip_is_rejected_counted_and_changes_nothing() -> Result<()> {
     ensure!(healths(&s).values().all(|h| h == "up"), "forged gossip changed the view: {s:#}");
     Ok(())
 }
+
+/// Prober 0's own verdict on `node` in its state API: (up, since).
+fn own_verdict(s: &serde_json::Value, node: &str) -> Option<(bool, u64)> {
+    let v = &s["nodes"][node]["probers"]["prober-0"];
+    Some((v["up"].as_bool()?, v["since_ms"].as_u64()?))
+}
+
+/// Polls prober 0's state until `want` holds for its verdict on `node`.
+async fn until_own_verdict(
+    cluster: &Cluster,
+    node: &str,
+    within: Duration,
+    want: impl Fn(Option<(bool, u64)>) -> bool,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = state(cluster.probers[0].admin).await?;
+        if want(own_verdict(&s, node)) {
+            return Ok(s);
+        }
+        ensure!(Instant::now() < deadline, "prober-0's verdict on {node} not as wanted within {within:?}: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_reloads_its_config_keeping_health_state_and_refuses_a_broken_one() -> Result<()> {
+    let (cluster, servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let prober = &cluster.probers[0];
+    let before = until_own_verdict(&cluster, "fra-1", Duration::from_secs(5), |v| v.is_some_and(|(up, _)| up)).await?;
+    let fra1_since = own_verdict(&before, "fra-1").context("no verdict on fra-1")?;
+    // The config names syd-2 exactly as ClusterSpec writes it; point its check at a closed port.
+    let original = std::fs::read_to_string(&prober.config)?;
+    let syd2 = servers[3].addr;
+    let block =
+        format!("id = \"syd-2\"\npop = \"syd\"\nipv4 = \"{}\"\ncheck = {{ port = {} }}", syd2.ip(), syd2.port());
+    ensure!(original.contains(&block), "syd-2 not found in {original}");
+    let changed = original.replace(&block, &block.replace(&format!("port = {}", syd2.port()), "port = 9"));
+    std::fs::write(&prober.config, &changed)?;
+
+    // The file change applies: prober 0 now finds syd-2 down; the others' verdicts keep their
+    // `since` (reloading lost no state), and one prober alone takes nothing down.
+    let s = until_own_verdict(&cluster, "syd-2", Duration::from_secs(10), |v| v.is_some_and(|(up, _)| !up)).await?;
+    ensure!(own_verdict(&s, "fra-1") == Some(fra1_since), "fra-1's verdict restarted: {s:#}");
+    for r in &cluster.resolvers {
+        let h = healths(&state(r.admin).await?);
+        ensure!(h.get("syd-2").map(String::as_str) == Some("up"), "one prober took syd-2 down: {h:?}");
+    }
+
+    // A broken config is refused with its errors; the running one stays.
+    std::fs::write(&prober.config, format!("{changed}\n[[nodes]]\nid = \"x\"\npop = \"nowhere\"\n"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !prober.process.log().contains("reload refused") {
+        ensure!(Instant::now() < deadline, "no refusal logged:\n{}", prober.process.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = prober.process.log();
+    ensure!(log.contains("nodes[4].pop") && log.contains("nowhere"), "the refusal names the problem:\n{log}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = state(prober.admin).await?;
+    ensure!(own_verdict(&s, "syd-2").is_some_and(|(up, _)| !up), "the running config changed: {s:#}");
+    ensure!(own_verdict(&s, "fra-1") == Some(fra1_since), "fra-1's verdict restarted: {s:#}");
+
+    // SIGHUP reloads too: the original config brings syd-2 back after `rise`.
+    std::fs::write(&prober.config, &original)?;
+    let status = std::process::Command::new("kill").arg("-HUP").arg(prober.process.id().to_string()).status()?;
+    ensure!(status.success(), "kill -HUP failed");
+    until_own_verdict(&cluster, "syd-2", Duration::from_secs(10), |v| v.is_some_and(|(up, _)| up)).await?;
+    Ok(())
+}

@@ -1,10 +1,21 @@
 //! HTTP and HTTPS checks: hyper's HTTP/1.1 client connection over a tokio `TcpStream`, and
 //! tokio-rustls (ring provider) for HTTPS.
 //!
-//! Every check opens a **fresh connection** to the node's address and sends `Connection: close`:
-//! a health check has to notice a node that stopped accepting new connections (full accept queue,
-//! dead worker, expired certificate), which a pooled keep-alive connection would hide. TLS session
-//! resumption is off for the same reason (a resumed TLS 1.3 session skips the certificate).
+//! **Connections are kept, within bounds.** A target's connection is kept in its [`ConnSlot`] and
+//! serves at most `HttpSpec::connection_reuse` checks (default 10) before a fresh one is opened, as
+//! Envoy's health checker reuses its connection. A fresh connection for every check (set
+//! `connection_reuse = 1`, as HAProxy does) is what notices a node that stopped accepting new
+//! connections (full accept queue, dead acceptor) or whose certificate expired at once; bounded
+//! reuse notices it within `connection_reuse` checks and costs a fraction of the CPU: on loopback a
+//! fresh HTTP check costs the prober about 80 µs, most of it the kernel's handshake and teardown.
+//! The rules that keep reuse honest:
+//! * only a passing check keeps its connection: after any failure the next check starts fresh;
+//! * a kept connection that fails before any response (the node closed it while idle, its
+//!   keep-alive timeout) is not a failure: the same check is made again on a fresh connection;
+//! * a response with `Connection: close`, or a body that is not read to its end (over
+//!   [`MAX_BODY_BYTES`], or of unknown length when no body is matched), ends the connection;
+//! * the last check on a connection sends `Connection: close`; TLS session resumption stays off,
+//!   so every fresh HTTPS connection sees the certificate.
 //!
 //! The connection goes to `HttpSpec::addr` while `Host`, SNI and certificate verification use
 //! `HttpSpec::host`. The two rustls configurations (verifying, accepting anything) are built once,
@@ -15,8 +26,8 @@
 //! CPU with the server in another process): a fresh HTTP check about 80 µs, of which about 15 µs in
 //! user space and the rest the kernel's TCP work (on loopback partly the server side's); a fresh
 //! HTTPS check about 350 µs, nearly all of the user-space part the handshake's X25519, ECDSA and
-//! SHA-384 arithmetic. The reqwest client this replaced (built per check, to pin the name to the
-//! address) cost about 100 µs (35 µs in user space) and 400 µs.
+//! SHA-384 arithmetic. In the whole prober (`bench/failover.sh`) with the default reuse, about
+//! 52 µs per HTTP check all told (4,883 checks/s at 25 % of a core).
 //!
 //! Not here: scheduling and hysteresis (see [`super::schedule`]).
 

@@ -4,7 +4,7 @@
 //! | key | value | written |
 //! |---|---|---|
 //! | `v:<node_id>` | the prober's verdict on that node: an opaque string the caller encodes, ≤ 64 bytes | only when it changes |
-//! | `round` | unix ms of the prober's latest check round: readers judge its verdicts' freshness by it | every few seconds |
+//! | `round` | unix ms of the prober's latest check round: readers judge its verdicts' freshness by it | every `stale_after`/4 (1–5 s), only while its checks complete |
 //! | `imp` | `"1"` impaired (abstains), `"0"` not | when it changes |
 //! | `role` | `"prober"` or `"observer"` | at start |
 //! | `region` | region name | at start |
