@@ -133,7 +133,12 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
             region: m.region.clone(),
             live: m.live,
             impaired: m.impaired,
-            heartbeat_age_ms: (m.round_ms > 0).then(|| now.saturating_sub(m.round_ms)),
+            // When this member last saw the heartbeat rise, on its own clock.
+            heartbeat_age_ms: folded
+                .heartbeats
+                .get(&m.id)
+                .filter(|(_, seen)| *seen > 0)
+                .map(|(_, seen)| now.saturating_sub(*seen)),
             disagreement: folded.output.disagreement.get(m.id.as_str()).copied(),
         })
         .collect();

@@ -29,7 +29,7 @@ pub struct Folded {
     pub drained: BTreeSet<NodeId>,
     /// Verdicts that did not decode (a newer or broken member), ignored.
     pub bad_verdicts: usize,
-    /// Per member: the last `round` value seen and the local time (unix ms) it changed.
+    /// Per member: the last chitchat heartbeat seen and the local time (unix ms) it changed.
     /// Freshness is judged on this reader's clock, never by comparing another machine's.
     pub heartbeats: BTreeMap<String, (u64, u64)>,
 }
@@ -58,12 +58,12 @@ pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_
     for member in view.members.iter().filter(|m| m.role == Some(Role::Prober)) {
         let index = voters.len();
         let seen = match previous.heartbeats.get(&member.id) {
-            Some(&(round, seen)) if round == member.round_ms => seen,
+            Some(&(beat, seen)) if beat == member.heartbeat => seen,
             // A new heartbeat (or a first sighting of one): seen now, on our clock.
-            _ if member.round_ms > 0 => now_ms,
+            _ if member.heartbeat > 0 => now_ms,
             _ => 0,
         };
-        heartbeats.insert(member.id.clone(), (member.round_ms, seen));
+        heartbeats.insert(member.id.clone(), (member.heartbeat, seen));
         voters.push(Voter {
             id: Arc::from(member.id.as_str()),
             region: member.region.as_deref().map(Arc::from),

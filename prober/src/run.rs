@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use geolb_config::Config;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,14 +47,11 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Time between heartbeats (the `round` key) and impairment checks.
+/// Time between impairment checks.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// How often a prober writes its `round`: a quarter of `stale_after` (so a peer sees several
-/// before it would call the prober stale, despite gossip delay), within 1..=5 s.
-fn round_every(stale_after: Duration) -> Duration {
-    (stale_after / 4).clamp(HEARTBEAT, Duration::from_secs(5))
-}
+/// Longest time between two folds of the cluster view in a prober when the gossip is quiet.
+const FOLD_EVERY: Duration = Duration::from_secs(5);
 
 /// Joins the gossip cluster of `config` as `role`, publishing the member's saved drains again.
 pub async fn join(
@@ -147,8 +145,7 @@ pub async fn run(
             }
         });
     }
-    // Heartbeat, impairment and this member's view of the quorum (for /api/v1/state), every
-    // second.
+    // Impairment every second, and this member's view of the quorum (for /api/v1/state).
     let folded = Arc::new(std::sync::Mutex::new(Folded::default()));
     {
         let gossip = gossip.clone();
@@ -159,41 +156,45 @@ pub async fn run(
         let me = prober.id.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
+            let mut changes = gossip.watch();
             let mut was_impaired = false;
-            // When `round` was last written, and the checks completed by then.
-            let mut last_round: Option<tokio::time::Instant> = None;
-            let mut completed_at_round = 0;
+            let mut last_fold: Option<Instant> = None;
+            // Checks completed so far, and since when that count has stood still.
+            let (mut completed_before, mut still_since) = (0, Instant::now());
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let view = gossip.view().await;
-                let peers = peer_down_share(&view, &me);
-                peer_share.store(peers.to_bits(), Ordering::Relaxed);
-                {
+                // Copying and folding every verdict of every prober is this task's whole cost:
+                // do it when the gossip changed, else every FOLD_EVERY (for staleness and grace).
+                if changes.has_changed().unwrap_or(false) || last_fold.is_none_or(|at| at.elapsed() >= FOLD_EVERY) {
+                    changes.borrow_and_update();
+                    last_fold = Some(Instant::now());
+                    let view = gossip.view().await;
+                    peer_share.store(peer_down_share(&view, &me).to_bits(), Ordering::Relaxed);
                     let mut folded = folded.lock().unwrap_or_else(|p| p.into_inner());
                     let next = fold_cluster(&view, &config.load(), &folded, unix_now_ms());
                     *folded = next;
                 }
-                let now_impaired = is_impaired(&scheduler, share, peers);
+                // A prober whose checks stopped completing has no current verdicts: it abstains
+                // (its gossip heartbeat alone would keep it fresh to its peers).
+                let stats = scheduler.stats();
+                if stats.completed_total != completed_before {
+                    (completed_before, still_since) = (stats.completed_total, Instant::now());
+                }
+                let stalled = stats.targets > 0 && still_since.elapsed() >= config.load().quorum.stale_after;
+                let peers = f64::from_bits(peer_share.load(Ordering::Relaxed));
+                let now_impaired = stalled || is_impaired(&scheduler, share, peers);
                 if now_impaired != was_impaired {
                     tracing::warn!(
                         impaired = now_impaired,
+                        checks_stalled = stalled,
                         "prober impairment changed: an impaired prober abstains from voting"
                     );
                     was_impaired = now_impaired;
                 }
                 gossip.set_impaired(now_impaired).await;
-                // `round` says "my verdicts are current": written only while checks complete,
-                // and no more often than needed to stay fresh (each write is gossiped to all).
-                let completed = scheduler.stats().completed_total;
-                let every = round_every(config.load().quorum.stale_after);
-                if completed > completed_at_round && last_round.is_none_or(|at| at.elapsed() >= every) {
-                    gossip.heartbeat(unix_now_ms()).await;
-                    last_round = Some(tokio::time::Instant::now());
-                    completed_at_round = completed;
-                }
             }
         });
     }

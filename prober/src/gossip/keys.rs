@@ -4,7 +4,6 @@
 //! | key | value | written |
 //! |---|---|---|
 //! | `v:<node_id>` | the prober's verdict on that node: an opaque string the caller encodes, ≤ 64 bytes | only when it changes |
-//! | `round` | unix ms of the prober's latest check round: readers judge its verdicts' freshness by it | every `stale_after`/4 (1–5 s), only while its checks complete |
 //! | `imp` | `"1"` impaired (abstains), `"0"` not | when it changes |
 //! | `role` | `"prober"` or `"observer"` | at start |
 //! | `region` | region name | at start |
@@ -15,7 +14,13 @@
 //! datagram, and every later key of that member then stays blocked for good. So the state holds
 //! verdicts and versions, never documents.
 //!
-//! Readers: a member's verdicts count only as fresh as its `round`; a missing or unparsable
+//! Freshness is not a key: readers judge a member's verdicts as fresh as its chitchat heartbeat,
+//! which rises every gossip round and travels in every digest. A key rewritten every few seconds
+//! would bump the member's version, so every reader would pull a delta, and chitchat would copy
+//! every live member's whole state for its live-nodes watcher, each round. A prober whose checks
+//! stall says so by turning impaired instead.
+//!
+//! Readers: a missing or unparsable
 //! `imp` reads as impaired (a member that has not said it is healthy does not vote Down); drains
 //! are merged across all members, newest timestamp per node wins (a tie goes to drained), so the
 //! result does not depend on the order gossip arrived in.
@@ -29,8 +34,6 @@ use chitchat::{ChitchatId, ClusterStateSnapshot, NodeState};
 pub const VERDICT_PREFIX: &str = "v:";
 /// Prefix of drain keys: `drain:<node_id>`.
 pub const DRAIN_PREFIX: &str = "drain:";
-/// Key of the freshness heartbeat (unix ms).
-pub const ROUND_KEY: &str = "round";
 /// Key of the impaired flag.
 pub const IMPAIRED_KEY: &str = "imp";
 /// Key of the member's role.
@@ -147,11 +150,6 @@ pub fn remove_verdict(state: &mut NodeState, node: &str) -> bool {
     true
 }
 
-/// Writes the freshness heartbeat.
-pub fn write_round(state: &mut NodeState, now_ms: u64) -> bool {
-    set_checked(state, ROUND_KEY, &now_ms.to_string()).unwrap_or(false)
-}
-
 /// Writes the impaired flag if it changed.
 pub fn write_impaired(state: &mut NodeState, impaired: bool) -> bool {
     set_checked(state, IMPAIRED_KEY, if impaired { "1" } else { "0" }).unwrap_or(false)
@@ -201,8 +199,9 @@ pub struct MemberView {
     pub region: Option<String>,
     /// Whether it abstains: `imp` is anything but `"0"` (missing included).
     pub impaired: bool,
-    /// Its latest `round` (unix ms); 0 if missing or unparsable, i.e. not fresh.
-    pub round_ms: u64,
+    /// Its chitchat heartbeat: a counter the member raises every gossip round, carried in every
+    /// digest (so it costs no key version, and no delta). 0 = never heard.
+    pub heartbeat: u64,
     /// Its verdicts: node id → encoded verdict.
     pub verdicts: BTreeMap<String, String>,
 }
@@ -273,7 +272,7 @@ pub fn member_view(state: &NodeState, live: bool) -> MemberView {
         role: state.get(ROLE_KEY).and_then(Role::parse),
         region: state.get(REGION_KEY).map(str::to_owned),
         impaired: state.get(IMPAIRED_KEY) != Some("0"),
-        round_ms: state.get(ROUND_KEY).and_then(|v| v.parse().ok()).unwrap_or(0),
+        heartbeat: u64::from(state.heartbeat()),
         verdicts,
     }
 }
@@ -321,8 +320,6 @@ mod tests {
         assert!(matches!(write_verdict(&mut s, "a\nb", "U"), Err(KeyError::BadName { .. })));
         assert!(write_impaired(&mut s, true));
         assert!(!write_impaired(&mut s, true));
-        assert!(write_round(&mut s, 42));
-        assert_eq!(s.get("round"), Some("42"));
         assert_eq!(write_drain(&mut s, "n1", true, 1000), Ok(true));
         assert_eq!(s.get("drain:n1"), Some("1000,1"));
         assert!(remove_verdict(&mut s, "n1"));
@@ -351,7 +348,7 @@ mod tests {
 
     #[test]
     fn member_view_reads_every_key() {
-        let s = state(
+        let mut s = state(
             "p1",
             7,
             9001,
@@ -359,13 +356,15 @@ mod tests {
                 ("role", "prober"),
                 ("region", "eu-west"),
                 ("imp", "0"),
-                ("round", "1234"),
                 ("v:n1", "U,12"),
                 ("v:n2", "D,0"),
                 ("other", "x"),
             ],
         );
+        // chitchat's `Heartbeat` has no public constructor; it is a serde newtype.
+        s.try_set_heartbeat(serde_json::from_str("1234").unwrap());
         let m = member_view(&s, true);
+        assert_eq!(m.heartbeat, 1234, "chitchat's heartbeat, not a key");
         assert_eq!(m.id, "p1");
         assert_eq!(m.generation, 7);
         assert_eq!(m.gossip_addr.port(), 9001);
@@ -373,15 +372,14 @@ mod tests {
         assert_eq!(m.role, Some(Role::Prober));
         assert_eq!(m.region.as_deref(), Some("eu-west"));
         assert!(!m.impaired);
-        assert_eq!(m.round_ms, 1234);
         assert_eq!(m.verdicts.len(), 2);
         assert_eq!(m.verdicts["n2"], "D,0");
     }
 
     #[test]
     fn missing_keys_read_conservatively() {
-        let m = member_view(&state("p1", 1, 1, &[("role", "wizard"), ("round", "soon"), ("imp", "maybe")]), false);
-        assert_eq!((m.role, m.region.clone(), m.impaired, m.round_ms, m.live), (None, None, true, 0, false));
+        let m = member_view(&state("p1", 1, 1, &[("role", "wizard"), ("imp", "maybe")]), false);
+        assert_eq!((m.role, m.region.clone(), m.impaired, m.live), (None, None, true, false));
         assert!(member_view(&state("p1", 1, 1, &[]), true).impaired);
     }
 

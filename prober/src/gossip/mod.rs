@@ -399,12 +399,6 @@ impl GossipHandle {
         Ok(self.chitchat.with_chitchat(|c| keys::write_drain(c.self_node_state(), node, drained, now_ms)).await?)
     }
 
-    /// Publishes `round = now_ms`: our verdicts are fresh as of then. Call after every check
-    /// round (every few seconds).
-    pub async fn heartbeat(&self, now_ms: u64) {
-        self.chitchat.with_chitchat(|c| keys::write_round(c.self_node_state(), now_ms)).await;
-    }
-
     /// A copy of the cluster state as plain data. Holds chitchat's lock only while copying.
     pub async fn view(&self) -> ClusterView {
         self.chitchat

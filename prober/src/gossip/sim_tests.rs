@@ -91,7 +91,6 @@ fn converged(views: &[ClusterView], expected: impl Fn(usize) -> String) -> bool 
 async fn publish(handles: &[GossipHandle], value: impl Fn(usize) -> String) {
     for (i, handle) in handles.iter().enumerate() {
         handle.set_verdict(&format!("n{i}"), &value(i)).await.unwrap();
-        handle.heartbeat(1_000 + i as u64).await;
     }
 }
 
@@ -105,10 +104,8 @@ async fn five_members_converge_and_follow_changes() {
 
     let views = views(&handles).await;
     let p2 = views[0].member("p2").unwrap();
-    assert_eq!(
-        (p2.role, p2.region.as_deref(), p2.impaired, p2.round_ms),
-        (Some(Role::Prober), Some("r"), false, 1_002)
-    );
+    assert_eq!((p2.role, p2.region.as_deref(), p2.impaired), (Some(Role::Prober), Some("r"), false));
+    assert!(p2.heartbeat > 0, "p2's gossip heartbeat reached p0");
 
     // A change propagates and is signalled on every member's watch.
     let mut watches: Vec<_> = handles.iter().map(GossipHandle::watch).collect();
@@ -353,8 +350,8 @@ async fn large_messages_sync_through_fragments() {
     assert_eq!((total.unsendable, total.send_errors), (0, 0), "{total:?}");
 }
 
-/// STYLE.md's budget test: 16 probers × 2000 `v:` keys, steady state after convergence, each
-/// prober writing `round` every 2 s and no verdict changing.
+/// STYLE.md's budget test: 16 probers × 2000 `v:` keys, steady state after convergence, no
+/// verdict changing (freshness rides on chitchat's heartbeat in the digests, not on a key).
 #[tokio::test(start_paused = true)]
 async fn steady_state_bytes_per_member_stay_under_budget() {
     const MEMBERS: usize = 16;
@@ -394,23 +391,11 @@ async fn steady_state_bytes_per_member_stay_under_budget() {
     let converged_in = start.elapsed();
     let sync = net.total();
 
-    let writer = Arc::clone(&handles);
-    let heartbeats = tokio::spawn(async move {
-        let mut round = 0u64;
-        loop {
-            round += 1;
-            for handle in writer.iter() {
-                handle.heartbeat(1_790_000_000_000 + round * 2_000).await;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
     tokio::time::sleep(Duration::from_secs(4)).await;
     const WINDOW: Duration = Duration::from_secs(16);
     let before: Vec<_> = (0..MEMBERS).map(|i| net.counters(addr(i))).collect();
     tokio::time::sleep(WINDOW).await;
     let after: Vec<_> = (0..MEMBERS).map(|i| net.counters(addr(i))).collect();
-    heartbeats.abort();
 
     let secs = WINDOW.as_secs();
     let sent: Vec<u64> = before.iter().zip(&after).map(|(b, a)| (a.sent_bytes - b.sent_bytes) / secs).collect();

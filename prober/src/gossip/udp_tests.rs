@@ -47,7 +47,6 @@ async fn three_members_converge_and_a_forged_down_changes_nothing() {
     let members = [&first, &second, &third];
     for (i, member) in members.iter().enumerate() {
         member.set_verdict("n1", &format!("U{i}")).await.unwrap();
-        member.heartbeat(unix_now_ms()).await;
     }
     wait_for(&members, "convergence", |v| {
         v.members.len() == 3 && (0..3).all(|i| has(v, &format!("p{i}"), "n1", &format!("U{i}")))
