@@ -16,7 +16,8 @@
 //! - it is `live` in the gossip failure detector;
 //! - it is not `impaired`. A prober whose canary targets fail, or that sees an implausible share
 //!   of nodes down at once, abstains completely: it votes neither Down nor Up;
-//! - it is fresh: its latest `round` heartbeat (`last_seen_ms`) is at most `stale_after_ms` old.
+//! - it is fresh: its heartbeat last rose (`last_seen_ms`, on the reader's clock) at most
+//!   `stale_after_ms` ago; a prober whose checks stall turns itself impaired instead.
 //!   Verdict keys change only on transitions, so the heartbeat, not the verdict's `since_ms`, is
 //!   what says a verdict is still current. A heartbeat from the future (clock skew) counts as fresh;
 //! - it is not fenced (see below);
@@ -127,7 +128,8 @@ pub struct Voter {
     pub live: bool,
     /// Whether the prober says it is impaired (canaries failing, implausibly many nodes down).
     pub impaired: bool,
-    /// Unix ms of the prober's latest `round` heartbeat: how current its verdicts are.
+    /// Unix ms at which the reader last saw the prober's heartbeat rise: how current its
+    /// verdicts are.
     pub last_seen_ms: u64,
 }
 

@@ -672,11 +672,19 @@ mod tests {
         assert_eq!(server.connections(), 3);
     }
 
+    /// A server, a checker, and a slot holding a connection after one passing check.
+    async fn one_kept(behaviour: Behaviour) -> (TestServer, HttpChecker, ConnSlot) {
+        let server = TestServer::http(behaviour).await;
+        let (checker, mut slot) = (checker(), ConnSlot::default());
+        let outcome = checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await;
+        assert!(outcome.is_up(), "{outcome:?}");
+        (server, checker, slot)
+    }
+
     #[tokio::test]
     async fn a_kept_connection_the_node_closed_is_replaced_without_a_failure() {
-        let server = TestServer::http(Behaviour::status(200)).await;
-        let (checker, mut slot) = (checker(), ConnSlot::default());
-        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        let (server, checker, mut slot) = one_kept(Behaviour::status(200)).await;
+        assert!(slot.is_kept());
         server.close_connections();
         // Let the close reach our socket, as an idle timeout long before the next check would.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -688,9 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_check_drops_its_connection_and_the_next_starts_fresh() {
-        let server = TestServer::http(Behaviour::status(200)).await;
-        let (checker, mut slot) = (checker(), ConnSlot::default());
-        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        let (server, checker, mut slot) = one_kept(Behaviour::status(200)).await;
         server.set(Behaviour::status(503));
         let outcome = checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await;
         assert_eq!(outcome.reason(), Some(&Reason::Status(503)));
@@ -703,10 +709,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_node_is_down_although_a_connection_was_kept() {
-        let server = TestServer::http(Behaviour::status(200)).await;
+        let (server, checker, mut slot) = one_kept(Behaviour::status(200)).await;
         let spec = reusing(&server, 10);
-        let (checker, mut slot) = (checker(), ConnSlot::default());
-        assert!(checker.check_http_reusing(&spec, TIMEOUT, &mut slot).await.is_up());
         drop(server);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let outcome = checker.check_http_reusing(&spec, TIMEOUT, &mut slot).await;
@@ -716,10 +720,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_body_is_not_read_and_its_connection_not_kept() {
-        let server =
-            TestServer::http(Behaviour { body: "x".repeat(MAX_BODY_BYTES + 1), ..Behaviour::status(200) }).await;
-        let (checker, mut slot) = (checker(), ConnSlot::default());
-        assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());
+        let (server, checker, mut slot) =
+            one_kept(Behaviour { body: "x".repeat(MAX_BODY_BYTES + 1), ..Behaviour::status(200) }).await;
         assert!(!slot.is_kept());
         server.set(Behaviour::status(200));
         assert!(checker.check_http_reusing(&reusing(&server, 10), TIMEOUT, &mut slot).await.is_up());

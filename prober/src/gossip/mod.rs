@@ -7,7 +7,7 @@
 //!   timestamp, sender address, replay cache); [`frame`] is the pure codec and documents the wire
 //!   format byte by byte. A forged "node down" would black-hole traffic, so nothing unsigned is
 //!   ever handed to chitchat.
-//! - [`keys`]: the key/value schema (`v:<node>`, `round`, `imp`, `role`, `region`,
+//! - [`keys`]: the key/value schema (`v:<node>`, `imp`, `role`, `region`,
 //!   `drain:<node>`), its typed writers and the reader that turns chitchat's state into a plain
 //!   [`ClusterView`].
 //! - [`memnet`]: an in-memory datagram network for deterministic simulations.
