@@ -36,6 +36,8 @@ pub struct AdminState {
     pub drains: Arc<Drains>,
     /// Serializes drain changes, so the saved file and the gossip always agree.
     pub drain_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Renders this program's metrics for `GET /metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
 /// Time the admin API gets to finish its requests at shutdown.
@@ -70,6 +72,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/state", get(get_state))
+        .route("/metrics", get(get_metrics))
         .route("/api/v1/nodes/{id}/drain", post(drain))
         .route("/api/v1/nodes/{id}/undrain", post(undrain))
         .with_state(state)
@@ -115,6 +118,10 @@ struct VerdictDoc {
     since_ms: Option<u64>,
     age_ms: Option<u64>,
     rtt_us: Option<u32>,
+}
+
+async fn get_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], (state.metrics)())
 }
 
 async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {

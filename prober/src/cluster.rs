@@ -32,6 +32,8 @@ pub struct Folded {
     /// Per member: the last chitchat heartbeat seen and the local time (unix ms) it changed.
     /// Freshness is judged on this reader's clock, never by comparing another machine's.
     pub heartbeats: BTreeMap<String, (u64, u64)>,
+    /// The probers as this fold saw them (liveness, impairment, freshness).
+    pub voters: Vec<Voter>,
 }
 
 /// The quorum parameters of a config.
@@ -91,7 +93,7 @@ pub fn fold_cluster(view: &ClusterView, config: &Config, previous: &Folded, now_
     });
     let drained =
         view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
-    Folded { output, drained, bad_verdicts, heartbeats }
+    Folded { output, drained, bad_verdicts, heartbeats, voters }
 }
 
 /// A decision's one-line reason, for logs and the state API.

@@ -6,6 +6,7 @@
 //! * [`gossip`]: chitchat with every datagram authenticated by the cluster key.
 //! * [`cluster`]: folding the gossip into one quorum view (shared with the resolver).
 //! * [`admin`]: `/api/v1/state`, drain and undrain; [`drains`]: their persistence.
+//! * [`metrics`]: Prometheus names and rendering (shared with the resolver).
 //! * [`run`](mod@run): the prober process.
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod check;
 pub mod cluster;
 pub mod drains;
 pub mod gossip;
+pub mod metrics;
 pub mod run;
 pub mod signals;
 pub mod targets;

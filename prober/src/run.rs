@@ -92,6 +92,11 @@ pub async fn run(
         join(&config, Role::Prober, &prober.id, prober.gossip_listen, prober.gossip_advertise, region, &drains).await?;
     let config = Arc::new(ArcSwap::from_pointee(config));
 
+    // Metrics recorded as checks complete; the rest is read at scrape time.
+    let registry = crate::metrics::registry("prober");
+    let check_metrics = CheckMetrics::register(&registry);
+    let reloads = ReloadCounter::register(&registry);
+
     // Checks: transitions go to the gossip (one key write per transition), in order.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let checker = Arc::new(NetChecker::new(HttpChecker::new()?, TcpChecker::new()));
@@ -103,7 +108,11 @@ pub async fn run(
             // The receiver lives as long as the process; a send can only fail at shutdown.
             let _ = tx.send((id, t));
         },
-        |_, _| {},
+        move |id, outcome| {
+            if let Some(m) = &check_metrics {
+                m.record(&id, outcome);
+            }
+        },
         shutdown.clone(),
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -199,8 +208,24 @@ pub async fn run(
         });
     }
     // Admin API.
-    let admin =
-        AdminState { gossip: gossip.clone(), config: config.clone(), folded, drains, drain_lock: Arc::default() };
+    let metrics = {
+        let (gossip, scheduler, folded, me) = (gossip.clone(), scheduler.clone(), folded.clone(), prober.id.clone());
+        Arc::new(move || {
+            let mut f = crate::metrics::Families::default();
+            prober_families(&mut f, &scheduler, &me);
+            f.cluster(&folded.lock().unwrap_or_else(|p| p.into_inner()));
+            f.gossip(&gossip.stats().snapshot());
+            f.render(&registry)
+        })
+    };
+    let admin = AdminState {
+        gossip: gossip.clone(),
+        config: config.clone(),
+        folded,
+        drains,
+        drain_lock: Arc::default(),
+        metrics,
+    };
     tasks.spawn(serve_admin(listeners.admin, admin, shutdown.clone()));
     // Reloads: new targets keep the state of unchanged ones.
     {
@@ -219,13 +244,17 @@ pub async fn run(
                     Ok(new) => {
                         let summary = scheduler.update(targets(&new));
                         tracing::info!(?summary, "reloaded");
+                        reloads.applied();
                         // Withdraw the verdicts on nodes that left the config.
                         for gone in config.load().nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
                             gossip.remove_verdict(gone.id.as_str()).await;
                         }
                         config.store(Arc::new(new));
                     }
-                    Err(e) => tracing::error!(error = %e, "reload refused, keeping the running config"),
+                    Err(e) => {
+                        reloads.refused();
+                        tracing::error!(error = %e, "reload refused, keeping the running config");
+                    }
                 }
             }
         });
@@ -257,4 +286,117 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 fn is_impaired(scheduler: &SchedulerHandle, share: f64, peer_share: f64) -> bool {
     let states: Vec<_> = scheduler.snapshot().into_iter().map(|(id, s)| (id, failing(&s))).collect();
     impaired(&states, share, peer_share)
+}
+
+/// The metrics a prober records as each check completes.
+#[derive(Clone)]
+struct CheckMetrics {
+    checks: prometheus::IntCounterVec,
+    duration: prometheus::Histogram,
+}
+
+impl CheckMetrics {
+    fn register(registry: &prometheus::Registry) -> Option<CheckMetrics> {
+        use crate::metrics::names;
+        let checks = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(names::PROBER_CHECKS_TOTAL, "Checks this prober completed, by node and result"),
+            &["node", "result"],
+        );
+        let duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                names::PROBER_CHECK_DURATION_SECONDS,
+                "Duration of this prober's checks (a timed-out check counts as its timeout)",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        );
+        match (checks, duration) {
+            (Ok(checks), Ok(duration)) => {
+                crate::metrics::register(registry, checks.clone());
+                crate::metrics::register(registry, duration.clone());
+                Some(CheckMetrics { checks, duration })
+            }
+            // Only invalid names or buckets fail, which the tests rule out.
+            (checks, duration) => {
+                tracing::error!(?checks, ?duration, "cannot create the check metrics");
+                None
+            }
+        }
+    }
+
+    fn record(&self, id: &str, outcome: &crate::check::CheckOutcome) {
+        if id.starts_with(crate::targets::CANARY_PREFIX) {
+            return;
+        }
+        let result = if outcome.is_up() { "up" } else { "down" };
+        if let Ok(c) = self.checks.get_metric_with_label_values(&[id, result]) {
+            c.inc();
+        }
+        self.duration.observe(outcome.rtt().as_secs_f64());
+    }
+}
+
+/// Config reloads by result, shared by both programs.
+#[derive(Clone)]
+pub struct ReloadCounter(Option<prometheus::IntCounterVec>);
+
+impl ReloadCounter {
+    /// Creates `geolb_config_reloads_total` in `registry`.
+    pub fn register(registry: &prometheus::Registry) -> ReloadCounter {
+        let opts = prometheus::Opts::new(crate::metrics::names::CONFIG_RELOADS_TOTAL, "Config reloads by result");
+        match prometheus::IntCounterVec::new(opts, &["result"]) {
+            Ok(c) => {
+                // Both series exist from the start, so a rate over them is defined.
+                for result in ["applied", "refused"] {
+                    let _ = c.get_metric_with_label_values(&[result]);
+                }
+                crate::metrics::register(registry, c.clone());
+                ReloadCounter(Some(c))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the reload counter");
+                ReloadCounter(None)
+            }
+        }
+    }
+
+    /// A new config was applied.
+    pub fn applied(&self) {
+        self.inc("applied");
+    }
+
+    /// A new config was refused; the old one stays.
+    pub fn refused(&self) {
+        self.inc("refused");
+    }
+
+    fn inc(&self, result: &str) {
+        if let Some(c) = self.0.as_ref().and_then(|c| c.get_metric_with_label_values(&[result]).ok()) {
+            c.inc();
+        }
+    }
+}
+
+/// The prober's own families read at scrape time: its verdicts and skipped checks.
+fn prober_families(f: &mut crate::metrics::Families, scheduler: &SchedulerHandle, me: &str) {
+    use crate::metrics::names;
+    let mine: Vec<_> =
+        scheduler.snapshot().into_iter().filter(|(id, _)| !id.starts_with(crate::targets::CANARY_PREFIX)).collect();
+    f.gauge(
+        names::PROBER_VERDICT_UP,
+        "This prober's verdict per node: 1 up, 0 down (absent while undecided)",
+        &["prober", "node"],
+        mine.iter().filter_map(|(id, s)| Some((vec![me.to_owned(), id.to_string()], if s.up? { 1.0 } else { 0.0 }))),
+    );
+    f.gauge(
+        names::PROBER_VERDICT_CHANGE_TIMESTAMP_SECONDS,
+        "Unix time of the last change of this prober's verdict per node",
+        &["prober", "node"],
+        mine.iter().map(|(id, s)| (vec![me.to_owned(), id.to_string()], s.since_ms as f64 / 1000.0)),
+    );
+    f.counter(
+        names::PROBER_CHECKS_SKIPPED_TOTAL,
+        "Checks skipped because max_in_flight checks were running",
+        &[],
+        [(Vec::new(), scheduler.stats().skipped_total)],
+    );
 }

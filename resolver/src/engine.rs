@@ -46,15 +46,46 @@ struct Managed {
     statics: Vec<(Box<str>, Box<[u8]>)>,
 }
 
+/// The qtypes lookups are counted by; anything else counts as `other`.
+pub const COUNTED_QTYPES: [&str; 10] = ["ANY", "A", "AAAA", "SOA", "NS", "CNAME", "MX", "TXT", "CAA", "other"];
+
+/// Lookup outcomes as counted: answered, fell through (`false`), malformed call.
+pub const LOOKUP_OUTCOMES: [&str; 3] = ["answered", "fell_through", "error"];
+
 /// Counters the engine keeps; exported as metrics by the caller.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Lookups by [`COUNTED_QTYPES`] index and [`LOOKUP_OUTCOMES`] index (malformed calls, whose
+    /// qtype is unknown, count as `other`).
+    pub lookups: [[AtomicU64; LOOKUP_OUTCOMES.len()]; COUNTED_QTYPES.len()],
     /// GeoIP lookups that failed on a corrupt record.
     pub geoip_errors: AtomicU64,
     /// Answers given by an all-down policy.
     pub all_down_answers: AtomicU64,
     /// Answers from the whole pool whatever its state, because nothing else was left.
     pub last_resort_answers: AtomicU64,
+}
+
+impl Counters {
+    fn count_lookup(&self, qtype: usize, outcome: usize) {
+        if let Some(c) = self.lookups.get(qtype).and_then(|row| row.get(outcome)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The [`COUNTED_QTYPES`] index of `qtype`.
+fn qtype_index(qtype: &QType<'_>) -> usize {
+    let name = match qtype {
+        QType::Any => return 0,
+        QType::A => return 1,
+        QType::Aaaa => return 2,
+        QType::Other(name) => name,
+    };
+    COUNTED_QTYPES[3..COUNTED_QTYPES.len() - 1]
+        .iter()
+        .position(|t| t.eq_ignore_ascii_case(name))
+        .map_or(COUNTED_QTYPES.len() - 1, |i| i + 3)
 }
 
 /// An immutable answering snapshot.
@@ -184,7 +215,12 @@ impl Engine {
     pub fn handle(&self, body: &[u8], out: &mut Vec<u8>) -> Handled {
         out.clear();
         match pdns::parse(body) {
-            Ok(Call::Lookup(lookup)) => self.lookup(&lookup, out),
+            Ok(Call::Lookup(lookup)) => {
+                let handled = self.lookup(&lookup, out);
+                let outcome = if handled == Handled::Answered { 0 } else { 1 };
+                self.counters.count_lookup(qtype_index(&lookup.qtype), outcome);
+                handled
+            }
             Ok(Call::Initialize) => {
                 out.extend_from_slice(reply::TRUE);
                 Handled::Other
@@ -216,6 +252,7 @@ impl Engine {
             }
             Err(e) => {
                 reply::error(out, &e.to_string());
+                self.counters.count_lookup(COUNTED_QTYPES.len() - 1, 2);
                 Handled::BadRequest
             }
         }

@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod geoip;
 pub mod locate;
+pub mod metrics;
 pub mod observer;
 pub mod pdns;
 pub mod select;
@@ -63,7 +64,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let shared = Arc::new(Shared::start(config_path, config).await);
-    let http_state = pdns::http::HttpState { engine: shared.engine.clone(), max_body: shared.max_request_bytes() };
+    let registry = geolb_prober::metrics::registry("resolver");
+    let latency = metrics::latency_histogram(&registry);
+    // The cluster's fold and gossip counters, once the resolver joins as a member.
+    let member_state: Arc<std::sync::OnceLock<metrics::MemberState>> = Arc::default();
+    let render: Arc<dyn Fn() -> String + Send + Sync> = {
+        let (shared, member_state) = (shared.clone(), member_state.clone());
+        Arc::new(move || metrics::render(&registry, &shared, member_state.get()))
+    };
+    let http_state = pdns::http::HttpState {
+        engine: shared.engine.clone(),
+        max_body: shared.max_request_bytes(),
+        latency,
+        metrics: Some(render.clone()),
+    };
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!("listening on http://{addr}/dns");
     }
@@ -87,6 +101,7 @@ pub async fn run(
         .await?;
         let config = Arc::new(arc_swap::ArcSwap::new(config));
         let folded = Arc::new(std::sync::Mutex::new(geolb_prober::cluster::Folded::default()));
+        let _ = member_state.set(metrics::MemberState { gossip: gossip.clone(), folded: folded.clone() });
         tasks.spawn(observer::observe(
             shared.clone(),
             gossip.clone(),
@@ -101,6 +116,7 @@ pub async fn run(
                 folded,
                 drains,
                 drain_lock: Arc::default(),
+                metrics: render.clone(),
             };
             tasks.spawn(geolb_prober::admin::serve_admin(admin, state, shutdown.clone()));
         }

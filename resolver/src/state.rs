@@ -58,6 +58,8 @@ pub struct Shared {
     loaded: Mutex<Loaded>,
     /// Serializes reloads.
     reloading: tokio::sync::Mutex<()>,
+    /// Reloads applied and refused since start.
+    pub reloads: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Shared {
@@ -170,6 +172,7 @@ impl Shared {
             config_path,
             loaded: Mutex::new(loaded),
             reloading: tokio::sync::Mutex::new(()),
+            reloads: Default::default(),
         }
     }
 
@@ -228,6 +231,8 @@ impl Shared {
         let _guard = self.reloading.lock().await;
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || this.build_reload()).await.map_err(|e| e.to_string())?;
+        let counted = usize::from(built.is_err());
+        self.reloads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match built {
             Ok(()) => {
                 tracing::info!(config = %self.config_path.display(), "reloaded");

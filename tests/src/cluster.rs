@@ -403,3 +403,26 @@ pub fn healths(state: &serde_json::Value) -> BTreeMap<String, String> {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v["health"].as_str().unwrap_or("?").to_owned())).collect())
         .unwrap_or_default()
 }
+
+/// `GET /metrics` as text.
+pub async fn metrics(addr: SocketAddr) -> Result<String> {
+    let (status, body) = http(addr, "GET", "/metrics", None).await?;
+    if status != 200 {
+        bail!("metrics: HTTP {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// The value of the sample of `name` carrying every label of `labels` in a Prometheus text
+/// exposition; `None` when there is none.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        let has_all = labels.iter().all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        (metric == name && has_all).then(|| value.parse().ok()).flatten()
+    })
+}

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, ClusterSpec, NodeServer, healths, http, state};
+use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, ClusterSpec, NodeServer, healths, http, metric, metrics, state};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
@@ -359,5 +359,52 @@ async fn a_prober_reloads_its_config_keeping_health_state_and_refuses_a_broken_o
     let status = std::process::Command::new("kill").arg("-HUP").arg(prober.process.id().to_string()).status()?;
     ensure!(status.success(), "kill -HUP failed");
     until_own_verdict(&cluster, "syd-2", Duration::from_secs(10), |v| v.is_some_and(|(up, _)| up)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_programs_export_what_they_do_as_prometheus_metrics() -> Result<()> {
+    let (cluster, _servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let served = answers(&cluster).await?;
+    ensure!(!served.is_empty(), "no answer");
+
+    let value = |text: &str, name: &str, labels: &[(&str, &str)]| {
+        metric(text, name, labels).with_context(|| format!("no {name} {labels:?} in\n{text}"))
+    };
+    // A prober refolds on gossip changes and at least every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let prober = loop {
+        let text = metrics(cluster.probers[0].admin).await?;
+        if metric(&text, "geolb_cluster_node_up", &[("node", "fra-2")]) == Some(1.0) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(value(&prober, "geolb_build_info", &[("component", "prober")])? == 1.0);
+    ensure!(value(&prober, "geolb_prober_checks_total", &[("node", "fra-1"), ("result", "up")])? >= 2.0);
+    ensure!(value(&prober, "geolb_prober_check_duration_seconds_count", &[])? >= 8.0);
+    ensure!(value(&prober, "geolb_prober_verdict_up", &[("prober", "prober-0"), ("node", "syd-2")])? == 1.0);
+    ensure!(value(&prober, "geolb_cluster_node_up", &[("node", "fra-2")])? == 1.0);
+    ensure!(value(&prober, "geolb_cluster_node_decision", &[("node", "fra-2"), ("reason", "quorum_up")])? == 1.0);
+    ensure!(value(&prober, "geolb_cluster_prober_live", &[("prober", "prober-2")])? == 1.0);
+    ensure!(value(&prober, "geolb_cluster_prober_impaired", &[("prober", "prober-1")])? == 0.0);
+    ensure!(value(&prober, "geolb_gossip_bytes_total", &[("direction", "received")])? > 0.0);
+    ensure!(value(&prober, "geolb_gossip_rejected_total", &[("reason", "bad_tag")])? == 0.0);
+    ensure!(value(&prober, "geolb_config_reloads_total", &[("result", "refused")])? == 0.0);
+
+    // The resolver: on its admin API and on the connector PowerDNS talks to.
+    let resolver = &cluster.resolvers[0];
+    let connector = resolver.dns_url.as_deref().context("no connector")?;
+    let connector: std::net::SocketAddr =
+        connector.trim_start_matches("http://").trim_end_matches("/dns").parse().context("connector address")?;
+    for text in [metrics(resolver.admin).await?, metrics(connector).await?] {
+        ensure!(value(&text, "geolb_build_info", &[("component", "resolver")])? == 1.0);
+        ensure!(value(&text, "geolb_resolver_lookups_total", &[("qtype", "ANY"), ("outcome", "answered")])? >= 1.0);
+        ensure!(value(&text, "geolb_resolver_lookup_duration_seconds_count", &[])? >= 1.0);
+        ensure!(value(&text, "geolb_resolver_view_age_seconds", &[])? >= 0.0);
+        ensure!(value(&text, "geolb_cluster_node_up", &[("node", "syd-1")])? == 1.0);
+        ensure!(value(&text, "geolb_gossip_datagrams_total", &[("direction", "sent")])? > 0.0);
+    }
     Ok(())
 }

@@ -26,12 +26,22 @@ use tokio_util::task::TaskTracker;
 use crate::engine::{Engine, Handled};
 
 /// What the HTTP connector needs to answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpState {
     /// The current engine snapshot.
     pub engine: Arc<ArcSwap<Engine>>,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// Time to answer a call (body read to reply built); `None` when metrics are off.
+    pub latency: Option<prometheus::Histogram>,
+    /// Renders the resolver's metrics for `GET /metrics`.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState").field("max_body", &self.max_body).finish_non_exhaustive()
+    }
 }
 
 /// Time a client may take to send a request's headers, and then its body. PowerDNS sends a
@@ -118,6 +128,14 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
         (&Method::GET, "/healthz") => {
             return respond(StatusCode::OK, br#"{"status":"ok"}"#.to_vec(), false);
         }
+        (&Method::GET, "/metrics") if state.metrics.is_some() => {
+            let body = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
+            let mut response = respond(StatusCode::OK, body.into_bytes(), false);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(geolb_prober::metrics::CONTENT_TYPE));
+            return response;
+        }
         _ => {
             return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -156,7 +174,9 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
     };
     let engine = state.engine.load();
     let mut out = Vec::with_capacity(512);
+    let timer = state.latency.as_ref().map(prometheus::Histogram::start_timer);
     let handled = engine.handle(&body, &mut out);
+    drop(timer);
     tracing::trace!(request = %String::from_utf8_lossy(&body), reply = %String::from_utf8_lossy(&out), "remote-backend call");
     let status = match handled {
         Handled::BadRequest => StatusCode::BAD_REQUEST,

@@ -1,0 +1,99 @@
+//! The resolver's metrics: the lookup latency histogram recorded per call, everything else read
+//! at scrape time from the counters and state the resolver keeps anyway. Names are in
+//! [`geolb_prober::metrics::names`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use geolb_prober::cluster::Folded;
+use geolb_prober::gossip::GossipHandle;
+use geolb_prober::gossip::transport::unix_now_ms;
+use geolb_prober::metrics::{Families, names};
+use prometheus::{Histogram, HistogramOpts, Registry};
+
+use crate::engine::{COUNTED_QTYPES, LOOKUP_OUTCOMES};
+use crate::state::Shared;
+
+/// What a resolver that joined the gossip adds to its metrics.
+pub struct MemberState {
+    /// Its gossip (transport counters).
+    pub gossip: Arc<GossipHandle>,
+    /// The fold its observer keeps.
+    pub folded: Arc<std::sync::Mutex<Folded>>,
+}
+
+/// Creates and registers the lookup latency histogram (microseconds to a second).
+pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
+    let opts = HistogramOpts::new(
+        names::RESOLVER_LOOKUP_DURATION_SECONDS,
+        "Time to answer one remote-backend call, body read to reply built",
+    )
+    .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1, 1.0]);
+    match Histogram::with_opts(opts) {
+        Ok(h) => {
+            geolb_prober::metrics::register(registry, h.clone());
+            Some(h)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the lookup latency histogram");
+            None
+        }
+    }
+}
+
+/// Every metric of the resolver, in the Prometheus text format.
+pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>) -> String {
+    let mut f = Families::default();
+    let c = &shared.counters;
+    f.counter(
+        names::RESOLVER_LOOKUPS_TOTAL,
+        "Remote-backend lookups by qtype and outcome (error: a malformed call)",
+        &["qtype", "outcome"],
+        COUNTED_QTYPES.iter().zip(&c.lookups).flat_map(|(qtype, row)| {
+            LOOKUP_OUTCOMES
+                .iter()
+                .zip(row)
+                .map(|(outcome, n)| (vec![(*qtype).to_owned(), (*outcome).to_owned()], n.load(Ordering::Relaxed)))
+        }),
+    );
+    let single = |n: &std::sync::atomic::AtomicU64| [(Vec::new(), n.load(Ordering::Relaxed))];
+    f.counter(
+        names::RESOLVER_ALL_DOWN_ANSWERS_TOTAL,
+        "Answers given by a service's all-down policy",
+        &[],
+        single(&c.all_down_answers),
+    );
+    f.counter(
+        names::RESOLVER_LAST_RESORT_ANSWERS_TOTAL,
+        "Answers from the whole pool because nothing else was left",
+        &[],
+        single(&c.last_resort_answers),
+    );
+    f.counter(
+        names::RESOLVER_GEOIP_ERRORS_TOTAL,
+        "GeoIP lookups that failed on a corrupt record",
+        &[],
+        single(&c.geoip_errors),
+    );
+    f.counter(
+        names::CONFIG_RELOADS_TOTAL,
+        "Config reloads by result",
+        &["result"],
+        ["applied", "refused"]
+            .iter()
+            .zip(&shared.reloads)
+            .map(|(r, n)| (vec![(*r).to_owned()], n.load(Ordering::Relaxed))),
+    );
+    let computed = shared.view().computed_ms;
+    f.gauge(
+        names::RESOLVER_VIEW_AGE_SECONDS,
+        "Seconds since the health view the resolver answers from was computed",
+        &[],
+        (computed > 0).then(|| (Vec::new(), unix_now_ms().saturating_sub(computed) as f64 / 1000.0)),
+    );
+    if let Some(member) = member {
+        f.cluster(&member.folded.lock().unwrap_or_else(|p| p.into_inner()));
+        f.gossip(&member.gossip.stats().snapshot());
+    }
+    f.render(registry)
+}
