@@ -15,7 +15,8 @@ CACHE="${HOME}/.cache/geolb"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils)
+# prometheus: the dashboard test evaluates every panel's query on a real one.
+packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,7 +24,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
-  # Don't let the package start a system pdns on port 53: tests start their own.
+  # Don't let the packages start a system pdns on port 53 or a prometheus on 9090: tests start
+  # their own.
   echo exit 101 | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -96,12 +96,17 @@ pub async fn run(
     let registry = crate::metrics::registry("prober");
     let check_metrics = CheckMetrics::register(&registry);
     let reloads = ReloadCounter::register(&registry);
+    let initial = targets(&config.load());
+    if let Some(m) = &check_metrics {
+        m.track(&initial);
+    }
 
     // Checks: transitions go to the gossip (one key write per transition), in order.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let checker = Arc::new(NetChecker::new(HttpChecker::new()?, TcpChecker::new()));
+    let recorder = check_metrics.clone();
     let (scheduler, scheduler_task) = spawn_scheduler(
-        targets(&config.load()),
+        initial,
         checker,
         prober.max_in_flight,
         move |id, t| {
@@ -109,7 +114,7 @@ pub async fn run(
             let _ = tx.send((id, t));
         },
         move |id, outcome| {
-            if let Some(m) = &check_metrics {
+            if let Some(m) = &recorder {
                 m.record(&id, outcome);
             }
         },
@@ -242,7 +247,11 @@ pub async fn run(
                 }
                 match geolb_config::load(&config_path) {
                     Ok(new) => {
-                        let summary = scheduler.update(targets(&new));
+                        let next = targets(&new);
+                        if let Some(m) = &check_metrics {
+                            m.track(&next);
+                        }
+                        let summary = scheduler.update(next);
                         tracing::info!(?summary, "reloaded");
                         reloads.applied();
                         // Withdraw the verdicts on nodes that left the config.
@@ -319,6 +328,16 @@ impl CheckMetrics {
             (checks, duration) => {
                 tracing::error!(?checks, ?duration, "cannot create the check metrics");
                 None
+            }
+        }
+    }
+
+    /// Creates both result series of every node at 0, so that "failed checks" has data before
+    /// the first failure. (Series of nodes removed by a reload stay until a restart.)
+    fn track(&self, targets: &[crate::check::Target]) {
+        for t in targets.iter().filter(|t| !t.id.starts_with(crate::targets::CANARY_PREFIX)) {
+            for result in ["up", "down"] {
+                let _ = self.checks.get_metric_with_label_values(&[&t.id, result]);
             }
         }
     }

@@ -42,6 +42,9 @@ pub enum Error {
     /// Joining the gossip failed.
     #[error(transparent)]
     Gossip(#[from] geolb_prober::run::Error),
+    /// The gossip task stopped while serving: exit non-zero so the service manager restarts us.
+    #[error("gossip stopped: {0}")]
+    GossipStopped(String),
 }
 
 /// Sockets the resolver serves on, bound by the caller.
@@ -84,6 +87,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pdns::http::serve(listeners.http, http_state, shutdown.clone()));
     tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
+    let gossip_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let member = shared.config().member.clone();
     if let Some(member) = member {
         // Join the gossip as an observer: the view follows the probers' quorum from now on.
@@ -122,12 +126,18 @@ pub async fn run(
         }
         let termination = gossip.termination();
         let shutdown = shutdown.clone();
+        let gossip_failure = gossip_failure.clone();
         tasks.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 res = termination => {
-                    // The gossip task died: stop, so the service manager restarts us.
+                    // The gossip task died: stop with an error, so the service manager restarts us.
                     tracing::error!(result = ?res, "gossip stopped");
+                    let why = match res {
+                        Ok(()) => "ended".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = gossip_failure.set(why);
                     shutdown.cancel();
                 }
             }
@@ -138,5 +148,8 @@ pub async fn run(
         // Any task ending means shutdown (they only end when cancelled).
         shutdown.cancel();
     }
-    Ok(())
+    match gossip_failure.get() {
+        Some(why) => Err(Error::GossipStopped(why.clone())),
+        None => Ok(()),
+    }
 }

@@ -426,3 +426,30 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         (metric == name && has_all).then(|| value.parse().ok()).flatten()
     })
 }
+
+/// The end-to-end tests' cluster: PoPs fra (eu) and syd (apac), two stand-in nodes each,
+/// `probers` probers and two resolvers each behind a PowerDNS; `fra_client` (a CIDR) is
+/// placed at fra and 203.0.113.0/24 at syd.
+pub async fn start_two_pops(
+    probers: usize,
+    blind_prober: Option<usize>,
+    fra_client: &'static str,
+) -> Result<(Cluster, Vec<NodeServer>)> {
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        servers.push(NodeServer::start().await?);
+    }
+    let spec = ClusterSpec {
+        pops: vec![("fra", 50.11, 8.68, "eu"), ("syd", -33.87, 151.21, "apac")],
+        nodes: vec![
+            ("fra-1".into(), "fra", servers[0].addr),
+            ("fra-2".into(), "fra", servers[1].addr),
+            ("syd-1".into(), "syd", servers[2].addr),
+            ("syd-2".into(), "syd", servers[3].addr),
+        ],
+        overrides: vec![(fra_client, "fra"), ("203.0.113.0/24", "syd")],
+        blind_prober,
+    };
+    let cluster = Cluster::start(spec, probers, 2).await?;
+    Ok((cluster, servers))
+}

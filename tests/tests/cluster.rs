@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, ClusterSpec, NodeServer, healths, http, metric, metrics, state};
+use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, NodeServer, healths, http, metric, metrics, start_two_pops, state};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
@@ -17,23 +17,7 @@ async fn start(probers: usize) -> Result<(Cluster, Vec<NodeServer>)> {
 }
 
 async fn start_with(probers: usize, blind_prober: Option<usize>) -> Result<(Cluster, Vec<NodeServer>)> {
-    let mut servers = Vec::new();
-    for _ in 0..4 {
-        servers.push(NodeServer::start().await?);
-    }
-    let spec = ClusterSpec {
-        pops: vec![("fra", 50.11, 8.68, "eu"), ("syd", -33.87, 151.21, "apac")],
-        nodes: vec![
-            ("fra-1".into(), "fra", servers[0].addr),
-            ("fra-2".into(), "fra", servers[1].addr),
-            ("syd-1".into(), "syd", servers[2].addr),
-            ("syd-2".into(), "syd", servers[3].addr),
-        ],
-        overrides: vec![(FRA_CLIENT, "fra"), ("203.0.113.0/24", "syd")],
-        blind_prober,
-    };
-    let cluster = Cluster::start(spec, probers, 2).await?;
-    Ok((cluster, servers))
+    start_two_pops(probers, blind_prober, FRA_CLIENT).await
 }
 
 /// Waits until every resolver sees every node Up.
