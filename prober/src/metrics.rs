@@ -59,6 +59,10 @@ pub mod names {
     pub const RESOLVER_LOOKUPS_TOTAL: &str = "geolb_resolver_lookups_total";
     /// Time to answer one remote-backend call, body read to reply built.
     pub const RESOLVER_LOOKUP_DURATION_SECONDS: &str = "geolb_resolver_lookup_duration_seconds";
+    /// Addresses answered, by `service`, `pop` and `node`.
+    pub const RESOLVER_ANSWERS_TOTAL: &str = "geolb_resolver_answers_total";
+    /// Great-circle distance from the client's location to the answered node's PoP.
+    pub const RESOLVER_ANSWER_DISTANCE_KILOMETERS: &str = "geolb_resolver_answer_distance_kilometers";
     /// Answers given by a service's all-down policy.
     pub const RESOLVER_ALL_DOWN_ANSWERS_TOTAL: &str = "geolb_resolver_all_down_answers_total";
     /// Answers from the whole pool because nothing else was left.
@@ -239,7 +243,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 24] = [
+    const ALL: [&str; 26] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
         names::PROBER_CHECKS_TOTAL,
@@ -264,6 +268,8 @@ mod tests {
         names::RESOLVER_LAST_RESORT_ANSWERS_TOTAL,
         names::RESOLVER_GEOIP_ERRORS_TOTAL,
         names::RESOLVER_VIEW_AGE_SECONDS,
+        names::RESOLVER_ANSWERS_TOTAL,
+        names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
     ];
 
     #[test]

@@ -6,13 +6,14 @@
 //! that does not depend on the client: each managed name's static records as JSON, its quoted
 //! name, its plans per address family.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use geolb_common::geo::UnitVector;
 use geolb_common::nearest::NearIndex;
+use geolb_common::{NodeId, PopId};
 use geolb_config::Config;
 
 use crate::geoip::GeoIp;
@@ -52,8 +53,14 @@ pub const COUNTED_QTYPES: [&str; 10] = ["ANY", "A", "AAAA", "SOA", "NS", "CNAME"
 /// Lookup outcomes as counted: answered, fell through (`false`), malformed call.
 pub const LOOKUP_OUTCOMES: [&str; 3] = ["answered", "fell_through", "error"];
 
+/// What answers are counted by: (service name, PoP, node).
+pub type AnswerKey = (Box<str>, PopId, NodeId);
+
+/// Per node a service may answer: its answer counter and its PoP's location.
+type AnswerTargets = HashMap<NodeId, (Arc<AtomicU64>, UnitVector)>;
+
 /// Counters the engine keeps; exported as metrics by the caller.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     /// Lookups by [`COUNTED_QTYPES`] index and [`LOOKUP_OUTCOMES`] index (malformed calls, whose
     /// qtype is unknown, count as `other`).
@@ -64,6 +71,21 @@ pub struct Counters {
     pub all_down_answers: AtomicU64,
     /// Answers from the whole pool whatever its state, because nothing else was left.
     pub last_resort_answers: AtomicU64,
+    /// Addresses answered per (service, PoP, node); entries are created by [`Engine::build`] for
+    /// the nodes each service can answer, and kept across engine generations.
+    pub answers: std::sync::Mutex<BTreeMap<AnswerKey, Arc<AtomicU64>>>,
+    /// Distance from the client's location to each answered node's PoP, when exported.
+    pub distance_km: std::sync::OnceLock<prometheus::Histogram>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("geoip_errors", &self.geoip_errors)
+            .field("all_down_answers", &self.all_down_answers)
+            .field("last_resort_answers", &self.last_resort_answers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Counters {
@@ -72,6 +94,36 @@ impl Counters {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Per service of `config`, in order: every node it may answer (its nodes and its fallback
+/// pool), with the answer counter registered in `counters` and its PoP's location.
+fn answer_targets(config: &Config, counters: &Counters) -> Vec<AnswerTargets> {
+    let pops: HashMap<&PopId, UnitVector> = config.pops.iter().map(|p| (&p.id, p.location.unit_vector())).collect();
+    let nodes: HashMap<&NodeId, &geolb_config::Node> = config.nodes.iter().map(|n| (&n.id, n)).collect();
+    let mut registry = counters.answers.lock().unwrap_or_else(|p| p.into_inner());
+    config
+        .services
+        .iter()
+        .map(|service| {
+            let fallback: &[NodeId] = match &service.all_down {
+                geolb_config::AllDownPolicy::FallbackPool(list) => list,
+                _ => &[],
+            };
+            service
+                .nodes
+                .iter()
+                .chain(fallback)
+                .filter_map(|id| {
+                    let node = nodes.get(id)?;
+                    let pop = *pops.get(&node.pop)?;
+                    let key = (service.name.as_str().into(), node.pop.clone(), id.clone());
+                    let count = registry.entry(key).or_default().clone();
+                    Some((id.clone(), (count, pop)))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The [`COUNTED_QTYPES`] index of `qtype`.
@@ -100,6 +152,9 @@ pub struct Engine {
     /// Per zone origin: the configured metadata, all kinds rendered as one reply, and by kind.
     metadata: HashMap<Box<str>, ZoneMetadata>,
     counters: Arc<Counters>,
+    /// Per service (plan index): each node it can answer, with its answer counter and its PoP's
+    /// location (for the distance histogram).
+    answer_targets: Vec<AnswerTargets>,
 }
 
 /// Which selector serves a client: the one of the region of its nearest PoP.
@@ -198,7 +253,17 @@ impl Engine {
         }
         let metadata =
             config.zones.iter().map(|z| (z.origin.as_str().into(), ZoneMetadata::new(&z.metadata))).collect();
-        Engine { locator: Locator::new(config, geoip), selector, regions, zones, managed, metadata, counters }
+        let answer_targets = answer_targets(config, &counters);
+        Engine {
+            locator: Locator::new(config, geoip),
+            selector,
+            regions,
+            zones,
+            managed,
+            metadata,
+            counters,
+            answer_targets,
+        }
     }
 
     /// The zones this snapshot answers from.
@@ -293,6 +358,7 @@ impl Engine {
                         self.counters.all_down_answers.fetch_add(1, Ordering::Relaxed);
                     }
                     write_picked(&picked, plan, qtype, placed, &managed.qname_json, &mut w);
+                    self.count_answers(managed.plan_index, &picked, &placed.vector);
                 }
             }
         }
@@ -312,12 +378,27 @@ impl Engine {
                     let mut picked = Picked::new(usize::from(plan.answers));
                     plan.last_resort(family, &placed.vector, placed.key, &mut picked);
                     write_picked(&picked, plan, qtype, placed, &managed.qname_json, &mut w);
+                    self.count_answers(managed.plan_index, &picked, &placed.vector);
                 }
             }
         }
         let answered = w.count() > 0;
         w.finish();
         if answered { Handled::Answered } else { Handled::FellThrough }
+    }
+
+    /// Counts the answered nodes of service `plan_index` and their distance from `client`.
+    fn count_answers(&self, plan_index: usize, picked: &Picked<'_>, client: &UnitVector) {
+        let Some(targets) = self.answer_targets.get(plan_index) else { return };
+        let distance = self.counters.distance_km.get();
+        for c in picked.iter() {
+            if let Some((count, pop)) = targets.get(&c.node) {
+                count.fetch_add(1, Ordering::Relaxed);
+                if let Some(h) = distance {
+                    h.observe(UnitVector::dot_to_km(client.dot(pop)));
+                }
+            }
+        }
     }
 
     /// Where the client of a lookup is, its rendezvous key and the answer's ECS scope.

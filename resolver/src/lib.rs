@@ -69,6 +69,7 @@ pub async fn run(
     let shared = Arc::new(Shared::start(config_path, config).await);
     let registry = geolb_prober::metrics::registry("resolver");
     let latency = metrics::latency_histogram(&registry);
+    metrics::distance_histogram(&registry, &shared.counters);
     // The cluster's fold and gossip counters, once the resolver joins as a member.
     let member_state: Arc<std::sync::OnceLock<metrics::MemberState>> = Arc::default();
     let render: Arc<dyn Fn() -> String + Send + Sync> = {

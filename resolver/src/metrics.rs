@@ -41,6 +41,22 @@ pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
     }
 }
 
+/// Creates and registers the client-to-answer distance histogram, and hands it to the engines.
+pub fn distance_histogram(registry: &Registry, counters: &crate::engine::Counters) {
+    let opts = HistogramOpts::new(
+        names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
+        "Great-circle distance from the client's location to the answered node's PoP",
+    )
+    .buckets(vec![50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20100.0]);
+    match Histogram::with_opts(opts) {
+        Ok(h) => {
+            geolb_prober::metrics::register(registry, h.clone());
+            let _ = counters.distance_km.set(h);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot create the answer distance histogram"),
+    }
+}
+
 /// Every metric of the resolver, in the Prometheus text format.
 pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>) -> String {
     let mut f = Families::default();
@@ -55,6 +71,21 @@ pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>
                 .zip(row)
                 .map(|(outcome, n)| (vec![(*qtype).to_owned(), (*outcome).to_owned()], n.load(Ordering::Relaxed)))
         }),
+    );
+    let answers: Vec<(Vec<String>, u64)> = c
+        .answers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|((service, pop, node), n)| {
+            (vec![service.to_string(), pop.to_string(), node.to_string()], n.load(Ordering::Relaxed))
+        })
+        .collect();
+    f.counter(
+        names::RESOLVER_ANSWERS_TOTAL,
+        "Addresses answered, by service, PoP and node",
+        &["service", "pop", "node"],
+        answers,
     );
     let single = |n: &std::sync::atomic::AtomicU64| [(Vec::new(), n.load(Ordering::Relaxed))];
     f.counter(

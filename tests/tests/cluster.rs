@@ -386,6 +386,14 @@ async fn both_programs_export_what_they_do_as_prometheus_metrics() -> Result<()>
         ensure!(value(&text, "geolb_build_info", &[("component", "resolver")])? == 1.0);
         ensure!(value(&text, "geolb_resolver_lookups_total", &[("qtype", "ANY"), ("outcome", "answered")])? >= 1.0);
         ensure!(value(&text, "geolb_resolver_lookup_duration_seconds_count", &[])? >= 1.0);
+        // The fra client was answered from fra: counted per node, at a distance under 1000 km.
+        let mut fra = 0.0;
+        for node in ["fra-1", "fra-2"] {
+            fra += value(&text, "geolb_resolver_answers_total", &[("pop", "fra"), ("node", node)])?;
+        }
+        ensure!(fra >= 1.0, "no fra answer counted:\n{text}");
+        let near = value(&text, "geolb_resolver_answer_distance_kilometers_bucket", &[("le", "1000")])?;
+        ensure!(near >= 1.0 && near == value(&text, "geolb_resolver_answer_distance_kilometers_count", &[])?);
         ensure!(value(&text, "geolb_resolver_view_age_seconds", &[])? >= 0.0);
         ensure!(value(&text, "geolb_cluster_node_up", &[("node", "syd-1")])? == 1.0);
         ensure!(value(&text, "geolb_gossip_datagrams_total", &[("direction", "sent")])? > 0.0);
