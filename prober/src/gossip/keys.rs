@@ -197,7 +197,8 @@ pub struct MemberView {
     pub role: Option<Role>,
     /// Its region; `None` until its keys arrive.
     pub region: Option<String>,
-    /// Whether it abstains: `imp` is anything but `"0"` (missing included).
+    /// Whether it abstains: a prober whose `imp` is anything but `"0"` (missing included);
+    /// never an observer.
     pub impaired: bool,
     /// Its chitchat heartbeat: a counter the member raises every gossip round, carried in every
     /// digest (so it costs no key version, and no delta). 0 = never heard.
@@ -260,6 +261,7 @@ impl ClusterView {
 /// Reads one member's keys.
 pub fn member_view(state: &NodeState, live: bool) -> MemberView {
     let id = state.chitchat_id();
+    let role = state.get(ROLE_KEY).and_then(Role::parse);
     let verdicts = state
         .iter_prefix(VERDICT_PREFIX)
         .filter_map(|(key, value)| Some((key.strip_prefix(VERDICT_PREFIX)?.to_owned(), value.value.clone())))
@@ -269,9 +271,10 @@ pub fn member_view(state: &NodeState, live: bool) -> MemberView {
         generation: id.generation_id,
         gossip_addr: id.gossip_advertise_addr,
         live,
-        role: state.get(ROLE_KEY).and_then(Role::parse),
+        role,
         region: state.get(REGION_KEY).map(str::to_owned),
-        impaired: state.get(IMPAIRED_KEY) != Some("0"),
+        // Observers check nothing and never publish `imp`: they are not impaired, they do not vote.
+        impaired: role != Some(Role::Observer) && state.get(IMPAIRED_KEY) != Some("0"),
         heartbeat: u64::from(state.heartbeat()),
         verdicts,
     }
@@ -381,6 +384,8 @@ mod tests {
         let m = member_view(&state("p1", 1, 1, &[("role", "wizard"), ("imp", "maybe")]), false);
         assert_eq!((m.role, m.region.clone(), m.impaired, m.live), (None, None, true, false));
         assert!(member_view(&state("p1", 1, 1, &[]), true).impaired);
+        assert!(member_view(&state("p1", 1, 1, &[("role", "prober")]), true).impaired);
+        assert!(!member_view(&state("r1", 1, 1, &[("role", "observer")]), true).impaired, "observers never abstain");
     }
 
     #[test]
