@@ -5,7 +5,7 @@
 //! Names follow `geolb_<component>_<what>_<unit>`, counters end in `_total`. Label sets are
 //! bounded by the config: node and prober ids, qtypes from a fixed list, reasons from enums.
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
@@ -106,18 +106,7 @@ impl Families {
     where
         I: IntoIterator<Item = (Vec<String>, u64)>,
     {
-        match IntCounterVec::new(Opts::new(name, help), labels) {
-            Ok(vec) => {
-                for (values, n) in rows {
-                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
-                    if let Ok(c) = vec.get_metric_with_label_values(&values) {
-                        c.inc_by(n);
-                    }
-                }
-                self.0.extend(vec.collect());
-            }
-            Err(e) => tracing::warn!(metric = name, error = %e, "cannot build a metric"),
-        }
+        self.add(name, IntCounterVec::new(Opts::new(name, help), labels), rows, |c, n| c.inc_by(n));
     }
 
     /// A gauge family; `rows` are (label values, value).
@@ -125,12 +114,20 @@ impl Families {
     where
         I: IntoIterator<Item = (Vec<String>, f64)>,
     {
-        match GaugeVec::new(Opts::new(name, help), labels) {
+        self.add(name, GaugeVec::new(Opts::new(name, help), labels), rows, |g, v| g.set(v));
+    }
+
+    fn add<B, V, I>(&mut self, name: &str, vec: prometheus::Result<MetricVec<B>>, rows: I, set: impl Fn(&B::M, V))
+    where
+        B: MetricVecBuilder,
+        I: IntoIterator<Item = (Vec<String>, V)>,
+    {
+        match vec {
             Ok(vec) => {
                 for (values, v) in rows {
                     let values: Vec<&str> = values.iter().map(String::as_str).collect();
-                    if let Ok(g) = vec.get_metric_with_label_values(&values) {
-                        g.set(v);
+                    if let Ok(metric) = vec.get_metric_with_label_values(&values) {
+                        set(&metric, v);
                     }
                 }
                 self.0.extend(vec.collect());
