@@ -96,6 +96,22 @@ pub fn register<C: Collector + 'static>(registry: &Registry, collector: C) {
     }
 }
 
+/// Config reloads applied and refused since start; both programs count theirs here and export
+/// them with [`Families::reloads`].
+#[derive(Debug, Default)]
+pub struct Reloads {
+    applied: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Reloads {
+    /// Counts one reload: `applied` when the new config took effect, else refused.
+    pub fn record(&self, applied: bool) {
+        let counter = if applied { &self.applied } else { &self.refused };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Metric families built at scrape time from values the program already holds.
 #[derive(Default)]
 pub struct Families(Vec<MetricFamily>);
@@ -216,6 +232,20 @@ impl Families {
             "Gossip datagrams dropped, by reason",
             &["reason"],
             crate::gossip::frame::Reject::ALL.iter().map(|r| (vec![r.as_str().to_owned()], c.rejected(*r))),
+        );
+    }
+
+    /// Config reloads by result.
+    pub fn reloads(&mut self, reloads: &Reloads) {
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        self.counter(
+            names::CONFIG_RELOADS_TOTAL,
+            "Config reloads by result",
+            &["result"],
+            [
+                (vec!["applied".to_owned()], load(&reloads.applied)),
+                (vec!["refused".to_owned()], load(&reloads.refused)),
+            ],
         );
     }
 

@@ -95,7 +95,7 @@ pub async fn run(
     // Metrics recorded as checks complete; the rest is read at scrape time.
     let registry = crate::metrics::registry("prober");
     let check_metrics = CheckMetrics::register(&registry);
-    let reloads = ReloadCounter::register(&registry);
+    let reloads = Arc::new(crate::metrics::Reloads::default());
     let initial = targets(&config.load());
     if let Some(m) = &check_metrics {
         m.track(&initial);
@@ -215,9 +215,11 @@ pub async fn run(
     // Admin API.
     let metrics = {
         let (gossip, scheduler, folded, me) = (gossip.clone(), scheduler.clone(), folded.clone(), prober.id.clone());
+        let reloads = reloads.clone();
         Arc::new(move || {
             let mut f = crate::metrics::Families::default();
             prober_families(&mut f, &scheduler, &me);
+            f.reloads(&reloads);
             f.cluster(&folded.lock().unwrap_or_else(|p| p.into_inner()));
             f.gossip(&gossip.stats().snapshot());
             f.render(&registry)
@@ -253,7 +255,7 @@ pub async fn run(
                         }
                         let summary = scheduler.update(next);
                         tracing::info!(?summary, "reloaded");
-                        reloads.applied();
+                        reloads.record(true);
                         // Withdraw the verdicts on nodes that left the config.
                         for gone in config.load().nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
                             gossip.remove_verdict(gone.id.as_str()).await;
@@ -261,7 +263,7 @@ pub async fn run(
                         config.store(Arc::new(new));
                     }
                     Err(e) => {
-                        reloads.refused();
+                        reloads.record(false);
                         tracing::error!(error = %e, "reload refused, keeping the running config");
                     }
                 }
@@ -351,47 +353,6 @@ impl CheckMetrics {
             c.inc();
         }
         self.duration.observe(outcome.rtt().as_secs_f64());
-    }
-}
-
-/// Config reloads by result, shared by both programs.
-#[derive(Clone)]
-pub struct ReloadCounter(Option<prometheus::IntCounterVec>);
-
-impl ReloadCounter {
-    /// Creates `geolb_config_reloads_total` in `registry`.
-    pub fn register(registry: &prometheus::Registry) -> ReloadCounter {
-        let opts = prometheus::Opts::new(crate::metrics::names::CONFIG_RELOADS_TOTAL, "Config reloads by result");
-        match prometheus::IntCounterVec::new(opts, &["result"]) {
-            Ok(c) => {
-                // Both series exist from the start, so a rate over them is defined.
-                for result in ["applied", "refused"] {
-                    let _ = c.get_metric_with_label_values(&[result]);
-                }
-                crate::metrics::register(registry, c.clone());
-                ReloadCounter(Some(c))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create the reload counter");
-                ReloadCounter(None)
-            }
-        }
-    }
-
-    /// A new config was applied.
-    pub fn applied(&self) {
-        self.inc("applied");
-    }
-
-    /// A new config was refused; the old one stays.
-    pub fn refused(&self) {
-        self.inc("refused");
-    }
-
-    fn inc(&self, result: &str) {
-        if let Some(c) = self.0.as_ref().and_then(|c| c.get_metric_with_label_values(&[result]).ok()) {
-            c.inc();
-        }
     }
 }
 

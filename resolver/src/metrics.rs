@@ -106,15 +106,7 @@ pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>
         &[],
         single(&c.geoip_errors),
     );
-    f.counter(
-        names::CONFIG_RELOADS_TOTAL,
-        "Config reloads by result",
-        &["result"],
-        ["applied", "refused"]
-            .iter()
-            .zip(&shared.reloads)
-            .map(|(r, n)| (vec![(*r).to_owned()], n.load(Ordering::Relaxed))),
-    );
+    f.reloads(&shared.reloads);
     let computed = shared.view().computed_ms;
     f.gauge(
         names::RESOLVER_VIEW_AGE_SECONDS,

@@ -59,7 +59,7 @@ pub struct Shared {
     /// Serializes reloads.
     reloading: tokio::sync::Mutex<()>,
     /// Reloads applied and refused since start.
-    pub reloads: [std::sync::atomic::AtomicU64; 2],
+    pub reloads: geolb_prober::metrics::Reloads,
 }
 
 impl std::fmt::Debug for Shared {
@@ -231,8 +231,7 @@ impl Shared {
         let _guard = self.reloading.lock().await;
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || this.build_reload()).await.map_err(|e| e.to_string())?;
-        let counted = usize::from(built.is_err());
-        self.reloads[counted].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reloads.record(built.is_ok());
         match built {
             Ok(()) => {
                 tracing::info!(config = %self.config_path.display(), "reloaded");
