@@ -28,7 +28,12 @@ pub struct NodeServer {
 impl NodeServer {
     /// Starts one on a fresh loopback address, port 0.
     pub async fn start() -> Result<NodeServer> {
-        let listener = TcpListener::bind((unique_loopback(), 0)).await?;
+        NodeServer::start_at(SocketAddr::from((unique_loopback(), 0))).await
+    }
+
+    /// Starts one listening on `addr` (port 0 picks one).
+    pub async fn start_at(addr: SocketAddr) -> Result<NodeServer> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         let healthy = Arc::new(AtomicBool::new(true));
         Ok(NodeServer { addr, task: Some(tokio::spawn(serve(listener, healthy.clone()))), healthy })
@@ -369,12 +374,25 @@ impl Cluster {
     }
 }
 
-/// A minimal HTTP/1.1 call: (status, body).
+/// A minimal HTTP/1.1 call without a body: (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    http_with_body(addr, method, path, token, "").await
+}
+
+/// A minimal HTTP/1.1 call sending `body`: (status, body).
+pub async fn http_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await?;
     let mut resp = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp)).await??;

@@ -44,5 +44,7 @@ mod pdns;
 mod process;
 
 pub use dns::{DnsResponse, QueryOptions, Rr, query, query_with};
-pub use pdns::{Launch, PDNS_PORT, PDNS_STARTUP_TIMEOUT, Pdns, PdnsOptions};
-pub use process::{KillOnDrop, TestDir, dbip_dir, socket_addr_in, unique_loopback, workspace_bin, workspace_root};
+pub use pdns::{Launch, PDNS_PORT, PDNS_STARTUP_TIMEOUT, Pdns, PdnsOptions, pdns_installed};
+pub use process::{
+    KillOnDrop, TestDir, dbip_dir, quiet_logs, socket_addr_in, unique_loopback, workspace_bin, workspace_root,
+};

@@ -42,6 +42,11 @@ fn pdns_tool(name: &str) -> Result<PathBuf> {
         })
 }
 
+/// Whether `pdns_server` is installed (on `PATH` or in the usual `sbin` directories).
+pub fn pdns_installed() -> bool {
+    pdns_tool("pdns_server").is_ok()
+}
+
 /// Which backends PowerDNS launches, in the order it asks them (`launch=`).
 ///
 /// The remote backend is geolb (see [`PdnsOptions::remote_connection_string`]); bind and lmdb

@@ -120,6 +120,15 @@ impl Drop for TestDir {
     }
 }
 
+/// Set by [`quiet_logs`].
+static QUIET_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on a dropped [`KillOnDrop`] prints its log only while panicking, as with
+/// `GEOLB_QUIET_LOGS=1` (for programs such as the demo, whose children's logs stay in files).
+pub fn quiet_logs() {
+    QUIET_LOGS.store(true, Ordering::Relaxed);
+}
+
 /// True when the environment variable is set to something other than empty, `0` or `false`.
 fn env_flag(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
@@ -328,7 +337,8 @@ impl Drop for KillOnDrop {
             Ok(status) => status.to_string(),
             Err(e) => format!("{e:#}"),
         };
-        if self.print_log && (std::thread::panicking() || !env_flag("GEOLB_QUIET_LOGS")) {
+        let quiet = QUIET_LOGS.load(Ordering::Relaxed) || env_flag("GEOLB_QUIET_LOGS");
+        if self.print_log && (std::thread::panicking() || !quiet) {
             let log = self.log();
             let start = log.len().saturating_sub(LOG_PRINT_LIMIT);
             let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(0);
