@@ -335,11 +335,26 @@ impl CheckMetrics {
     }
 
     /// Creates both result series of every node at 0, so that "failed checks" has data before
-    /// the first failure. (Series of nodes removed by a reload stay until a restart.)
+    /// the first failure, and drops the series of nodes that are no longer checked (a reload
+    /// removed them).
     fn track(&self, targets: &[crate::check::Target]) {
-        for t in targets.iter().filter(|t| !t.id.starts_with(crate::targets::CANARY_PREFIX)) {
+        let checked: std::collections::HashSet<&str> =
+            targets.iter().map(|t| &*t.id).filter(|id| !id.starts_with(crate::targets::CANARY_PREFIX)).collect();
+        let gone: std::collections::BTreeSet<String> = prometheus::core::Collector::collect(&self.checks)
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .filter(|label| label.name() == "node" && !checked.contains(label.value()))
+            .map(|label| label.value().to_owned())
+            .collect();
+        for node in &gone {
             for result in ["up", "down"] {
-                let _ = self.checks.get_metric_with_label_values(&[&t.id, result]);
+                let _ = self.checks.remove_label_values(&[node, result]);
+            }
+        }
+        for id in checked {
+            for result in ["up", "down"] {
+                let _ = self.checks.get_metric_with_label_values(&[id, result]);
             }
         }
     }
@@ -379,4 +394,40 @@ fn prober_families(f: &mut crate::metrics::Families, scheduler: &SchedulerHandle
         &[],
         [(Vec::new(), scheduler.stats().skipped_total)],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node labels of `geolb_prober_checks_total`'s series.
+    fn series(registry: &prometheus::Registry) -> Vec<String> {
+        let mut nodes: Vec<String> = registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == crate::metrics::names::PROBER_CHECKS_TOTAL)
+            .flat_map(|f| f.get_metric())
+            .flat_map(|m| m.get_label())
+            .filter(|l| l.name() == "node")
+            .map(|l| l.value().to_owned())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    #[test]
+    fn check_series_follow_the_checked_nodes_across_reloads() {
+        let registry = prometheus::Registry::new();
+        let metrics = CheckMetrics::register(&registry).unwrap();
+        let all = crate::targets::targets(&geolb_config::Config::for_test());
+        assert!(all.len() >= 2, "the test config needs two nodes");
+        metrics.track(&all);
+        let mut want: Vec<String> = all.iter().flat_map(|t| [t.id.to_string(), t.id.to_string()]).collect();
+        want.sort();
+        assert_eq!(series(&registry), want, "both results of every node, before any check");
+
+        // A reload that removes every node but the first drops the others' series.
+        metrics.track(&all[..1]);
+        assert_eq!(series(&registry), vec![all[0].id.to_string(); 2]);
+    }
 }
