@@ -49,6 +49,10 @@ pub struct Config {
 pub struct ResolverConfig {
     /// Address of the HTTP remote-backend endpoint (`POST /dns`).
     pub listen: SocketAddr,
+    /// Path of the unix-socket remote-backend endpoint (one JSON object per line), if any.
+    pub socket: Option<PathBuf>,
+    /// Permissions the socket file gets.
+    pub socket_mode: u32,
     /// Largest request body accepted from PowerDNS; larger ones are refused.
     pub max_request_bytes: usize,
 }

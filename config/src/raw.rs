@@ -19,6 +19,9 @@ use crate::model::*;
 /// Default bound on a PowerDNS request body. A lookup is ~200 bytes; 64 KiB leaves room for
 /// every other call PowerDNS makes while refusing anything absurd.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Default permissions of the unix socket: owner and group read and write (PowerDNS's user
+/// joins the resolver's group, or the other way round).
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Default answer TTL, seconds.
 pub const DEFAULT_TTL: u32 = 30;
 /// Default tie band: PoPs in one metro area (within 50 km of the nearest) share the traffic.
@@ -32,6 +35,9 @@ pub const MAX_TTL: u32 = 86_400;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5380))
+}
+fn default_socket_mode() -> u32 {
+    DEFAULT_SOCKET_MODE
 }
 fn default_max_request_bytes() -> usize {
     DEFAULT_MAX_REQUEST_BYTES
@@ -60,13 +66,21 @@ fn default_types() -> Vec<RawType> {
 struct RawResolver {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
+    socket: Option<PathBuf>,
+    #[serde(default = "default_socket_mode")]
+    socket_mode: u32,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: usize,
 }
 
 impl Default for RawResolver {
     fn default() -> Self {
-        Self { listen: default_listen(), max_request_bytes: default_max_request_bytes() }
+        Self {
+            listen: default_listen(),
+            socket: None,
+            socket_mode: default_socket_mode(),
+            max_request_bytes: default_max_request_bytes(),
+        }
     }
 }
 
@@ -392,6 +406,16 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         );
     }
 
+    if raw.resolver.socket_mode > 0o777 {
+        problems.at(
+            &top.key("resolver").key("socket_mode"),
+            format!(
+                "socket_mode {:#o} is not a permission mode (write it in octal, e.g. 0o660)",
+                raw.resolver.socket_mode
+            ),
+        );
+    }
+
     // Files are only named here; the resolver opens them (and `--check-config` does too).
     let geoip: Vec<PathBuf> = raw.geoip.databases.iter().map(|p| resolve(p)).collect();
     if geoip.is_empty() {
@@ -690,7 +714,12 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         prober,
         member,
         admin,
-        resolver: ResolverConfig { listen: raw.resolver.listen, max_request_bytes: raw.resolver.max_request_bytes },
+        resolver: ResolverConfig {
+            listen: raw.resolver.listen,
+            socket: raw.resolver.socket.as_deref().map(resolve),
+            socket_mode: raw.resolver.socket_mode,
+            max_request_bytes: raw.resolver.max_request_bytes,
+        },
         geoip,
         zones,
         default_location,

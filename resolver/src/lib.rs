@@ -1,8 +1,9 @@
 //! geolb-resolver: answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
 //!
 //! # Layout
-//! * [`pdns`]: the remote-backend protocol ([`pdns::parse`], [`pdns::reply`]) and its HTTP
-//!   connector ([`pdns::http`]).
+//! * [`pdns`]: the remote-backend protocol ([`pdns::parse`], [`pdns::reply`],
+//!   [`pdns::Backend`]) and its connectors: HTTP ([`pdns::http`]) and unix socket
+//!   ([`pdns::unix`]).
 //! * [`engine`]: one immutable snapshot of everything a lookup needs, and the lookup itself.
 //! * [`select`]: pure selection (nearest PoP with a usable node, tie band, weighted stable pick).
 //! * [`locate`]: client location (overrides, GeoIP, default). [`geoip`]: the GeoIP databases.
@@ -52,6 +53,8 @@ pub enum Error {
 pub struct Listeners {
     /// The HTTP remote-backend connector.
     pub http: TcpListener,
+    /// The unix-socket remote-backend connector, when configured ([`pdns::unix::bind`]).
+    pub unix: Option<pdns::unix::Bound>,
     /// The admin API (only with `[member]`: it shows and changes the cluster's state).
     pub admin: Option<TcpListener>,
 }
@@ -76,10 +79,10 @@ pub async fn run(
         let (shared, member_state) = (shared.clone(), member_state.clone());
         Arc::new(move || metrics::render(&registry, &shared, member_state.get()))
     };
+    let backend = pdns::Backend { engine: shared.engine.clone(), latency };
     let http_state = pdns::http::HttpState {
-        engine: shared.engine.clone(),
+        backend: backend.clone(),
         max_body: shared.max_request_bytes(),
-        latency,
         metrics: Some(render.clone()),
     };
     if let Ok(addr) = listeners.http.local_addr() {
@@ -87,6 +90,10 @@ pub async fn run(
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(pdns::http::serve(listeners.http, http_state, shutdown.clone()));
+    if let Some(unix) = listeners.unix {
+        tracing::info!("listening on unix:{}", unix.path().display());
+        tasks.spawn(pdns::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
+    }
     tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
     let gossip_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let member = shared.config().member.clone();

@@ -19,6 +19,9 @@ struct Cli {
     /// the chosen address is logged as `listening on http://ADDR/dns`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Path of the unix-socket connector, overriding `[resolver] socket`.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -114,9 +117,14 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let unix = match cli.socket.as_ref().or(config.resolver.socket.as_ref()) {
+            Some(path) => Some(geolb_resolver::pdns::unix::bind(path, config.resolver.socket_mode)?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(geolb_prober::signals::cancel_on_signal(shutdown.clone()));
-        geolb_resolver::run(cli.common.config, config, geolb_resolver::Listeners { http, admin }, shutdown).await?;
+        let listeners = geolb_resolver::Listeners { http, unix, admin };
+        geolb_resolver::run(cli.common.config, config, listeners, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -11,12 +11,27 @@ use anyhow::{Context, Result, ensure};
 
 use crate::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, workspace_bin, workspace_root};
 
+/// Which remote-backend connector PowerDNS uses to ask geolb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connector {
+    /// `unix:path=…`: the active line of `config/examples/pdns.conf`.
+    Unix,
+    /// `http:url=…`: the commented alternative line of `config/examples/pdns.conf`.
+    Http,
+}
+
+/// The socket path and HTTP URL the example `pdns.conf` names.
+const EXAMPLE_SOCKET: &str = "/run/geolb/pdns.sock";
+const EXAMPLE_URL: &str = "http://127.0.0.1:5380/dns";
+
 /// A running `geolb-resolver` on the world example, and the config it runs.
 pub struct Resolver {
     /// The `geolb-resolver` process.
     pub process: KillOnDrop,
     /// Its HTTP connector URL.
     pub url: String,
+    /// Its unix-socket connector.
+    pub socket: std::path::PathBuf,
     /// The config it runs.
     pub config: geolb_config::Config,
     _dir: TestDir,
@@ -49,37 +64,52 @@ pub async fn start_resolver(zone_extra: &str) -> Result<Resolver> {
     let config_path = world_config(&dir, zone_extra)?;
     let config = geolb_config::load(&config_path)?;
     let bin = workspace_bin("geolb-resolver")?;
+    let socket = dir.join("pdns.sock");
     let process = KillOnDrop::spawn(
         "geolb-resolver",
-        Command::new(bin).arg("--config").arg(&config_path).args(["--listen", "127.0.0.1:0"]),
+        Command::new(bin).arg("--config").arg(&config_path).args(["--listen", "127.0.0.1:0", "--socket"]).arg(&socket),
         dir.path(),
     )?;
     let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
-    Ok(Resolver { process, url: format!("http://{addr}/dns"), config, _dir: dir })
+    process.wait_for_log_line("listening on unix:", Duration::from_secs(10)).await?;
+    Ok(Resolver { process, url: format!("http://{addr}/dns"), socket, config, _dir: dir })
 }
 
 /// Starts PowerDNS with the settings of `config/examples/pdns.conf` (so the example is proven to
-/// work), pointed at this test's resolver and zone, on a loopback address of its own.
-pub async fn start_pdns(resolver: &Resolver, launch: Launch, dnssec: bool) -> Result<Pdns> {
+/// work), pointed at this test's resolver and zone over `connector`, on a loopback address of
+/// its own.
+pub async fn start_pdns(resolver: &Resolver, launch: Launch, dnssec: bool, connector: Connector) -> Result<Pdns> {
     let zone = workspace_root().join("config/examples/example.net.zone");
     let example = std::fs::read_to_string(workspace_root().join("config/examples/pdns.conf"))?;
     let mut options = PdnsOptions::new(launch).zone("example.net.", zone).dnssec(dnssec);
-    let mut saw_remote = false;
-    for line in example.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    let mut remote = None;
+    for line in example.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // The HTTP alternative is the one commented-out connection string.
+        let (line, commented) = match line.strip_prefix('#') {
+            Some(rest) if rest.trim_start().starts_with("remote-connection-string=") => (rest.trim_start(), true),
+            Some(_) => continue,
+            None => (line, false),
+        };
         let (key, value) = line.split_once('=').context("pdns.conf line without =")?;
         match key {
             // The harness writes its own backend list and zone storage.
             "launch" | "bind-config" => {}
-            "remote-connection-string" => {
-                ensure!(value.contains("http://127.0.0.1:5380/dns"), "example connection string changed: {value}");
-                options = options.remote(value.replace("http://127.0.0.1:5380/dns", &resolver.url));
-                saw_remote = true;
-            }
+            "remote-connection-string" => match (connector, commented) {
+                (Connector::Unix, false) => {
+                    ensure!(value.contains(EXAMPLE_SOCKET), "example connection string changed: {value}");
+                    remote = Some(value.replace(EXAMPLE_SOCKET, &resolver.socket.display().to_string()));
+                }
+                (Connector::Http, true) => {
+                    ensure!(value.contains(EXAMPLE_URL), "example HTTP connection string changed: {value}");
+                    remote = Some(value.replace(EXAMPLE_URL, &resolver.url));
+                }
+                _ => {}
+            },
             _ => options = options.setting(key, value),
         }
     }
-    ensure!(saw_remote, "config/examples/pdns.conf has no remote-connection-string");
-    Pdns::start(options).await
+    let remote = remote.with_context(|| format!("config/examples/pdns.conf has no {connector:?} connection string"))?;
+    Pdns::start(options.remote(remote)).await
 }
 
 /// Every address (v4 and v6) of the nodes of `pop`.

@@ -4,7 +4,7 @@
 //! geolb's `[[zones]]` config fixes it.
 
 use anyhow::{Result, ensure};
-use geolb_tests::stack::{addresses_of, start_pdns, start_resolver};
+use geolb_tests::stack::{Connector, addresses_of, start_pdns, start_resolver};
 use geolb_tests::{Launch, Pdns, QueryOptions, query_with};
 
 const NSEC3PARAM: &str = "1 0 0 -";
@@ -25,7 +25,7 @@ async fn denial_types(pdns: &Pdns) -> Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_metadata_mirrored_in_geolb_keeps_nsec3() -> Result<()> {
     let resolver = start_resolver(&format!("metadata = {{ NSEC3PARAM = [\"{NSEC3PARAM}\"] }}")).await?;
-    let mut pdns = start_pdns(&resolver, Launch::RemoteLmdb, true).await?;
+    let mut pdns = start_pdns(&resolver, Launch::RemoteLmdb, true, Connector::Unix).await?;
     use_nsec3(&mut pdns).await?;
     let types = denial_types(&pdns).await?;
     ensure!(types.iter().any(|t| t == "NSEC3") && !types.iter().any(|t| t == "NSEC"), "want NSEC3 denial: {types:?}");
@@ -52,7 +52,7 @@ async fn zone_metadata_mirrored_in_geolb_keeps_nsec3() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_mirror_the_next_backends_metadata_is_shadowed() -> Result<()> {
     let resolver = start_resolver("").await?;
-    let mut pdns = start_pdns(&resolver, Launch::RemoteLmdb, true).await?;
+    let mut pdns = start_pdns(&resolver, Launch::RemoteLmdb, true, Connector::Unix).await?;
     use_nsec3(&mut pdns).await?;
     let types = denial_types(&pdns).await?;
     ensure!(

@@ -1,12 +1,13 @@
 //! End to end: a real `pdns_server` (launch=remote,bind and remote,lmdb) asks the real
-//! `geolb-resolver` binary over the HTTP connector, with the world example config and the real
-//! DB-IP lite data. Queries carry EDNS Client Subnet from real client networks.
+//! `geolb-resolver` binary over the unix-socket connector and over the HTTP connector, with the
+//! world example config and the real DB-IP lite data. Queries carry EDNS Client Subnet from real
+//! client networks.
 
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, ensure};
 use geolb_common::GeoPoint;
-use geolb_tests::stack::{Resolver, addresses_of, start_pdns, start_resolver};
+use geolb_tests::stack::{Connector, Resolver, addresses_of, start_pdns, start_resolver};
 use geolb_tests::{Launch, Pdns, dbip_dir};
 use ipnet::IpNet;
 
@@ -30,9 +31,18 @@ fn geoip_prefix(net: &IpNet) -> Result<(u8, GeoPoint)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind() -> Result<()> {
+async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind_over_the_unix_socket() -> Result<()> {
+    full_check(Connector::Unix).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind_over_http() -> Result<()> {
+    full_check(Connector::Http).await
+}
+
+async fn full_check(connector: Connector) -> Result<()> {
     let resolver = start_resolver("").await?;
-    let pdns = start_pdns(&resolver, Launch::RemoteBind, false).await?;
+    let pdns = start_pdns(&resolver, Launch::RemoteBind, false, connector).await?;
     check_geo_answers(&resolver, &pdns).await?;
     check_static_records(&pdns).await?;
     check_cache_safety(&resolver, &pdns).await?;
@@ -45,7 +55,7 @@ async fn nearest_node_and_the_full_record_set_through_real_pdns_with_bind() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearest_node_through_real_pdns_with_lmdb() -> Result<()> {
     let resolver = start_resolver("").await?;
-    let pdns = start_pdns(&resolver, Launch::RemoteLmdb, false).await?;
+    let pdns = start_pdns(&resolver, Launch::RemoteLmdb, false, Connector::Unix).await?;
     check_geo_answers(&resolver, &pdns).await?;
     check_static_records(&pdns).await?;
     Ok(())

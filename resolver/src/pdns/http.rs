@@ -11,7 +11,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,17 +22,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Engine, Handled};
+use crate::engine::Handled;
+use crate::pdns::Backend;
 
 /// What the HTTP connector needs to answer.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The current engine snapshot.
-    pub engine: Arc<ArcSwap<Engine>>,
+    /// Answers the calls.
+    pub backend: Backend,
     /// Largest accepted request body.
     pub max_body: usize,
-    /// Time to answer a call (body read to reply built); `None` when metrics are off.
-    pub latency: Option<prometheus::Histogram>,
     /// Renders the resolver's metrics for `GET /metrics`.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
@@ -172,12 +170,8 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             return respond(status, error_body(&message), true);
         }
     };
-    let engine = state.engine.load();
     let mut out = Vec::with_capacity(512);
-    let timer = state.latency.as_ref().map(prometheus::Histogram::start_timer);
-    let handled = engine.handle(&body, &mut out);
-    drop(timer);
-    tracing::trace!(request = %String::from_utf8_lossy(&body), reply = %String::from_utf8_lossy(&out), "remote-backend call");
+    let handled = state.backend.call(&body, &mut out);
     let status = match handled {
         Handled::BadRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,

@@ -1,13 +1,15 @@
-//! The HTTP connector in process: `run()` on port 0, spoken to over a real TCP socket the way
-//! PowerDNS speaks (keep-alive, `text/javascript` bodies), plus the refusals and hot reload.
+//! Both remote-backend connectors in process: `run()` on port 0 and a unix socket in a temporary
+//! directory, spoken to the way PowerDNS speaks (HTTP: keep-alive, `text/javascript` bodies;
+//! unix: one JSON object per line, `initialize` first), plus the refusals, the socket file's
+//! life cycle and hot reload.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 const ZONE: &str = "$ORIGIN example.net.
@@ -50,6 +52,7 @@ types = ["A"]
 
 struct Server {
     addr: std::net::SocketAddr,
+    socket: PathBuf,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), geolb_resolver::Error>>,
     dir: PathBuf,
@@ -76,14 +79,16 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     let config = geolb_config::load(&config_path).unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
+    let socket = dir.join("pdns.sock");
+    let unix = Some(geolb_resolver::pdns::unix::bind(&socket, 0o660).unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(geolb_resolver::run(
         config_path,
         config,
-        geolb_resolver::Listeners { http, admin: None },
+        geolb_resolver::Listeners { http, unix, admin: None },
         shutdown.clone(),
     ));
-    Server { addr, shutdown, task, dir }
+    Server { addr, socket, shutdown, task, dir }
 }
 
 /// Sends one request on `stream` and reads one response: (status, headers, body).
@@ -285,4 +290,148 @@ async fn a_stuck_client_does_not_hold_shutdown() {
     // And run() returns after the shutdown grace (5 s), despite the stuck connection.
     let res = tokio::time::timeout(Duration::from_secs(8), &mut server.task).await;
     assert!(matches!(res, Ok(Ok(Ok(())))), "run() hung on a stuck connection: {res:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unix-socket connector
+
+/// A PowerDNS-like unix-socket client: writes a line, reads a line.
+struct LineClient {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl LineClient {
+    async fn connect(path: &Path) -> LineClient {
+        let (read, writer) = UnixStream::connect(path).await.unwrap().into_split();
+        LineClient { reader: BufReader::new(read), writer }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+
+    /// The next reply line as JSON; `None` at end of stream.
+    async fn reply(&mut self) -> Option<serde_json::Value> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), self.reader.read_line(&mut line)).await.unwrap().unwrap();
+        if n == 0 {
+            return None;
+        }
+        assert!(line.ends_with('\n'), "a reply is one line: {line:?}");
+        Some(serde_json::from_str(&line).unwrap())
+    }
+
+    async fn call(&mut self, request: &str) -> serde_json::Value {
+        self.send(format!("{request}\n").as_bytes()).await;
+        self.reply().await.expect("a reply")
+    }
+}
+
+#[tokio::test]
+async fn unix_socket_calls_are_one_json_object_per_line_as_pdns_sends_them() {
+    let server = start("unix-calls").await;
+    let mut pdns = LineClient::connect(&server.socket).await;
+    // What PowerDNS sends first on every connection: the connection string's options.
+    let v = pdns.call(r#"{"method":"initialize","parameters":{"path":"/run/geolb/pdns.sock","timeout":"2000"}}"#).await;
+    assert_eq!(v, serde_json::json!({"result": true}));
+    let v = pdns.call(&lookup("cdn.example.net.", "ANY")).await;
+    let types: Vec<&str> = v["result"].as_array().unwrap().iter().map(|r| r["qtype"].as_str().unwrap()).collect();
+    assert_eq!(types, ["A", "MX"], "{v}");
+    assert_eq!(v["result"][0]["content"], "192.0.2.10");
+    let v = pdns.call(&lookup("example.net.", "SOA")).await;
+    assert_eq!(v, serde_json::json!({"result": false}));
+
+    // Two calls in one write, and a blank line between: two replies, in order.
+    pdns.send(format!("{}\n\n{}\n", lookup("cdn.example.net.", "A"), lookup("www.example.net.", "A")).as_bytes()).await;
+    assert_eq!(pdns.reply().await.unwrap()["result"][0]["content"], "192.0.2.10");
+    assert_eq!(pdns.reply().await.unwrap(), serde_json::json!({"result": false}));
+
+    // A call split over several writes is one call.
+    let call = lookup("cdn.example.net.", "A");
+    let (a, b) = call.split_at(call.len() / 2);
+    pdns.send(a.as_bytes()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pdns.send(format!("{b}\r\n").as_bytes()).await;
+    assert_eq!(pdns.reply().await.unwrap()["result"][0]["content"], "192.0.2.10");
+}
+
+#[tokio::test]
+async fn unix_socket_serves_many_pdns_connections_at_once() {
+    let server = start("unix-many").await;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let path = server.socket.clone();
+        clients.spawn(async move {
+            let mut pdns = LineClient::connect(&path).await;
+            let mut answered = 0;
+            for _ in 0..50 {
+                let v = pdns.call(&lookup("cdn.example.net.", "A")).await;
+                answered += usize::from(v["result"][0]["content"] == "192.0.2.10");
+            }
+            answered
+        });
+    }
+    // All 24 connections are open at once before any finishes its 50 calls.
+    let total: usize = clients.join_all().await.into_iter().sum();
+    assert_eq!(total, 24 * 50);
+}
+
+#[tokio::test]
+async fn unix_socket_refuses_bad_lines_and_closes_on_an_over_long_one() {
+    let server = start("unix-refusals").await;
+    let mut pdns = LineClient::connect(&server.socket).await;
+    // Not JSON, and not UTF-8: an error reply each, and the connection goes on.
+    let v = pdns.call("{\"method\": ").await;
+    assert_eq!(v["result"], false);
+    assert!(v["log"][0].as_str().unwrap().contains("malformed"), "{v}");
+    pdns.send(b"\xff\xfe{}\n").await;
+    assert_eq!(pdns.reply().await.unwrap()["result"], false);
+    let v = pdns.call(&lookup("cdn.example.net.", "A")).await;
+    assert_eq!(v["result"][0]["content"], "192.0.2.10");
+
+    // Over max_request_bytes (4096) without a newline: refused before the line ends, then closed.
+    pdns.send(&vec![b'a'; 10_000]).await;
+    let v = pdns.reply().await.expect("an error reply before the close");
+    assert!(v["log"][0].as_str().unwrap().contains("4096"), "{v}");
+    assert_eq!(pdns.reply().await, None, "the connection must be closed");
+
+    // The connector itself goes on.
+    let mut again = LineClient::connect(&server.socket).await;
+    assert_eq!(again.call(&lookup("cdn.example.net.", "A")).await["result"][0]["content"], "192.0.2.10");
+}
+
+#[tokio::test]
+async fn the_socket_file_is_replaced_when_stale_kept_when_live_and_removed_at_shutdown() {
+    use geolb_resolver::pdns::unix::{BindError, bind};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = std::env::temp_dir().join(format!("geolb-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pdns.sock");
+
+    // A socket file left by a crashed resolver: nobody listens, so it is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let bound = bind(&path, 0o600).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // While it is served, a second resolver must not steal it.
+    assert!(matches!(bind(&path, 0o660), Err(BindError::InUse(_))));
+    drop(bound);
+
+    // Anything that is not a socket is never deleted.
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    assert!(matches!(bind(&file, 0o660), Err(BindError::NotASocket(_))));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The server's socket has the default mode and is removed when it stops.
+    let mut server = start("unix-lifecycle").await;
+    assert_eq!(std::fs::metadata(&server.socket).unwrap().permissions().mode() & 0o777, 0o660);
+    server.shutdown.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(8), &mut server.task).await;
+    assert!(matches!(res, Ok(Ok(Ok(())))), "{res:?}");
+    assert!(!server.socket.exists(), "the socket file must be removed at shutdown");
 }

@@ -1,0 +1,174 @@
+//! The unix-socket connector: PowerDNS's `remote-connection-string=unix:path=…`.
+//!
+//! PowerDNS (`modules/remotebackend/unixconnector.cc`) opens one connection per backend instance
+//! (receiver plus each distributor thread), sends `initialize` on it, then one call at a time:
+//! the JSON object and a newline. It reads the reply in 1,500-byte chunks until what it has
+//! parses as JSON, so each reply is one write of the object and a newline. There is no HTTP
+//! parsing and no Nagle on a unix socket: per call this connector costs a read, a write and the
+//! call itself, which is why it is the fast path (see `DESIGN.md`, "Connector speed").
+//!
+//! Framing is tokio-util's delimiter codec with a maximum length: a line over
+//! `max_request_bytes` is never buffered; it is answered with an error and the connection is
+//! closed. Bytes that are not a call (not JSON, not UTF-8) get the protocol's error reply and
+//! the connection goes on.
+//!
+//! The socket file: [`bind`] replaces a stale one (a socket nobody listens on) and refuses to
+//! touch a live one or anything that is not a socket; [`serve`] removes it at shutdown if it is
+//! still the one it bound.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::pdns::Backend;
+
+/// Time connections get to finish their current call at shutdown before they are dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the rest of a refused over-long line is read and dropped before the connection
+/// closes.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Something else than a socket has the path.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// Another process accepts connections on the socket.
+    #[error("{0} is in use: another process accepts connections on it")]
+    InUse(PathBuf),
+    /// The system refused.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was tried.
+        what: &'static str,
+        /// The socket path.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+}
+
+/// A bound unix socket and the identity of its file, to remove only our own at shutdown.
+#[derive(Debug)]
+pub struct Bound {
+    listener: UnixListener,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl Bound {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Binds `path` with permissions `mode`, replacing a stale socket file. Must run inside a tokio
+/// runtime.
+pub fn bind(path: &Path, mode: u32) -> Result<Bound, BindError> {
+    let io_error = |what, source| BindError::Io { what, path: path.to_path_buf(), source };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => return Err(BindError::NotASocket(path.to_path_buf())),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(BindError::InUse(path.to_path_buf())),
+            Err(_) => {
+                tracing::info!(path = %path.display(), "replacing a stale socket file");
+                std::fs::remove_file(path).map_err(|e| io_error("remove the stale socket", e))?;
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("inspect", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io_error("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error("set the permissions of", e))?;
+    let meta = std::fs::metadata(path).map_err(|e| io_error("inspect", e))?;
+    Ok(Bound { listener, path: path.to_path_buf(), inode: (meta.dev(), meta.ino()) })
+}
+
+/// Serves the connector until `shutdown`; then stops accepting, lets connections finish their
+/// current call for up to [`SHUTDOWN_GRACE`], and removes the socket file if it is still ours.
+pub async fn serve(bound: Bound, backend: Backend, max_line: usize, shutdown: CancellationToken) {
+    let Bound { listener, path, inode } = bound;
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracker.spawn(serve_connection(stream, backend.clone(), max_line, shutdown.clone()));
+    }
+    drop(listener);
+    let ours = std::fs::metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == inode);
+    if ours && let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
+    }
+}
+
+/// One PowerDNS connection: a call per line, a reply per call, in order.
+async fn serve_connection(stream: UnixStream, backend: Backend, max_line: usize, shutdown: CancellationToken) {
+    let (read, mut write) = stream.into_split();
+    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max_line);
+    let mut lines = FramedRead::with_capacity(read, codec, 4096);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let line = tokio::select! {
+            // Between calls: nothing is lost by stopping here.
+            _ = shutdown.cancelled() => return,
+            line = lines.next() => line,
+        };
+        let request = match line {
+            None => return,
+            Some(Ok(request)) => request,
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                tracing::warn!(max_line, "request line over the bound; closing the connection");
+                crate::pdns::reply::error(&mut out, &format!("request line over {max_line} bytes refused"));
+                out.push(b'\n');
+                let _ = write.write_all(&out).await;
+                let _ = write.shutdown().await;
+                // Closing with the rest of the line unread would reset the connection and lose
+                // the reply: read and drop what the peer still sends, for a moment.
+                let mut read = lines.into_inner();
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(DRAIN_TIME, async {
+                    while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+                return;
+            }
+            Some(Err(AnyDelimiterCodecError::Io(e))) => {
+                tracing::debug!(error = %e, "connection ended with an error");
+                return;
+            }
+        };
+        if request.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        backend.call(&request, &mut out);
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
