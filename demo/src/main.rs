@@ -177,7 +177,7 @@ impl Stack {
         std::fs::write(
             &resolver_config,
             format!(
-                "{DEMO_TOML}\n[resolver]\nlisten = \"{connector}\"\n\n[member]\nid = \"resolver\"\n\
+                "{DEMO_TOML}\n[resolver]\nlisten = \"{connector}\"\nsocket = \"pdns.sock\"\n\n[member]\nid = \"resolver\"\n\
                  gossip_listen = \"{RESOLVER}:7946\"\nadmin_listen = \"{resolver_admin}\"\nstate_dir = \"{}\"\n",
                 dir.join("state-resolver").display()
             ),
@@ -230,7 +230,7 @@ impl Stack {
                 ..PdnsOptions::new(Launch::RemoteBind)
             }
             .zone("example.net.", dir.join("example.net.zone"))
-            .remote(format!("http:url=http://{connector}/dns,post=1,post_json=1,timeout=2000"));
+            .remote(format!("unix:path={},timeout=2000", dir.join("pdns.sock").display()));
             Asker::Pdns(Pdns::start(options).await.context("PowerDNS did not start (or pass --no-pdns)")?)
         };
         let stack = Stack { asker, resolver, probers, nodes, config, resolver_admin, started, dir };
@@ -248,9 +248,10 @@ impl Stack {
             );
         }
         println!(
-            "  {:<16} pid {:<8} remote backend http://{RESOLVER}:5380/dns; admin http://{}",
+            "  {:<16} pid {:<8} remote backend unix:{} and http://{RESOLVER}:5380/dns; admin http://{}",
             "geolb-resolver",
             self.resolver.id(),
+            self.dir.join("pdns.sock").display(),
             self.resolver_admin
         );
         if let Asker::Pdns(pdns) = &self.asker {
