@@ -88,10 +88,17 @@ fn main() -> Result<()> {
         .context("--seconds N")?
         .unwrap_or(5);
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(seconds, only))
+    let threads: Option<u32> = std::env::args()
+        .skip_while(|a| a != "--threads")
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()
+        .context("--threads N")?;
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(seconds, only, threads))
 }
 
-async fn run(seconds: u64, only: Option<String>) -> Result<()> {
+/// `threads`: every scenario's `distributor-threads`, instead of its own.
+async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result<()> {
     for tool in ["dnsperf", "taskset"] {
         ensure!(
             Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success(),
@@ -199,7 +206,7 @@ async fn run(seconds: u64, only: Option<String>) -> Result<()> {
                 _ => format!("http:url={},post=1,post_json=1,timeout=2000", remote.url),
             });
         }
-        options = options.setting("distributor-threads", scenario.threads).setting("loglevel", 3);
+        options = options.setting("distributor-threads", threads.unwrap_or(scenario.threads)).setting("loglevel", 3);
         let pdns = Pdns::start(options).await.with_context(|| format!("PowerDNS for {}", scenario.name))?;
         pin(pdns.process().id(), "0")?;
         let (queries, qname) = match scenario.backend {
@@ -221,11 +228,21 @@ async fn run(seconds: u64, only: Option<String>) -> Result<()> {
             );
         }
         dnsperf(pdns.addr(), queries, CLIENTS[0], 1)?;
+        let calls_before = if scenario.backend == Backend::Geolb { Some(lookups(&resolver.url).await?) } else { None };
         let mut qps = Vec::new();
+        let mut completed = 0.0;
         for run in 0..RUNS {
-            qps.push(dnsperf(pdns.addr(), queries, CLIENTS[run % CLIENTS.len()], seconds)?);
+            let (q, n) = dnsperf(pdns.addr(), queries, CLIENTS[run % CLIENTS.len()], seconds)?;
+            qps.push(q);
+            completed += n;
         }
-        println!("  {:<14} {}", scenario.name, qps.iter().map(|q| format!("{q:>9.0}")).collect::<String>());
+        let calls = match calls_before {
+            Some(before) => {
+                format!("   ({:.2} backend calls per query)", (lookups(&resolver.url).await? - before) / completed)
+            }
+            None => String::new(),
+        };
+        println!("  {:<14} {}{calls}", scenario.name, qps.iter().map(|q| format!("{q:>9.0}")).collect::<String>());
         results.push((scenario.name, qps));
     }
 
@@ -292,8 +309,19 @@ fn ecs_option(net: &str) -> Result<String> {
     Ok(format!("8:{hex}"))
 }
 
-/// One dnsperf run on CPU 1; queries per second.
-fn dnsperf(server: SocketAddr, queries: &Path, ecs: &str, seconds: u64) -> Result<f64> {
+/// The resolver's `lookup` calls so far (every qtype and outcome), from its `/metrics`.
+async fn lookups(url: &str) -> Result<f64> {
+    let addr: SocketAddr = url.trim_start_matches("http://").trim_end_matches("/dns").parse()?;
+    let text = geolb_tests::cluster::metrics(addr).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("geolb_resolver_lookups_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+/// One dnsperf run on CPU 1: queries per second, queries completed.
+fn dnsperf(server: SocketAddr, queries: &Path, ecs: &str, seconds: u64) -> Result<(f64, f64)> {
     let output = Command::new("taskset")
         .args(["-c", "1", "dnsperf", "-s", &server.ip().to_string(), "-p", &server.port().to_string()])
         .arg("-d")
@@ -314,7 +342,12 @@ fn dnsperf(server: SocketAddr, queries: &Path, ecs: &str, seconds: u64) -> Resul
     if !response_codes.contains("NOERROR") || response_codes.contains("SERVFAIL") {
         bail!("unexpected answers: {}", response_codes.trim());
     }
-    Ok(qps.trim().parse()?)
+    let completed = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries completed:"))
+        .and_then(|l| l.split_whitespace().next())
+        .context("no 'Queries completed' in dnsperf's output")?;
+    Ok((qps.trim().parse()?, completed.parse()?))
 }
 
 fn median(values: &[f64]) -> f64 {
