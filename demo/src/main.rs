@@ -364,7 +364,7 @@ impl Stack {
             Asker::Pdns(pdns) => {
                 let (ip, port) = (pdns.addr().ip(), pdns.addr().port());
                 let dig = |args: String, comment: &str| {
-                    println!("  {:<72} # {comment}", format!("dig @{ip} -p {port} {NAME} {args}"))
+                    println!("  {:<76} # {comment}", format!("dig @{ip} -p {port} {NAME} {args}"))
                 };
                 for city in &CITIES {
                     dig(format!("A +subnet={} +short", city.v4), city.name);
