@@ -53,6 +53,8 @@ pub struct ResolverConfig {
     pub socket: Option<PathBuf>,
     /// Permissions the socket file gets.
     pub socket_mode: u32,
+    /// Runtime threads: 1 is a current-thread runtime (read at start only).
+    pub threads: usize,
     /// Largest request body accepted from PowerDNS; larger ones are refused.
     pub max_request_bytes: usize,
 }

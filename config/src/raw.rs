@@ -36,6 +36,9 @@ pub const MAX_TTL: u32 = 86_400;
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5380))
 }
+fn default_resolver_threads() -> usize {
+    1
+}
 fn default_socket_mode() -> u32 {
     DEFAULT_SOCKET_MODE
 }
@@ -71,6 +74,8 @@ struct RawResolver {
     socket_mode: u32,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: usize,
+    #[serde(default = "default_resolver_threads")]
+    threads: usize,
 }
 
 impl Default for RawResolver {
@@ -80,6 +85,7 @@ impl Default for RawResolver {
             socket: None,
             socket_mode: default_socket_mode(),
             max_request_bytes: default_max_request_bytes(),
+            threads: default_resolver_threads(),
         }
     }
 }
@@ -406,6 +412,10 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         );
     }
 
+    if !(1..=256).contains(&raw.resolver.threads) {
+        problems
+            .at(&top.key("resolver").key("threads"), format!("threads {} is outside 1..=256", raw.resolver.threads));
+    }
     if raw.resolver.socket_mode > 0o777 {
         problems.at(
             &top.key("resolver").key("socket_mode"),
@@ -719,6 +729,7 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
             socket: raw.resolver.socket.as_deref().map(resolve),
             socket_mode: raw.resolver.socket_mode,
             max_request_bytes: raw.resolver.max_request_bytes,
+            threads: raw.resolver.threads,
         },
         geoip,
         zones,

@@ -57,18 +57,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: PathBuf, config: geolb_config::Config) -> anyhow::Result<()> {
-    // One thread by default: a check is mostly waiting, and a single-threaded runtime never pays
-    // for waking idle worker threads (futex calls, context switches), which on a multi-threaded
-    // one cost more CPU than the checks themselves. A later reload cannot change this.
     let threads = config.prober.as_ref().map_or(1, |p| p.threads);
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder.enable_all().build().context("failed to start the async runtime")?;
+    let runtime = geolb_prober::signals::runtime(threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let addr = config.prober.as_ref().map(|p| p.admin_listen).context("no [prober]")?;
         let admin = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;

@@ -104,10 +104,8 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
 }
 
 fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
+    let runtime =
+        geolb_prober::signals::runtime(config.resolver.threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let addr = cli.listen.unwrap_or(config.resolver.listen);
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
