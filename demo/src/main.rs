@@ -256,7 +256,7 @@ impl Stack {
         );
         if let Asker::Pdns(pdns) = &self.asker {
             println!(
-                "  {:<16} pid {:<8} DNS on {} (launch=remote,bind)",
+                "  {:<16} pid {:<8} DNS on {} (launch=remote,bind; asks geolb over the unix socket)",
                 "pdns_server",
                 pdns.process().id(),
                 pdns.addr()
