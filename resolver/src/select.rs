@@ -52,6 +52,8 @@ pub struct PopSet {
     nodes: Vec<Vec<Candidate>>,
     /// Narrows the PoPs to scan per client; `None` for small sets, which are scanned whole.
     index: Option<NearIndex>,
+    /// Every candidate has the same weight: rendezvous scores need no logarithm.
+    equal_weights: bool,
 }
 
 /// Sets with more PoPs than this get a [`NearIndex`].
@@ -78,6 +80,9 @@ impl PopSet {
         if set.vectors.len() > INDEX_MIN_POPS {
             set.index = Some(NearIndex::build(&set.vectors, tie_band_km));
         }
+        let mut weights = set.nodes.iter().flatten().map(|c| c.weight);
+        let first = weights.next();
+        set.equal_weights = weights.all(|w| Some(w) == first);
         set
     }
 
@@ -133,7 +138,7 @@ impl PopSet {
                 && v.dot(client) >= threshold
             {
                 for c in nodes {
-                    out.offer(c, rendezvous_score(key, c));
+                    out.offer(c, rendezvous_score(key, c, self.equal_weights));
                 }
             }
         }
@@ -143,10 +148,12 @@ impl PopSet {
 
 /// Weighted rendezvous score: smaller wins. `-ln(u) / w` with `u` uniform in (0, 1] from the
 /// hash, the exponential-race form that gives each node a win share proportional to its weight.
-fn rendezvous_score(key: u64, c: &Candidate) -> f64 {
+/// When every competitor has the same weight, `-u` orders them the same way (`-ln(u) / w` falls
+/// as `u` rises) without the logarithm.
+fn rendezvous_score(key: u64, c: &Candidate, equal_weights: bool) -> f64 {
     let h = splitmix64(key ^ c.seed);
     let u = ((h >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    -u.ln() / c.weight
+    if equal_weights { -u } else { -u.ln() / c.weight }
 }
 
 /// The nodes picked for one answer, best first; at most [`MAX_ANSWERS`], no allocation.
@@ -454,6 +461,27 @@ mod tests {
     fn world() -> Config {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/world.toml");
         geolb_config::load(&path).unwrap()
+    }
+
+    proptest! {
+        /// Among equal weights the log-free score picks exactly as `-ln(u) / w` does, so no
+        /// client moves because of the shortcut.
+        #[test]
+        fn equal_weight_scores_order_like_the_weighted_form(key in any::<u64>(), weight in 1u32..1_000_000) {
+            let world = world();
+            let candidates: Vec<Candidate> = world
+                .nodes
+                .iter()
+                .filter_map(|n| candidate(&Node { weight, ..n.clone() }, Family::V4))
+                .collect();
+            let best = |equal: bool| {
+                candidates
+                    .iter()
+                    .min_by(|a, b| rendezvous_score(key, a, equal).total_cmp(&rendezvous_score(key, b, equal)))
+                    .map(|c| c.node.clone())
+            };
+            prop_assert_eq!(best(true), best(false));
+        }
     }
 
     fn pick_one(plan: &ServicePlan, family: Family, at: GeoPoint, key: u64) -> (Outcome, Option<Candidate>) {
