@@ -96,6 +96,21 @@ pub fn register<C: Collector + 'static>(registry: &Registry, collector: C) {
     }
 }
 
+/// Creates and registers a histogram recorded as things happen; `None` (logged) only for an
+/// invalid name or buckets, which the tests rule out.
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Option<prometheus::Histogram> {
+    match prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(buckets)) {
+        Ok(h) => {
+            register(registry, h.clone());
+            Some(h)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, name, "cannot create a histogram");
+            None
+        }
+    }
+}
+
 /// Config reloads applied and refused since start; both programs count theirs here and export
 /// them with [`Families::reloads`].
 #[derive(Debug, Default)]

@@ -313,22 +313,20 @@ impl CheckMetrics {
             prometheus::Opts::new(names::PROBER_CHECKS_TOTAL, "Checks this prober completed, by node and result"),
             &["node", "result"],
         );
-        let duration = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(
-                names::PROBER_CHECK_DURATION_SECONDS,
-                "Duration of this prober's checks (a timed-out check counts as its timeout)",
-            )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-        );
-        match (checks, duration) {
-            (Ok(checks), Ok(duration)) => {
+        let duration = crate::metrics::histogram(
+            registry,
+            names::PROBER_CHECK_DURATION_SECONDS,
+            "Duration of this prober's checks (a timed-out check counts as its timeout)",
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        )?;
+        match checks {
+            Ok(checks) => {
                 crate::metrics::register(registry, checks.clone());
-                crate::metrics::register(registry, duration.clone());
                 Some(CheckMetrics { checks, duration })
             }
-            // Only invalid names or buckets fail, which the tests rule out.
-            (checks, duration) => {
-                tracing::error!(?checks, ?duration, "cannot create the check metrics");
+            // Only an invalid name fails, which the tests rule out.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the check counters");
                 None
             }
         }

@@ -9,7 +9,7 @@ use geolb_prober::cluster::Folded;
 use geolb_prober::gossip::GossipHandle;
 use geolb_prober::gossip::transport::unix_now_ms;
 use geolb_prober::metrics::{Families, names};
-use prometheus::{Histogram, HistogramOpts, Registry};
+use prometheus::{Histogram, Registry};
 
 use crate::engine::{COUNTED_QTYPES, LOOKUP_OUTCOMES};
 use crate::state::Shared;
@@ -24,36 +24,23 @@ pub struct MemberState {
 
 /// Creates and registers the lookup latency histogram (microseconds to a second).
 pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
-    let opts = HistogramOpts::new(
+    geolb_prober::metrics::histogram(
+        registry,
         names::RESOLVER_LOOKUP_DURATION_SECONDS,
         "Time to answer one remote-backend call, body read to reply built",
+        vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1, 1.0],
     )
-    .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1, 1.0]);
-    match Histogram::with_opts(opts) {
-        Ok(h) => {
-            geolb_prober::metrics::register(registry, h.clone());
-            Some(h)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create the lookup latency histogram");
-            None
-        }
-    }
 }
 
 /// Creates and registers the client-to-answer distance histogram, and hands it to the engines.
 pub fn distance_histogram(registry: &Registry, counters: &crate::engine::Counters) {
-    let opts = HistogramOpts::new(
+    if let Some(h) = geolb_prober::metrics::histogram(
+        registry,
         names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
         "Great-circle distance from the client's location to the answered node's PoP",
-    )
-    .buckets(vec![50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20100.0]);
-    match Histogram::with_opts(opts) {
-        Ok(h) => {
-            geolb_prober::metrics::register(registry, h.clone());
-            let _ = counters.distance_km.set(h);
-        }
-        Err(e) => tracing::error!(error = %e, "cannot create the answer distance histogram"),
+        vec![50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 20100.0],
+    ) {
+        let _ = counters.distance_km.set(h);
     }
 }
 
