@@ -45,11 +45,9 @@ impl std::fmt::Debug for HttpState {
 /// Time a client may take to send a request's headers, and then its body. PowerDNS sends a
 /// whole call at once; anything slower is a stuck or hostile client holding a task.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time connections get to finish their current call at shutdown before they are dropped.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Serves the HTTP connector on `listener` until `shutdown`; then closes the listener at once,
-/// lets connections finish their current call for up to [`SHUTDOWN_GRACE`], and drops the rest.
+/// lets connections finish their current call for up to
+/// [`SHUTDOWN_GRACE`](crate::pdns::SHUTDOWN_GRACE), and drops the rest.
 pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
@@ -97,10 +95,7 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
     }
     // Refuse new connections now, not when the last old one is done.
     drop(listener);
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
-    }
+    crate::pdns::finish_connections(tracker).await;
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {

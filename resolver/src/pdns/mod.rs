@@ -2,10 +2,11 @@
 //!
 //! PowerDNS sends one JSON object per call, `{"method": …, "parameters": {…}}`, over HTTP
 //! (`post_json`, [`http`]) or a unix socket (one object per line, [`unix`]); the connectors are
-//! only framing and both answer through [`Backend::call`]. [`parse`] turns it into a [`Call`] borrowing from the
-//! request bytes, and the [`reply`] helpers write the answer. What PowerDNS does with replies is
-//! in `DESIGN.md` ("PowerDNS 4.7.3 as observed on the wire"): `{"result": false}` lets the next
-//! backend answer, and records carry `qtype`, `qname`, `content`, numeric `ttl` and `scopeMask`.
+//! only framing and both answer through [`Backend::call`]. [`parse`] turns a call into a
+//! [`Call`] borrowing from the request bytes, and the [`reply`] helpers write the answer. What
+//! PowerDNS does with replies is in `DESIGN.md` ("PowerDNS 4.7.3 as observed on the wire"):
+//! `{"result": false}` lets the next backend answer, and records carry `qtype`, `qname`,
+//! `content`, numeric `ttl` and `scopeMask`.
 
 pub mod http;
 pub mod reply;
@@ -43,6 +44,18 @@ impl Backend {
         drop(timer);
         tracing::trace!(request = %String::from_utf8_lossy(request), reply = %String::from_utf8_lossy(out), "remote-backend call");
         handled
+    }
+}
+
+/// Time a connector's connections get at shutdown to finish their current call.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, for at most [`SHUTDOWN_GRACE`], for the connections of a connector that stopped
+/// accepting; the rest are dropped with the tracker's tasks.
+async fn finish_connections(tracker: tokio_util::task::TaskTracker) {
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
     }
 }
 

@@ -30,9 +30,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::pdns::Backend;
 
-/// Time connections get to finish their current call at shutdown before they are dropped.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// How long the rest of a refused over-long line is read and dropped before the connection
 /// closes.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
@@ -97,7 +94,8 @@ pub fn bind(path: &Path, mode: u32) -> Result<Bound, BindError> {
 }
 
 /// Serves the connector until `shutdown`; then stops accepting, lets connections finish their
-/// current call for up to [`SHUTDOWN_GRACE`], and removes the socket file if it is still ours.
+/// current call for up to [`SHUTDOWN_GRACE`](crate::pdns::SHUTDOWN_GRACE), and removes the
+/// socket file if it is still ours.
 pub async fn serve(bound: Bound, backend: Backend, max_line: usize, shutdown: CancellationToken) {
     let Bound { listener, path, inode } = bound;
     let tracker = TaskTracker::new();
@@ -120,10 +118,7 @@ pub async fn serve(bound: Bound, backend: Backend, max_line: usize, shutdown: Ca
     if ours && let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
     }
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
-    }
+    crate::pdns::finish_connections(tracker).await;
 }
 
 /// One PowerDNS connection: a call per line, a reply per call, in order.
