@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::stack::{addresses_of, world_config};
+use geolb_tests::stack::{addresses_of, start_resolver};
 use geolb_tests::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, dbip_dir, query, workspace_bin, workspace_root};
 use ipnet::IpNet;
 
@@ -72,8 +72,8 @@ const SCENARIOS: [Scenario; 9] = [
     Scenario { name: "static", backend: Backend::Static, via: Via::None, threads: 3 },
 ];
 
-/// A backend process and where it listens.
-struct Remote {
+/// The do-nothing backend's process and where it listens.
+struct Null {
     process: KillOnDrop,
     socket: std::path::PathBuf,
     url: String,
@@ -108,23 +108,9 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
     let cpus = std::thread::available_parallelism()?.get();
     ensure!(cpus >= 2, "needs 2 CPUs: one for the server side, one for dnsperf (have {cpus})");
     let dir = TestDir::new("dns-qps")?;
-    let config_path = world_config(&dir, "")?;
-    let config = geolb_config::load(&config_path)?;
-
-    let resolver = {
-        let socket = dir.join("geolb.sock");
-        let process = KillOnDrop::spawn(
-            "geolb-resolver",
-            Command::new(workspace_bin("geolb-resolver")?)
-                .arg("--config")
-                .arg(&config_path)
-                .args(["--listen", "127.0.0.1:0", "--socket"])
-                .arg(&socket),
-            dir.path(),
-        )?;
-        let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(20)).await?;
-        Remote { process, socket, url: format!("http://{addr}/dns") }
-    };
+    // The end-to-end tests' resolver: the world example on the DB-IP data, HTTP and unix socket.
+    let resolver = start_resolver("").await?;
+    let config = &resolver.config;
     let null = {
         let socket = dir.join("null.sock");
         let process = KillOnDrop::spawn(
@@ -133,7 +119,7 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
             dir.path(),
         )?;
         let addr = process.wait_for_socket_addr("listening on http://", Duration::from_secs(10)).await?;
-        Remote { process, socket, url: format!("http://{addr}/dns") }
+        Null { process, socket, url: format!("http://{addr}/dns") }
     };
     pin(resolver.process.id(), "0")?;
     pin(null.process.id(), "0")?;
@@ -176,8 +162,8 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
     let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
         let remote = match scenario.backend {
-            Backend::Geolb => Some(&resolver),
-            Backend::Null => Some(&null),
+            Backend::Geolb => Some((&resolver.socket, &resolver.url)),
+            Backend::Null => Some((&null.socket, &null.url)),
             _ => None,
         };
         let mut options = match scenario.backend {
@@ -192,10 +178,10 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
             _ => PdnsOptions::new(Launch::RemoteBind)
                 .zone("example.net.", workspace_root().join("config/examples/example.net.zone")),
         };
-        if let Some(remote) = remote {
+        if let Some((socket, url)) = remote {
             options = options.remote(match scenario.via {
-                Via::Unix => format!("unix:path={},timeout=2000", remote.socket.display()),
-                _ => format!("http:url={},post=1,post_json=1,timeout=2000", remote.url),
+                Via::Unix => format!("unix:path={},timeout=2000", socket.display()),
+                _ => format!("http:url={url},post=1,post_json=1,timeout=2000"),
             });
         }
         options = options.setting("distributor-threads", threads.unwrap_or(scenario.threads)).setting("loglevel", 3);
@@ -211,7 +197,7 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
         ensure!(!answer.addresses().is_empty(), "{}: no answer for {qname}:\n{answer}", scenario.name);
         // LUA and geolb pick the London client's nearest PoP (the do-nothing backend does not).
         if matches!(scenario.backend, Backend::Geolb | Backend::Lua { .. }) {
-            let lhr = addresses_of(&config, "lhr");
+            let lhr = addresses_of(config, "lhr");
             ensure!(
                 answer.addresses().iter().all(|a| lhr.contains(a)),
                 "{}: {} is not sent to lhr:\n{answer}",

@@ -38,7 +38,7 @@ pub struct Resolver {
 }
 
 /// Writes the world example with absolute paths to the DB-IP data and the zone file.
-pub fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
+fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
     let examples = workspace_root().join("config/examples");
     let dbip = dbip_dir()?;
     let text = std::fs::read_to_string(examples.join("world.toml"))?;
