@@ -22,6 +22,14 @@ pub const DEFAULT_FALL: u32 = 2;
 pub const DEFAULT_CONNECTION_REUSE: u32 = 10;
 /// Default gossip interval.
 pub const DEFAULT_GOSSIP_INTERVAL_MS: u64 = 500;
+/// The runtime threads `[prober] threads` and `[resolver] threads` accept.
+pub const THREADS: std::ops::RangeInclusive<usize> = 1..=256;
+
+/// Why a `threads` value is refused, if it is.
+pub(crate) fn threads_problem(threads: usize) -> Option<String> {
+    (!THREADS.contains(&threads))
+        .then(|| format!("threads {threads} is outside {}..={}", THREADS.start(), THREADS.end()))
+}
 /// Default share of eligible voters (by weight) that must say Down.
 pub const DEFAULT_DOWN_QUORUM: f64 = 0.5;
 /// Default number of probers that must agree on Down.
@@ -363,8 +371,8 @@ impl RawProber {
             problems.push(("max_in_flight", "max_in_flight must be at least 1".into()));
         }
         let threads = self.threads.unwrap_or(1);
-        if !(1..=256).contains(&threads) {
-            problems.push(("threads", format!("threads {threads} is outside 1..=256")));
+        if let Some(problem) = threads_problem(threads) {
+            problems.push(("threads", problem));
         }
         if self.id.is_empty() {
             problems.push(("id", "prober id is empty".into()));

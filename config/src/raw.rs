@@ -412,9 +412,8 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         );
     }
 
-    if !(1..=256).contains(&raw.resolver.threads) {
-        problems
-            .at(&top.key("resolver").key("threads"), format!("threads {} is outside 1..=256", raw.resolver.threads));
+    if let Some(problem) = crate::health::threads_problem(raw.resolver.threads) {
+        problems.at(&top.key("resolver").key("threads"), problem);
     }
     if raw.resolver.socket_mode > 0o777 {
         problems.at(
