@@ -20,10 +20,9 @@
 //! every live member's whole state for its live-nodes watcher, each round. A prober whose checks
 //! stall says so by turning impaired instead.
 //!
-//! Readers: a missing or unparsable
-//! `imp` reads as impaired (a member that has not said it is healthy does not vote Down); drains
-//! are merged across all members, newest timestamp per node wins (a tie goes to drained), so the
-//! result does not depend on the order gossip arrived in.
+//! Readers: a missing or unparsable `imp` reads as impaired (a member that has not said it is
+//! healthy does not vote Down); drains are merged across all members, newest timestamp per node
+//! wins (a tie goes to drained), so the result does not depend on the order gossip arrived in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
