@@ -12,6 +12,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group};
 use geolb_common::GeoPoint;
@@ -183,17 +184,21 @@ fn bench_lookup(c: &mut Criterion) {
 
 criterion_group!(benches, bench_select, bench_baseline, bench_lookup);
 
-/// Median of one benchmark, in ns, from criterion's saved estimates.
-fn median_ns(group: &str, bench: &str) -> Option<f64> {
+/// Median of one benchmark, in ns, from criterion's saved estimates, if this run (started at
+/// `started`) measured it: estimates an earlier run left are not this run's.
+fn median_ns(group: &str, bench: &str, started: SystemTime) -> Option<f64> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("criterion").join(group).join(bench).join("new/estimates.json");
+    if std::fs::metadata(&path).and_then(|m| m.modified()).ok()? < started {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json["median"]["point_estimate"].as_f64()
 }
 
-fn print_summary() {
+fn print_summary(started: SystemTime) {
     let source = if std::env::var_os("GEOLB_DBIP_DIR").is_some() { "dbip" } else { "fixture" };
     let lookup = format!("lookup_{source}");
     let rows = [
@@ -207,12 +212,12 @@ fn print_summary() {
     ];
     println!("\nsummary (medians of this run)");
     for (group, bench) in rows {
-        match median_ns(group, bench) {
+        match median_ns(group, bench, started) {
             Some(ns) => println!("  {group}/{bench}: {ns:.0} ns ({:.0} per second on one thread)", 1e9 / ns),
             None => println!("  {group}/{bench}: not measured in this run"),
         }
     }
-    let ratio = |a: (&str, &str), b: (&str, &str)| Some(median_ns(a.0, a.1)? / median_ns(b.0, b.1)?);
+    let ratio = |a: (&str, &str), b: (&str, &str)| Some(median_ns(a.0, a.1, started)? / median_ns(b.0, b.1, started)?);
     let lines = [
         (
             "baseline / select at 1000 PoPs x 10 (speed-up)",
@@ -233,7 +238,8 @@ fn print_summary() {
 }
 
 fn main() {
+    let started = SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    print_summary();
+    print_summary(started);
 }

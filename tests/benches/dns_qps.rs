@@ -5,8 +5,10 @@
 //! pinned to CPU 0 and `dnsperf` to CPU 1 (`taskset`). PowerDNS runs with its cache defaults,
 //! `consistent-backends=no` and `edns-subnet-processing=yes`, serving the world example (8 PoPs ×
 //! 2 nodes, `cdn.example.net`). Each scenario is asked `cdn.example.net. A` (the static one
-//! `static.example.net. A`) for `--seconds` per run, 3 runs, each run with the EDNS Client Subnet
-//! of another real client network of the DB-IP lite data; the median is reported.
+//! `static.example.net. A`) for `--seconds` per run, `--runs` runs (3), each run with the EDNS Client Subnet
+//! of another real client network of the DB-IP lite data; the median is reported. Every scenario's
+//! PowerDNS is started first and the runs go round-robin (run 1 of each scenario, then run 2, …),
+//! so the machine's slow spells fall on every scenario alike.
 //!
 //! Scenarios:
 //! - `geolb unix`: geolb-resolver over the unix-socket connector (PowerDNS's default 3
@@ -36,7 +38,6 @@ use ipnet::IpNet;
 
 /// Real client networks of DB-IP lite 2.3.2026060513 (London, Sydney, São Paulo).
 const CLIENTS: [&str; 3] = ["81.2.69.0/24", "1.129.0.0/24", "177.71.128.0/24"];
-const RUNS: usize = 3;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Backend {
@@ -72,6 +73,17 @@ const SCENARIOS: [Scenario; 9] = [
     Scenario { name: "static", backend: Backend::Static, via: Via::None, threads: 3 },
 ];
 
+/// A scenario's PowerDNS, started and checked, and what its runs measured so far.
+struct Running<'a> {
+    scenario: &'a Scenario,
+    pdns: Pdns,
+    queries: &'a Path,
+    qps: Vec<f64>,
+    completed: f64,
+    /// geolb's `lookup` calls during the runs (geolb scenarios only).
+    calls: f64,
+}
+
 /// The do-nothing backend's process and where it listens.
 struct Null {
     process: KillOnDrop,
@@ -79,26 +91,39 @@ struct Null {
     url: String,
 }
 
-fn main() -> Result<()> {
-    let seconds: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()
-        .context("--seconds N")?
-        .unwrap_or(5);
-    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
-    let threads: Option<u32> = std::env::args()
-        .skip_while(|a| a != "--threads")
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()
-        .context("--threads N")?;
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(seconds, only, threads))
+/// What the command line changes; each flag is optional.
+struct Options {
+    /// `--seconds N`: length of one run.
+    seconds: u64,
+    /// `--runs N`: runs per scenario (the median is reported).
+    runs: usize,
+    /// `--only SUBSTR`: the scenarios whose name contains it.
+    only: Option<String>,
+    /// `--threads N`: every scenario's `distributor-threads`, instead of its own.
+    threads: Option<u32>,
 }
 
-/// `threads`: every scenario's `distributor-threads`, instead of its own.
-async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result<()> {
+/// The value after `--name` on the command line, parsed.
+fn flag<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let value = std::env::args().skip_while(|a| a != name).nth(1);
+    value.map(|v| v.parse()).transpose().with_context(|| format!("{name}: not a valid value"))
+}
+
+fn main() -> Result<()> {
+    let options = Options {
+        seconds: flag("--seconds")?.unwrap_or(5),
+        runs: flag("--runs")?.unwrap_or(3),
+        only: flag("--only")?,
+        threads: flag("--threads")?,
+    };
+    ensure!(options.runs >= 1 && options.seconds >= 1, "--runs and --seconds must be at least 1");
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(run(options))
+}
+
+async fn run(Options { seconds, runs, only, threads }: Options) -> Result<()> {
     for tool in ["dnsperf", "taskset"] {
         ensure!(
             Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success(),
@@ -157,9 +182,11 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
     let static_queries = query_file("static.example.net.")?;
 
     println!(
-        "dns-qps: pdns 4.7 + backend pinned to CPU 0, dnsperf to CPU 1; {RUNS} runs × {seconds} s; ECS {CLIENTS:?}"
+        "dns-qps: pdns 4.7 + backend pinned to CPU 0, dnsperf to CPU 1; {runs} runs × {seconds} s; ECS {CLIENTS:?}"
     );
-    let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    // Every scenario's PowerDNS is started and checked first; then the runs go round-robin over
+    // the scenarios, so a slow spell of the machine falls on all of them alike, not on one.
+    let mut running = Vec::new();
     for scenario in SCENARIOS.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
         let remote = match scenario.backend {
             Backend::Geolb => Some((&resolver.socket, &resolver.url)),
@@ -206,25 +233,48 @@ async fn run(seconds: u64, only: Option<String>, threads: Option<u32>) -> Result
             );
         }
         dnsperf(pdns.addr(), queries, CLIENTS[0], 1)?;
-        let calls_before = if scenario.backend == Backend::Geolb { Some(lookups(&resolver.url).await?) } else { None };
-        let mut qps = Vec::new();
-        let mut completed = 0.0;
-        for run in 0..RUNS {
-            let (q, n) = dnsperf(pdns.addr(), queries, CLIENTS[run % CLIENTS.len()], seconds)?;
-            qps.push(q);
-            completed += n;
-        }
-        let calls = match calls_before {
-            Some(before) => {
-                format!("   ({:.2} backend calls per query)", (lookups(&resolver.url).await? - before) / completed)
+        running.push(Running { scenario, pdns, queries, qps: Vec::new(), completed: 0.0, calls: 0.0 });
+    }
+    for run in 0..runs {
+        let client = CLIENTS[run % CLIENTS.len()];
+        for r in &mut running {
+            let geolb = r.scenario.backend == Backend::Geolb;
+            let before = if geolb { lookups(&resolver.url).await? } else { 0.0 };
+            let (q, n) = dnsperf(r.pdns.addr(), r.queries, client, seconds)?;
+            if geolb {
+                r.calls += lookups(&resolver.url).await? - before;
             }
-            None => String::new(),
+            r.qps.push(q);
+            r.completed += n;
+            println!("  run {} {:<14} {q:>9.0}", run + 1, r.scenario.name);
+        }
+    }
+    let mut results: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    for r in running {
+        let counters = r.pdns.control(&["show", "*"]).await?;
+        let counter = |name: &str| -> f64 {
+            counters
+                .split(',')
+                .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+                .unwrap_or(0.0)
         };
-        println!("  {:<14} {}{calls}", scenario.name, qps.iter().map(|q| format!("{q:>9.0}")).collect::<String>());
-        results.push((scenario.name, qps));
+        let calls = if r.scenario.backend == Backend::Geolb {
+            format!(", {:.2} backend calls per query", r.calls / r.completed)
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<14} pdns: packet cache {:.0} hits / {:.0} misses, query cache {:.0} / {:.0}{calls}",
+            r.scenario.name,
+            counter("packetcache-hit"),
+            counter("packetcache-miss"),
+            counter("query-cache-hit"),
+            counter("query-cache-miss"),
+        );
+        results.push((r.scenario.name, r.qps));
     }
 
-    println!("\n| what answers the geo name | queries/s (median of {RUNS}) | runs |\n|---|---:|---|");
+    println!("\n| what answers the geo name | queries/s (median of {runs}) | runs |\n|---|---:|---|");
     for (name, qps) in &results {
         let runs: Vec<String> = qps.iter().map(|q| format!("{q:.0}")).collect();
         println!("| {name} | {:.0} | {} |", median(qps), runs.join(", "));
