@@ -97,7 +97,7 @@ struct Options {
     seconds: u64,
     /// `--runs N`: runs per scenario (the median is reported).
     runs: usize,
-    /// `--only SUBSTR`: the scenarios whose name contains it.
+    /// `--only SUBSTR[,SUBSTR…]`: the scenarios whose name contains one of them.
     only: Option<String>,
     /// `--threads N`: every scenario's `distributor-threads`, instead of its own.
     threads: Option<u32>,
@@ -187,7 +187,8 @@ async fn run(Options { seconds, runs, only, threads }: Options) -> Result<()> {
     // Every scenario's PowerDNS is started and checked first; then the runs go round-robin over
     // the scenarios, so a slow spell of the machine falls on all of them alike, not on one.
     let mut running = Vec::new();
-    for scenario in SCENARIOS.iter().filter(|s| only.as_ref().is_none_or(|o| s.name.contains(o.as_str()))) {
+    let wanted = |s: &Scenario| only.as_ref().is_none_or(|o| o.split(',').any(|part| s.name.contains(part)));
+    for scenario in SCENARIOS.iter().filter(|s| wanted(s)) {
         let remote = match scenario.backend {
             Backend::Geolb => Some((&resolver.socket, &resolver.url)),
             Backend::Null => Some((&null.socket, &null.url)),
