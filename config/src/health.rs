@@ -172,6 +172,15 @@ impl RawCheck {
         if jitter_ms >= interval_ms {
             problems.push(("jitter_ms", format!("jitter_ms {jitter_ms} must be below interval_ms {interval_ms}")));
         }
+        let expect_status = self.expect_status.clone().unwrap_or_else(|| vec![200]);
+        if kind != CheckKind::Tcp {
+            if expect_status.is_empty() {
+                problems.push(("expect_status", "expect_status is empty: no answer could count as healthy".into()));
+            }
+            if let Some(bad) = expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+                problems.push(("expect_status", format!("expect_status {bad} is not an HTTP status (100..=599)")));
+            }
+        }
         let connection_reuse = self.connection_reuse.unwrap_or(DEFAULT_CONNECTION_REUSE);
         if !(1..=10_000).contains(&connection_reuse) {
             problems.push(("connection_reuse", format!("connection_reuse {connection_reuse} is outside 1..=10000")));
@@ -181,7 +190,7 @@ impl RawCheck {
             port,
             path,
             host: self.host.clone(),
-            expect_status: self.expect_status.clone().unwrap_or_else(|| vec![200]),
+            expect_status,
             body_contains: self.body_contains.clone(),
             tls_verify: self.tls_verify.unwrap_or(true),
             interval: Duration::from_millis(interval_ms),
@@ -302,10 +311,14 @@ impl RawQuorum {
         if min_down_voters == 0 {
             problems.push(("min_down_voters", "min_down_voters must be at least 1".into()));
         }
+        let stale_after_ms = self.stale_after_ms.unwrap_or(DEFAULT_STALE_AFTER_MS);
+        if stale_after_ms == 0 {
+            problems.push(("stale_after_ms", "stale_after_ms must be above 0: at 0 no prober could ever vote".into()));
+        }
         let config = QuorumConfig {
             down_quorum,
             min_down_voters,
-            stale_after: Duration::from_millis(self.stale_after_ms.unwrap_or(DEFAULT_STALE_AFTER_MS)),
+            stale_after: Duration::from_millis(stale_after_ms),
             grace: Duration::from_millis(self.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
         };
         (config, problems)

@@ -16,8 +16,8 @@ pub mod watch;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, RecordTypes,
-    ResolverConfig, Service, ZoneFile,
+    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, RESERVED_NODE_PREFIX,
+    RecordTypes, ResolverConfig, Service, ZoneFile,
 };
 
 use std::path::Path;

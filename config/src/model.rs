@@ -93,6 +93,10 @@ pub struct Pop {
     pub region: Option<String>,
 }
 
+/// Prefix no node id may start with: the prober names its canary targets so, and keeps them
+/// apart from the nodes (they never reach the gossip).
+pub const RESERVED_NODE_PREFIX: &str = "canary:";
+
 /// A CDN node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {

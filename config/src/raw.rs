@@ -230,9 +230,14 @@ struct Problems<'a> {
 }
 
 impl<'a> Problems<'a> {
+    /// Records a problem; the same message at the same place again (a bad `[checks]` value that
+    /// every node inherits) is recorded once.
     fn at_span(&mut self, span: Range<usize>, path: &KeyPath, message: String) {
         let position = line_col(self.text, span.start);
-        self.list.push((span.start, Problem { path: path.to_string(), position: Some(position), message }));
+        let problem = Problem { path: path.to_string(), position: Some(position), message };
+        if !self.list.iter().any(|(_, p)| *p == problem) {
+            self.list.push((span.start, problem));
+        }
     }
 
     fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
@@ -495,6 +500,14 @@ fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config 
         let path = top.key("nodes").index(*i);
         if n.id.is_empty() {
             problems.at(&path.key("id"), "node id is empty");
+        } else if n.id.starts_with(RESERVED_NODE_PREFIX) {
+            problems.at(
+                &path.key("id"),
+                format!(
+                    "node id `{}` starts with `{RESERVED_NODE_PREFIX}`, which the prober keeps for its canaries",
+                    n.id
+                ),
+            );
         } else if node_ids.insert(n.id.as_str(), nodes.len()).is_some() {
             problems.at(&path.key("id"), format!("duplicate node id `{}`", n.id));
         }

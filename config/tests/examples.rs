@@ -215,3 +215,66 @@ types = ["A"]
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inherited_check_problems_are_reported_once_and_check_rules_hold() {
+    let base = r#"
+default_location = { pop = "fra" }
+[checks]
+kind = "http"
+interval_ms = 500
+timeout_ms = 400
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[[nodes]]
+id = "fra-1"
+pop = "fra"
+ipv4 = "192.0.2.1"
+[[nodes]]
+id = "fra-2"
+pop = "fra"
+ipv4 = "192.0.2.2"
+[[nodes]]
+id = "fra-3"
+pop = "fra"
+ipv4 = "192.0.2.3"
+[[services]]
+name = "cdn.example.net"
+types = ["A"]
+"#;
+    geolb_config::parse(base, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+    let problems = |text: &str| geolb_config::parse(text, Path::new("/")).unwrap_err().problems().to_vec();
+
+    // Three nodes inherit one bad [checks] value: one problem, at [checks].
+    let found = problems(&base.replace("timeout_ms = 400", "timeout_ms = 900"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].path.as_str(), found[0].position.map(|p| p.0)), ("checks.timeout_ms", Some(6)));
+
+    for (bad, path, message) in [
+        ("expect_status = []", "checks.expect_status", "expect_status is empty"),
+        ("expect_status = [200, 700]", "checks.expect_status", "expect_status 700 is not an HTTP status"),
+    ] {
+        let found = problems(&base.replace("timeout_ms = 400", &format!("timeout_ms = 400\n{bad}")));
+        assert_eq!(found.len(), 1, "{bad}: {found:#?}");
+        assert_eq!(found[0].path, path, "{bad}");
+        assert!(found[0].message.contains(message), "{bad}: {found:#?}");
+    }
+    // A TCP check has no status to expect.
+    geolb_config::parse(&base.replace("kind = \"http\"", "kind = \"tcp\"\nexpect_status = []"), Path::new("/"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let found = problems(&base.replace("id = \"fra-3\"", "id = \"canary:fra-3\""));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "nodes[2].id");
+    assert!(found[0].message.contains("keeps for its canaries"), "{found:#?}");
+
+    let found = problems(&format!("{base}[quorum]\nstale_after_ms = 0\n"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "quorum.stale_after_ms");
+    let quorum = geolb_config::parse(&format!("{base}[quorum]\nstale_after_ms = 1\ngrace_ms = 0\n"), Path::new("/"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .quorum;
+    assert_eq!((quorum.stale_after.as_millis(), quorum.grace.as_millis()), (1, 0), "grace 0 fails open at once");
+}

@@ -11,9 +11,9 @@ use geolb_config::health::CheckKind;
 use crate::check::schedule::Transition;
 use crate::check::{CheckSpec, ExpectStatus, HttpSpec, Reason, Scheme, Target, TcpSpec, Timing};
 
-/// Prefix of canary target ids; node ids cannot start with it (they come from the config and
-/// `canary:` is not a useful node name), and canaries never reach the gossip.
-pub const CANARY_PREFIX: &str = "canary:";
+/// Prefix of canary target ids; the config refuses node ids that start with it, and canaries
+/// never reach the gossip.
+pub const CANARY_PREFIX: &str = geolb_config::RESERVED_NODE_PREFIX;
 
 /// The checks of every node (address: IPv4 if it has one, else IPv6), and one TCP check per
 /// canary with the default timing.
