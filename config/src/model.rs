@@ -59,6 +59,24 @@ pub struct ResolverConfig {
     pub max_request_bytes: usize,
 }
 
+impl ResolverConfig {
+    /// The keys whose value differs in `other`. Every `[resolver]` key is read at start only, so
+    /// a reload uses this to say which changes wait for the next restart.
+    pub fn changed_keys(&self, other: &ResolverConfig) -> Vec<&'static str> {
+        let ResolverConfig { listen, socket, socket_mode, threads, max_request_bytes } = self;
+        [
+            ("listen", *listen != other.listen),
+            ("socket", *socket != other.socket),
+            ("socket_mode", *socket_mode != other.socket_mode),
+            ("threads", *threads != other.threads),
+            ("max_request_bytes", *max_request_bytes != other.max_request_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+}
+
 /// One zone file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneFile {

@@ -278,3 +278,13 @@ types = ["A"]
         .quorum;
     assert_eq!((quorum.stale_after.as_millis(), quorum.grace.as_millis()), (1, 0), "grace 0 fails open at once");
 }
+
+#[test]
+fn resolver_keys_changed_by_a_reload_are_named() {
+    let old = geolb_config::Config::for_test().resolver;
+    assert!(old.changed_keys(&old.clone()).is_empty());
+    let mut new = old.clone();
+    new.socket = Some("/run/geolb/other.sock".into());
+    new.threads = old.threads + 1;
+    assert_eq!(old.changed_keys(&new), ["socket", "threads"]);
+}

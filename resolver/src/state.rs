@@ -246,16 +246,9 @@ impl Shared {
 
     fn build_reload(&self) -> Result<(), String> {
         let config = geolb_config::load(&self.config_path).map_err(|e| e.to_string())?;
-        let (old_geoip, old_geoip_stamp, old_zones, old_zones_stamp, old_listen, old_max) = {
+        let (old_geoip, old_geoip_stamp, old_zones, old_zones_stamp, old_resolver) = {
             let l = self.loaded();
-            (
-                l.geoip.clone(),
-                l.geoip_stamp.clone(),
-                l.zones.clone(),
-                l.zones_stamp.clone(),
-                l.config.resolver.listen,
-                l.config.resolver.max_request_bytes,
-            )
+            (l.geoip.clone(), l.geoip_stamp.clone(), l.zones.clone(), l.zones_stamp.clone(), l.config.resolver.clone())
         };
         let geoip_stamp = stamp(&config.geoip);
         let same_paths = geoip_stamp.iter().map(|(p, _)| p).eq(old_geoip_stamp.iter().map(|(p, _)| p));
@@ -282,8 +275,9 @@ impl Shared {
         } else {
             Arc::new(load_zones(&config).map_err(|e| e.to_string())?)
         };
-        if config.resolver.listen != old_listen || config.resolver.max_request_bytes != old_max {
-            tracing::warn!("changes to [resolver] listen and max_request_bytes take effect at the next restart");
+        let waiting = old_resolver.changed_keys(&config.resolver);
+        if !waiting.is_empty() {
+            tracing::warn!(keys = ?waiting, "changes to [resolver] take effect at the next restart");
         }
         // Build and publish under the lock: a concurrent `set_view` must not publish an engine
         // of the old config after this one (nor this one drop its view).
