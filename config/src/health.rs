@@ -351,6 +351,35 @@ pub struct ProberConfig {
     pub state_dir: PathBuf,
 }
 
+impl ProberConfig {
+    /// The keys read at start only whose value differs in `other`, for a reload to say which
+    /// changes wait for the next restart. `canaries` follow reloads; `gossip_listen` and
+    /// `admin_listen` are left out because the command line may override them.
+    pub fn changed_keys(&self, other: &ProberConfig) -> Vec<&'static str> {
+        let ProberConfig {
+            id,
+            pop,
+            gossip_listen: _,
+            gossip_advertise,
+            admin_listen: _,
+            canaries: _,
+            impaired_share,
+            max_in_flight,
+            threads,
+            state_dir,
+        } = self;
+        crate::model::changed([
+            ("id", *id != other.id),
+            ("pop", *pop != other.pop),
+            ("gossip_advertise", *gossip_advertise != other.gossip_advertise),
+            ("impaired_share", *impaired_share != other.impaired_share),
+            ("max_in_flight", *max_in_flight != other.max_in_flight),
+            ("threads", *threads != other.threads),
+            ("state_dir", *state_dir != other.state_dir),
+        ])
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProber {

@@ -64,17 +64,19 @@ impl ResolverConfig {
     /// a reload uses this to say which changes wait for the next restart.
     pub fn changed_keys(&self, other: &ResolverConfig) -> Vec<&'static str> {
         let ResolverConfig { listen, socket, socket_mode, threads, max_request_bytes } = self;
-        [
+        changed([
             ("listen", *listen != other.listen),
             ("socket", *socket != other.socket),
             ("socket_mode", *socket_mode != other.socket_mode),
             ("threads", *threads != other.threads),
             ("max_request_bytes", *max_request_bytes != other.max_request_bytes),
-        ]
-        .into_iter()
-        .filter_map(|(key, changed)| changed.then_some(key))
-        .collect()
+        ])
     }
+}
+
+/// The keys of `(key, changed)` pairs that changed.
+pub(crate) fn changed<const N: usize>(pairs: [(&'static str, bool); N]) -> Vec<&'static str> {
+    pairs.into_iter().filter_map(|(key, changed)| changed.then_some(key)).collect()
 }
 
 /// One zone file.

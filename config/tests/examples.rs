@@ -288,3 +288,41 @@ fn resolver_keys_changed_by_a_reload_are_named() {
     new.threads = old.threads + 1;
     assert_eq!(old.changed_keys(&new), ["socket", "threads"]);
 }
+
+#[test]
+fn prober_keys_changed_by_a_reload_are_named() {
+    let text = r#"
+default_location = { pop = "fra" }
+[cluster]
+id = "test"
+key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+[prober]
+id = "p1"
+pop = "fra"
+gossip_listen = "127.0.0.1:7946"
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[[nodes]]
+id = "fra-1"
+pop = "fra"
+ipv4 = "192.0.2.1"
+[[services]]
+name = "cdn.example.net"
+types = ["A"]
+"#;
+    let prober =
+        |text: &str| geolb_config::parse(text, Path::new("/")).unwrap_or_else(|e| panic!("{e}")).prober.unwrap();
+    let old = prober(text);
+    // Canaries follow reloads and the listen addresses may come from the command line.
+    let same = prober(&text.replace(
+        "gossip_listen = \"127.0.0.1:7946\"",
+        "gossip_listen = \"127.0.0.1:7947\"\nadmin_listen = \"127.0.0.1:9000\"\ncanaries = [\"127.0.0.1:443\"]",
+    ));
+    assert!(old.changed_keys(&same).is_empty(), "{:?}", old.changed_keys(&same));
+    let new = prober(
+        &text.replace("pop = \"fra\"\ngossip_listen", "pop = \"fra\"\nmax_in_flight = 7\nthreads = 2\ngossip_listen"),
+    );
+    assert_eq!(old.changed_keys(&new), ["max_in_flight", "threads"]);
+}

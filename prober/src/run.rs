@@ -249,6 +249,12 @@ pub async fn run(
                 }
                 match geolb_config::load(&config_path) {
                     Ok(new) => {
+                        if let (Some(old), Some(now)) = (config.load().prober.as_ref(), new.prober.as_ref()) {
+                            let waiting = old.changed_keys(now);
+                            if !waiting.is_empty() {
+                                tracing::warn!(keys = ?waiting, "changes to [prober] take effect at the next restart");
+                            }
+                        }
                         let next = targets(&new);
                         if let Some(m) = &check_metrics {
                             m.track(&next);
