@@ -489,6 +489,8 @@ impl RawMember {
 pub struct AdminConfig {
     /// Bearer token required by the write endpoints (drain, undrain); `None` disables them.
     pub token: Option<String>,
+    /// The file the token is read from (absolute): watched, so a new token takes effect at once.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -501,16 +503,11 @@ impl RawAdmin {
     pub(crate) fn resolve(&self, base: &Path) -> (AdminConfig, Vec<(&'static str, String)>) {
         let Some(file) = &self.token_file else { return (AdminConfig::default(), Vec::new()) };
         let path = if file.is_absolute() { file.clone() } else { base.join(file) };
-        match std::fs::read_to_string(&path) {
-            Ok(t) if t.trim().len() >= 16 => (AdminConfig { token: Some(t.trim().to_owned()) }, Vec::new()),
-            Ok(_) => (
-                AdminConfig::default(),
-                vec![("token_file", format!("admin token in {} is shorter than 16 characters", path.display()))],
-            ),
-            Err(e) => (
-                AdminConfig::default(),
-                vec![("token_file", format!("cannot read admin token {}: {e}", path.display()))],
-            ),
-        }
+        let (token, problem) = match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() >= 16 => (Some(t.trim().to_owned()), None),
+            Ok(_) => (None, Some(format!("admin token in {} is shorter than 16 characters", path.display()))),
+            Err(e) => (None, Some(format!("cannot read admin token {}: {e}", path.display()))),
+        };
+        (AdminConfig { token, token_file: Some(path) }, problem.map(|p| ("token_file", p)).into_iter().collect())
     }
 }

@@ -1,5 +1,5 @@
-//! Telling a running program that its config changed: file changes (the config and every file
-//! it names: zone files, GeoIP databases, keys) and SIGHUP.
+//! Telling a running program that its config changed: file changes (the config and the files it
+//! names that a reload re-reads: zone files, GeoIP databases, the admin token) and SIGHUP.
 //!
 //! Directories are watched, not files: editors, package managers and `mv` replace files, and a
 //! watch on the old inode would miss the new one. Events are debounced (300 ms) and filtered to

@@ -241,7 +241,9 @@ pub async fn run(
         let config = config.clone();
         let scheduler = scheduler.clone();
         tasks.spawn(async move {
-            let mut watcher = geolb_config::watch::ConfigWatcher::new(vec![config_path.clone()]);
+            // The config and the admin token's file (a new token takes effect at once).
+            let watched = |c: &Config| [config_path.clone()].into_iter().chain(c.admin.token_file.clone()).collect();
+            let mut watcher = geolb_config::watch::ConfigWatcher::new(watched(&config.load()));
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -266,6 +268,7 @@ pub async fn run(
                         for gone in config.load().nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
                             gossip.remove_verdict(gone.id.as_str()).await;
                         }
+                        watcher.set_files(watched(&new));
                         config.store(Arc::new(new));
                     }
                     Err(e) => {

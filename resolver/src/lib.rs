@@ -61,7 +61,7 @@ pub struct Listeners {
 
 /// Runs the resolver until `shutdown` is cancelled.
 ///
-/// `config_path` is watched (with every zone file and GeoIP database it names) and reloaded on
+/// `config_path` is watched (with every zone file, GeoIP database and admin token file it names) and reloaded on
 /// change or on [`state::Shared::reload`]; an invalid new config is refused and the old one kept.
 pub async fn run(
     config_path: PathBuf,

@@ -223,6 +223,7 @@ impl Shared {
         let mut files = vec![self.config_path.clone()];
         files.extend(zone_paths(&loaded.config));
         files.extend(loaded.config.geoip.iter().cloned());
+        files.extend(loaded.config.admin.token_file.iter().cloned());
         files
     }
 

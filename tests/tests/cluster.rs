@@ -219,6 +219,25 @@ async fn a_drain_reaches_every_resolver_and_survives_a_restart_of_every_member()
         http(cluster.resolvers[1].admin, "POST", &format!("/api/v1/nodes/{id}/undrain"), Some(ADMIN_TOKEN)).await?;
     ensure!(status == 200);
     until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
+
+    // A new token in the token file takes effect without a restart or SIGHUP, in probers and
+    // resolvers alike (the file is watched); the old one stops working.
+    let rotated = "geolb-test-rotated-token-9876543210";
+    std::fs::write(cluster.dir.join("admin.token"), rotated)?;
+    let undrain = format!("/api/v1/nodes/{id}/undrain");
+    for admin in [cluster.probers[0].admin, cluster.resolvers[0].admin] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = http(admin, "POST", &undrain, Some(rotated)).await?;
+            if status == 200 {
+                break;
+            }
+            ensure!(status == 401 && Instant::now() < deadline, "{admin}: the rotated token: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, body) = http(admin, "POST", &undrain, Some(ADMIN_TOKEN)).await?;
+        ensure!(status == 401, "{admin}: the old token still works: {status} {body}");
+    }
     Ok(())
 }
 
