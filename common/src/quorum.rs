@@ -317,7 +317,7 @@ pub fn fold(input: &FoldInput) -> FoldOutput {
 
 impl Voter {
     /// Whether this voter may vote at all (everything but fencing and having a verdict).
-    fn may_vote(&self, now_ms: u64, params: &QuorumParams) -> bool {
+    pub fn may_vote(&self, now_ms: u64, params: &QuorumParams) -> bool {
         self.live
             && !self.impaired
             && self.weight.is_finite()

@@ -1,4 +1,5 @@
-//! The admin HTTP API every member serves (loopback by default): `/healthz`,
+//! The admin HTTP API every member serves (loopback by default): `/healthz`, `/readyz` (a prober
+//! can vote, so the health view is current),
 //! `GET /api/v1/state` (nodes × probers × verdicts with reasons and ages, the quorum decision of
 //! each node, fenced and impaired probers) and `POST /api/v1/nodes/{id}/drain` / `undrain`
 //! (bearer token from `[admin] token_file`; without one the write endpoints answer 403).
@@ -71,6 +72,7 @@ pub async fn serve_admin(
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(get_readyz))
         .route("/api/v1/state", get(get_state))
         .route("/metrics", get(get_metrics))
         .route("/api/v1/nodes/{id}/drain", post(drain))
@@ -118,6 +120,28 @@ struct VerdictDoc {
     since_ms: Option<u64>,
     age_ms: Option<u64>,
     rtt_us: Option<u32>,
+}
+
+/// Ready when this member's health view is current: at least one prober may vote (live, not
+/// impaired, heard from within `stale_after_ms`). Without one, a resolver's answers rest on the
+/// last verdicts held for the grace period and then on failing open: an anycast node would
+/// rather withdraw.
+async fn get_readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    let params = crate::cluster::params(&state.config.load());
+    let now = unix_now_ms();
+    let (eligible, total) = {
+        let folded = state.folded.lock().unwrap_or_else(|p| p.into_inner());
+        (folded.voters.iter().filter(|v| v.may_vote(now, &params)).count(), folded.voters.len())
+    };
+    if eligible > 0 {
+        (StatusCode::OK, format!("ready: {eligible} of {total} probers can vote\n"))
+    } else {
+        let why = format!(
+            "not ready: none of {total} probers can vote (live, not impaired, heard from within {} ms)\n",
+            params.stale_after_ms
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, why)
+    }
 }
 
 async fn get_metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -245,6 +245,19 @@ async fn a_drain_reaches_every_resolver_and_survives_a_restart_of_every_member()
 async fn a_restarted_resolver_serves_its_last_view_not_all_up() -> Result<()> {
     let (mut cluster, mut servers) = start(3).await?;
     all_up(&cluster, Duration::from_secs(20)).await?;
+    // /readyz: every member hears the three probers (a prober folds once a second).
+    for admin in [cluster.probers[0].admin, cluster.resolvers[0].admin] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = http(admin, "GET", "/readyz", None).await?;
+            ensure!(status == 200, "{admin}: {status} {body}");
+            if body.contains("3 of 3 probers can vote") {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "{admin}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let victim = answers(&cluster).await?[0];
     let index = servers.iter().position(|s| s.addr.ip() == victim).context("answer is not a node")?;
     servers[index].stop();
@@ -258,6 +271,9 @@ async fn a_restarted_resolver_serves_its_last_view_not_all_up() -> Result<()> {
     cluster.resolvers[0] = cluster.start_resolver(0).await?;
     let log = cluster.resolvers[0].process.log();
     ensure!(log.contains("restored the last saved health view"), "{log}");
+    // It serves the saved view, but says it is not current.
+    let (status, body) = http(cluster.resolvers[0].admin, "GET", "/readyz", None).await?;
+    ensure!(status == 503 && body.contains("not ready"), "{status} {body}");
     for _ in 0..10 {
         let a = answers(&cluster).await?;
         ensure!(a[0] != victim, "the restarted resolver answered the dead node {victim}");
