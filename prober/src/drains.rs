@@ -2,16 +2,34 @@
 //! at start the member publishes them again into its gossip state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fs::TryLockError;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+/// The lock file in `state_dir` that one process at a time holds.
+pub const LOCK_FILE: &str = "geolb.lock";
+
+/// Another process holds the state directory: two members saving drains (and a resolver its
+/// view) in one directory would overwrite each other's files.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "state_dir {} is in use by another geolb process (it holds {LOCK_FILE} there): give each program on this machine its own state_dir",
+    dir.display()
+)]
+pub struct StateDirInUse {
+    /// The directory.
+    pub dir: PathBuf,
+}
 
 /// Drains this member wrote: node → (unix ms, drained).
 #[derive(Debug)]
 pub struct Drains {
     path: Option<PathBuf>,
     entries: Mutex<BTreeMap<String, (u64, bool)>>,
+    /// The state directory's lock, held while this lives (see [`Drains::open`]).
+    _lock: Option<std::fs::File>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -35,7 +53,26 @@ impl Drains {
                 Err(_) => None,
             })
             .unwrap_or_default();
-        Drains { path, entries: Mutex::new(entries) }
+        Drains { path, entries: Mutex::new(entries), _lock: None }
+    }
+
+    /// Locks `state_dir` for this process (an exclusive lock on its [`LOCK_FILE`], released
+    /// when the returned value is dropped or the process exits) and loads its `drains.json`.
+    /// Another process holding the lock is an error; a directory that cannot be created or
+    /// locked at all (permissions) is logged, and drains then fail to save as before.
+    pub fn open(state_dir: &Path) -> Result<Drains, StateDirInUse> {
+        let lock = std::fs::create_dir_all(state_dir).and_then(|()| {
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(state_dir.join(LOCK_FILE))
+        });
+        let lock = match lock.map(|file| file.try_lock().map(|()| file)) {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(TryLockError::WouldBlock)) => return Err(StateDirInUse { dir: state_dir.to_path_buf() }),
+            Ok(Err(TryLockError::Error(e))) | Err(e) => {
+                tracing::warn!(dir = %state_dir.display(), error = %e, "cannot lock state_dir; drains may not be saved");
+                None
+            }
+        };
+        Ok(Drains { _lock: lock, ..Drains::load(Some(state_dir.join("drains.json"))) })
     }
 
     /// Every saved entry.
@@ -63,6 +100,19 @@ impl Drains {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_process_at_a_time_holds_a_state_dir() {
+        let dir = std::env::temp_dir().join(format!("geolb-state-lock-{}", std::process::id()));
+        let first = Drains::open(&dir).unwrap();
+        first.set("fra-1", true, 5).unwrap();
+        let err = Drains::open(&dir).unwrap_err();
+        assert!(err.to_string().contains("in use by another geolb process"), "{err}");
+        drop(first);
+        let again = Drains::open(&dir).unwrap();
+        assert_eq!(again.entries().get("fra-1"), Some(&(5, true)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn drains_survive_a_reload() {

@@ -38,6 +38,9 @@ pub enum Error {
     /// The admin API failed.
     #[error("admin API failed: {0}")]
     Admin(std::io::Error),
+    /// Another process uses the state directory.
+    #[error(transparent)]
+    StateDir(#[from] crate::drains::StateDirInUse),
 }
 
 /// Sockets bound by the caller.
@@ -87,7 +90,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let prober = config.prober.clone().ok_or(Error::NotAProber("prober"))?;
     let region = config.pop(&prober.pop).and_then(|p| p.region.clone()).unwrap_or_else(|| prober.pop.clone());
-    let drains = Arc::new(Drains::load(Some(prober.state_dir.join("drains.json"))));
+    let drains = Arc::new(Drains::open(&prober.state_dir)?);
     let gossip =
         join(&config, Role::Prober, &prober.id, prober.gossip_listen, prober.gossip_advertise, region, &drains).await?;
     let config = Arc::new(ArcSwap::from_pointee(config));

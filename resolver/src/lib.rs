@@ -100,7 +100,8 @@ pub async fn run(
     if let Some(member) = member {
         // Join the gossip as an observer: the view follows the probers' quorum from now on.
         let config = shared.config();
-        let drains = Arc::new(geolb_prober::drains::Drains::load(Some(member.state_dir.join("drains.json"))));
+        let drains =
+            Arc::new(geolb_prober::drains::Drains::open(&member.state_dir).map_err(geolb_prober::run::Error::from)?);
         let gossip = geolb_prober::run::join(
             &config,
             geolb_prober::gossip::keys::Role::Observer,

@@ -220,6 +220,20 @@ async fn a_drain_reaches_every_resolver_and_survives_a_restart_of_every_member()
     ensure!(status == 200);
     until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
 
+    // A second prober on prober 0's config (its own ports) would share its state_dir: it
+    // refuses to start instead of overwriting the saved drains.
+    let twin = geolb_tests::KillOnDrop::spawn(
+        "geolb-prober-twin",
+        std::process::Command::new(geolb_tests::workspace_bin("geolb-prober")?)
+            .arg("--config")
+            .arg(&cluster.probers[0].config)
+            .args(["--admin-listen", "127.0.0.1:0", "--gossip-listen", "127.0.0.1:0"]),
+        cluster.dir.path(),
+    )?;
+    let status = twin.wait_exit(Duration::from_secs(10)).await?;
+    ensure!(!status.success(), "the twin prober exited {status}");
+    ensure!(twin.log().contains("in use by another geolb process"), "{}", twin.log());
+
     // A new token in the token file takes effect without a restart or SIGHUP, in probers and
     // resolvers alike (the file is watched); the old one stops working.
     let rotated = "geolb-test-rotated-token-9876543210";
