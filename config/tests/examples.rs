@@ -216,14 +216,20 @@ types = ["A"]
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn inherited_check_problems_are_reported_once_and_check_rules_hold() {
-    let base = r#"
+/// A valid config: one PoP, three nodes inheriting an HTTP `[checks]`, a prober.
+const THREE_NODES: &str = r#"
 default_location = { pop = "fra" }
 [checks]
 kind = "http"
 interval_ms = 500
 timeout_ms = 400
+[cluster]
+id = "test"
+key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+[prober]
+id = "p1"
+pop = "fra"
+gossip_listen = "127.0.0.1:7946"
 [[pops]]
 id = "fra"
 lat = 50.11
@@ -244,6 +250,10 @@ ipv4 = "192.0.2.3"
 name = "cdn.example.net"
 types = ["A"]
 "#;
+
+#[test]
+fn inherited_check_problems_are_reported_once_and_check_rules_hold() {
+    let base = THREE_NODES;
     geolb_config::parse(base, Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
     let problems = |text: &str| geolb_config::parse(text, Path::new("/")).unwrap_err().problems().to_vec();
 
@@ -291,27 +301,7 @@ fn resolver_keys_changed_by_a_reload_are_named() {
 
 #[test]
 fn prober_keys_changed_by_a_reload_are_named() {
-    let text = r#"
-default_location = { pop = "fra" }
-[cluster]
-id = "test"
-key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-[prober]
-id = "p1"
-pop = "fra"
-gossip_listen = "127.0.0.1:7946"
-[[pops]]
-id = "fra"
-lat = 50.11
-lon = 8.68
-[[nodes]]
-id = "fra-1"
-pop = "fra"
-ipv4 = "192.0.2.1"
-[[services]]
-name = "cdn.example.net"
-types = ["A"]
-"#;
+    let text = THREE_NODES;
     let prober =
         |text: &str| geolb_config::parse(text, Path::new("/")).unwrap_or_else(|e| panic!("{e}")).prober.unwrap();
     let old = prober(text);
