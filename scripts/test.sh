@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GEOLB_DBIP_DIR="${GEOLB_DBIP_DIR:-$PWD/data/dbip}"
+# A CI run builds once from a clean clone: incremental state would only double target/ on disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests start the real binaries: build them first.
