@@ -56,8 +56,9 @@ pub const LOOKUP_OUTCOMES: [&str; 3] = ["answered", "fell_through", "error"];
 /// What answers are counted by: (service name, PoP, node).
 pub type AnswerKey = (Box<str>, PopId, NodeId);
 
-/// Per node a service may answer: its answer counter and its PoP's location.
-type AnswerTargets = HashMap<NodeId, (Arc<AtomicU64>, UnitVector)>;
+/// Per node a service may answer, by [`Candidate::slot`](crate::select::Candidate): its answer
+/// counter and its PoP's location (`None` for an id the config does not place).
+type AnswerTargets = Vec<Option<(Arc<AtomicU64>, UnitVector)>>;
 
 /// Counters the engine keeps; exported as metrics by the caller.
 #[derive(Default)]
@@ -106,20 +107,13 @@ fn answer_targets(config: &Config, counters: &Counters) -> Vec<AnswerTargets> {
         .services
         .iter()
         .map(|service| {
-            let fallback: &[NodeId] = match &service.all_down {
-                geolb_config::AllDownPolicy::FallbackPool(list) => list,
-                _ => &[],
-            };
-            service
-                .nodes
-                .iter()
-                .chain(fallback)
-                .filter_map(|id| {
+            crate::select::answerable(service)
+                .into_iter()
+                .map(|id| {
                     let node = nodes.get(id)?;
                     let pop = *pops.get(&node.pop)?;
                     let key = (service.name.as_str().into(), node.pop.clone(), id.clone());
-                    let count = registry.entry(key).or_default().clone();
-                    Some((id.clone(), (count, pop)))
+                    Some((registry.entry(key).or_default().clone(), pop))
                 })
                 .collect()
         })
@@ -353,7 +347,7 @@ impl Engine {
             for &(wanted, family, qtype) in &families {
                 if wanted {
                     let mut picked = Picked::new(usize::from(plan.answers));
-                    let (outcome, _) = plan.select(family, &placed.vector, placed.key, &mut picked);
+                    let outcome = plan.select(family, &placed.vector, placed.key, &mut picked);
                     if outcome != Outcome::Healthy {
                         self.counters.all_down_answers.fetch_add(1, Ordering::Relaxed);
                     }
@@ -392,7 +386,7 @@ impl Engine {
         let Some(targets) = self.answer_targets.get(plan_index) else { return };
         let distance = self.counters.distance_km.get();
         for c in picked.iter() {
-            if let Some((count, pop)) = targets.get(&c.node) {
+            if let Some(Some((count, pop))) = targets.get(c.slot as usize) {
                 count.fetch_add(1, Ordering::Relaxed);
                 if let Some(h) = distance {
                     h.observe(UnitVector::dot_to_km(client.dot(pop)));
@@ -511,6 +505,34 @@ mod tests {
         );
         assert_eq!(v["result"][0]["scopeMask"], 96 + 16, "{v}");
         assert_eq!(v["result"][0]["content"], "192.0.2.11", "the override (syd) applies: {v}");
+    }
+
+    #[test]
+    fn answers_are_counted_by_the_node_that_answered_fallback_pool_too() {
+        let mut config = Config::for_test();
+        config.services[0].nodes = vec!["fra-1".into(), "fra-2".into()];
+        config.services[0].all_down = geolb_config::AllDownPolicy::FallbackPool(vec!["syd-2".into()]);
+        let counted = |counters: &Counters| -> BTreeMap<String, u64> {
+            let answers = counters.answers.lock().unwrap();
+            answers.iter().map(|((_, _, node), c)| (node.to_string(), c.load(Ordering::Relaxed))).collect()
+        };
+        let ask = r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#;
+        let counters = Arc::new(Counters::default());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), counters.clone());
+        let (_, v) = answer(&e, ask);
+        let first = v["result"][0]["content"].as_str().unwrap().to_string();
+        let node = if first == "192.0.2.1" { "fra-1" } else { "fra-2" };
+        let expected: BTreeMap<String, u64> =
+            [("fra-1", 0), ("fra-2", 0), ("syd-2", 0)].map(|(n, c)| (n.to_string(), c + u64::from(n == node))).into();
+        assert_eq!(counted(&counters), expected, "{v}");
+        // The pool drained: the fallback node answers, and is the one counted.
+        let view = View { drained: ["fra-1".into(), "fra-2".into()].into_iter().collect(), ..View::default() };
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &view, counters.clone());
+        let (_, v) = answer(&e, ask);
+        assert_eq!(v["result"][0]["content"], "192.0.2.12", "{v}");
+        let expected: BTreeMap<String, u64> =
+            [("fra-1", 0), ("fra-2", 0), ("syd-2", 1)].map(|(n, c)| (n.to_string(), c + u64::from(n == node))).into();
+        assert_eq!(counted(&counters), expected);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use geolb_common::geo::UnitVector;
+use geolb_common::geo::{EARTH_RADIUS_KM, UnitVector};
 use geolb_common::nearest::NearIndex;
 use geolb_common::{HealthView, NodeId, PopId};
 use geolb_config::{AllDownPolicy, Config, Node, RecordTypes, Service};
@@ -37,6 +37,8 @@ pub struct Candidate {
     pub addr: IpAddr,
     /// Its address in presentation format, rendered once.
     pub addr_text: Box<str>,
+    /// Its position in [`answerable`] of its service: where per-answer counters for it are kept.
+    pub slot: u32,
     /// Weight, > 0.
     weight: f64,
     /// Stable hash of the node id, mixed with the client key for rendezvous hashing.
@@ -44,16 +46,24 @@ pub struct Candidate {
 }
 
 /// PoPs with at least one candidate node, and a [`NearIndex`] over them once there are enough
-/// for it to pay.
+/// for it to pay. Candidates are stored flat, PoP after PoP, with their rendezvous inputs in a
+/// parallel array: a query reads a few contiguous seeds, and only the winners' [`Candidate`]s.
 #[derive(Debug, Clone, Default)]
 pub struct PopSet {
     vectors: Vec<UnitVector>,
-    /// Candidates of PoP `i`, never empty.
-    nodes: Vec<Vec<Candidate>>,
+    /// Candidates of PoP `i` are `candidates[starts[i]..starts[i + 1]]`, never empty.
+    starts: Vec<u32>,
+    candidates: Vec<Candidate>,
+    /// `(seed, weight)` of each candidate, parallel to `candidates`.
+    hashes: Vec<(u64, f64)>,
     /// Narrows the PoPs to scan per client; `None` for small sets, which are scanned whole.
     index: Option<NearIndex>,
     /// Every candidate has the same weight: rendezvous scores need no logarithm.
     equal_weights: bool,
+    /// Cosine and sine of the tie band's central angle: the band's edge is found from the
+    /// nearest PoP's dot product with no inverse trigonometry per query.
+    band_cos: f64,
+    band_sin: f64,
 }
 
 /// Sets with more PoPs than this get a [`NearIndex`].
@@ -69,18 +79,22 @@ impl PopSet {
             }
             by_pop.entry(c.pop.clone()).or_default().push(c);
         }
-        let mut set = PopSet::default();
+        let band = (tie_band_km.max(0.0) / EARTH_RADIUS_KM).min(std::f64::consts::PI);
+        let mut set = PopSet { band_cos: band.cos(), band_sin: band.sin(), ..PopSet::default() };
+        set.starts.push(0);
         for pop in order {
             let (Some(v), Some(nodes)) = (pops.get(pop.as_str()), by_pop.remove(&pop)) else {
                 continue;
             };
             set.vectors.push(*v);
-            set.nodes.push(nodes);
+            set.hashes.extend(nodes.iter().map(|c| (c.seed, c.weight)));
+            set.candidates.extend(nodes);
+            set.starts.push(set.candidates.len() as u32);
         }
         if set.vectors.len() > INDEX_MIN_POPS {
             set.index = Some(NearIndex::build(&set.vectors, tie_band_km));
         }
-        let mut weights = set.nodes.iter().flatten().map(|c| c.weight);
+        let mut weights = set.hashes.iter().map(|&(_, w)| w);
         let first = weights.next();
         set.equal_weights = weights.all(|w| Some(w) == first);
         set
@@ -88,24 +102,21 @@ impl PopSet {
 
     /// Number of PoPs in the set.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.vectors.len()
     }
 
     /// Whether no PoP has a candidate.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.vectors.is_empty()
     }
 
     /// Picks up to `out`'s capacity of nodes for a client at `client`, hashing `key` (see
-    /// [`client_key`]). Returns the distance to the nearest PoP in km, `None` when the set is
-    /// empty.
-    pub fn pick<'s>(&'s self, client: &UnitVector, key: u64, tie_band_km: f64, out: &mut Picked<'s>) -> Option<f64> {
+    /// [`client_key`]). Returns whether it picked any (false when the set is empty).
+    pub fn pick<'s>(&'s self, client: &UnitVector, key: u64, out: &mut Picked<'s>) -> bool {
         out.len = 0;
         match &self.index {
-            Some(index) => {
-                self.pick_among(index.candidates(client).iter().map(|&i| i as usize), client, key, tie_band_km, out)
-            }
-            None => self.pick_among(0..self.vectors.len(), client, key, tie_band_km, out),
+            Some(index) => self.pick_among(index.candidates(client).iter().map(|&i| i as usize), client, key, out),
+            None => self.pick_among(0..self.vectors.len(), client, key, out),
         }
     }
 
@@ -114,46 +125,57 @@ impl PopSet {
         pops: impl Iterator<Item = usize> + Clone,
         client: &UnitVector,
         key: u64,
-        tie_band_km: f64,
         out: &mut Picked<'s>,
-    ) -> Option<f64> {
+    ) -> bool {
         // Pass 1: the nearest PoP is the one with the largest dot product.
         let mut best = f64::NEG_INFINITY;
         for i in pops.clone() {
-            let d = self.vectors.get(i)?.dot(client);
-            if d > best {
-                best = d;
+            if let Some(v) = self.vectors.get(i) {
+                best = best.max(v.dot(client));
             }
         }
         if best == f64::NEG_INFINITY {
-            return None;
+            return false;
         }
-        let nearest_km = UnitVector::dot_to_km(best);
         // Pass 2: every PoP within the tie band competes. The small epsilon keeps the nearest
-        // PoP itself in when acos/cos round.
-        let threshold =
-            if tie_band_km > 0.0 { UnitVector::km_to_dot(nearest_km + tie_band_km).min(best) } else { best } - 1e-12;
+        // PoP itself in when rounding.
+        let threshold = band_edge(best, self.band_cos, self.band_sin) - 1e-12;
         for i in pops {
-            if let (Some(v), Some(nodes)) = (self.vectors.get(i), self.nodes.get(i))
-                && v.dot(client) >= threshold
-            {
-                for c in nodes {
-                    out.offer(c, rendezvous_score(key, c, self.equal_weights));
-                }
+            let (Some(v), Some(&from), Some(&to)) = (self.vectors.get(i), self.starts.get(i), self.starts.get(i + 1))
+            else {
+                continue;
+            };
+            if v.dot(client) < threshold {
+                continue;
+            }
+            let (from, to) = (from as usize, to as usize);
+            let (Some(hashes), Some(candidates)) = (self.hashes.get(from..to), self.candidates.get(from..to)) else {
+                continue;
+            };
+            for (&(seed, weight), c) in hashes.iter().zip(candidates) {
+                out.offer(c, rendezvous_score(key, seed, weight, self.equal_weights));
             }
         }
-        Some(nearest_km)
+        true
     }
 }
 
-/// Weighted rendezvous score: smaller wins. `-ln(u) / w` with `u` uniform in (0, 1] from the
-/// hash, the exponential-race form that gives each node a win share proportional to its weight.
-/// When every competitor has the same weight, `-u` orders them the same way (`-ln(u) / w` falls
-/// as `u` rises) without the logarithm.
-fn rendezvous_score(key: u64, c: &Candidate, equal_weights: bool) -> f64 {
-    let h = splitmix64(key ^ c.seed);
+/// The dot product at the tie band's edge: `cos(θ + band)` for the nearest PoP's dot product
+/// `best = cos θ`, expanded as `cos θ·cos band − sin θ·sin band` (no inverse trigonometry);
+/// −1 (every PoP) when the band reaches past the antipode. Never above `best`.
+fn band_edge(best: f64, band_cos: f64, band_sin: f64) -> f64 {
+    let best = best.clamp(-1.0, 1.0);
+    if best > -band_cos { (best * band_cos - (1.0 - best * best).sqrt() * band_sin).min(best) } else { -1.0 }
+}
+
+/// Weighted rendezvous score of a node with hash seed `seed`: smaller wins. `-ln(u) / w` with
+/// `u` uniform in (0, 1] from the hash, the exponential-race form that gives each node a win
+/// share proportional to its weight. When every competitor has the same weight, `-u` orders
+/// them the same way (`-ln(u) / w` falls as `u` rises) without the logarithm.
+fn rendezvous_score(key: u64, seed: u64, weight: f64, equal_weights: bool) -> f64 {
+    let h = splitmix64(key ^ seed);
     let u = ((h >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    if equal_weights { -u } else { -u.ln() / c.weight }
+    if equal_weights { -u } else { -u.ln() / weight }
 }
 
 /// The nodes picked for one answer, best first; at most [`MAX_ANSWERS`], no allocation.
@@ -256,7 +278,6 @@ pub struct ServicePlan {
     pub ttl: u32,
     /// Addresses per answer.
     pub answers: u8,
-    tie_band_km: f64,
     nodata_when_down: bool,
     v4: FamilyPlan,
     v6: FamilyPlan,
@@ -270,49 +291,34 @@ impl ServicePlan {
     }
 
     /// Picks the nodes for a client of this service, following the all-down policy.
-    pub fn select<'s>(
-        &'s self,
-        family: Family,
-        client: &UnitVector,
-        key: u64,
-        out: &mut Picked<'s>,
-    ) -> (Outcome, Option<f64>) {
-        let plan = match family {
-            Family::V4 => &self.v4,
-            Family::V6 => &self.v6,
-        };
-        let band = self.tie_band_km;
-        if let Some(km) = plan.healthy.pick(client, key, band, out) {
-            return (Outcome::Healthy, Some(km));
+    pub fn select<'s>(&'s self, family: Family, client: &UnitVector, key: u64, out: &mut Picked<'s>) -> Outcome {
+        let plan = self.family(family);
+        if plan.healthy.pick(client, key, out) {
+            return Outcome::Healthy;
         }
         if self.nodata_when_down {
-            return (Outcome::Nodata, None);
+            return Outcome::Nodata;
         }
-        if let Some(km) = plan.fallback_healthy.pick(client, key, band, out) {
-            return (Outcome::Fallback, Some(km));
+        if plan.fallback_healthy.pick(client, key, out) || plan.fallback_enabled.pick(client, key, out) {
+            return Outcome::Fallback;
         }
-        if let Some(km) = plan.fallback_enabled.pick(client, key, band, out) {
-            return (Outcome::Fallback, Some(km));
+        if plan.enabled.pick(client, key, out) {
+            return Outcome::FailOpen;
         }
-        if let Some(km) = plan.enabled.pick(client, key, band, out) {
-            return (Outcome::FailOpen, Some(km));
-        }
-        (Outcome::Nodata, None)
+        Outcome::Nodata
     }
 
-    /// Picks from every node of the pool whatever its state (see `FamilyPlan::last_resort`).
-    pub fn last_resort<'s>(
-        &'s self,
-        family: Family,
-        client: &UnitVector,
-        key: u64,
-        out: &mut Picked<'s>,
-    ) -> Option<f64> {
-        let plan = match family {
+    /// Picks from every node of the pool whatever its state (see `FamilyPlan::last_resort`);
+    /// whether it picked any.
+    pub fn last_resort<'s>(&'s self, family: Family, client: &UnitVector, key: u64, out: &mut Picked<'s>) -> bool {
+        self.family(family).last_resort.pick(client, key, out)
+    }
+
+    fn family(&self, family: Family) -> &FamilyPlan {
+        match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
-        };
-        plan.last_resort.pick(client, key, self.tie_band_km, out)
+        }
     }
 }
 
@@ -349,6 +355,17 @@ impl Selector {
     }
 }
 
+/// Every node a service may answer, each once, in a fixed order: its pool, then its fallback
+/// pool. A [`Candidate`]'s `slot` is its position here.
+pub fn answerable(service: &Service) -> Vec<&NodeId> {
+    let fallback: &[NodeId] = match &service.all_down {
+        AllDownPolicy::FallbackPool(list) => list,
+        _ => &[],
+    };
+    let mut seen = std::collections::HashSet::new();
+    service.nodes.iter().chain(fallback).filter(|id| seen.insert(*id)).collect()
+}
+
 fn build_service(
     service: &Service,
     pops: &HashMap<&str, UnitVector>,
@@ -356,34 +373,38 @@ fn build_service(
     health: &dyn HealthView,
 ) -> ServicePlan {
     let band = service.tie_band_km;
+    let fallback: &[NodeId] = match &service.all_down {
+        AllDownPolicy::FallbackPool(list) => list,
+        _ => &[],
+    };
+    // The configured nodes of a list, each with its slot.
+    let slots: HashMap<&str, u32> =
+        answerable(service).into_iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
+    let known = |ids: &[NodeId]| -> Vec<(&Node, u32)> {
+        ids.iter().filter_map(|id| Some((nodes.get(id.as_str()).copied()?, *slots.get(id.as_str())?))).collect()
+    };
+    let (pool, fallback) = (known(&service.nodes), known(fallback));
     let family_plan = |family: Family| {
-        let candidates = |ids: &[NodeId], need_usable: bool| {
-            ids.iter()
-                .filter_map(|id| nodes.get(id.as_str()).copied())
-                .filter(|n| n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable()))
-                .filter_map(move |n| candidate(n, family))
+        let candidates = |list: &[(&Node, u32)], need_usable: bool| {
+            list.iter()
+                .filter(|(n, _)| {
+                    n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable())
+                })
+                .filter_map(|&(n, slot)| candidate(n, family, slot))
                 .collect::<Vec<_>>()
         };
-        let any_state = |ids: &[NodeId]| {
-            ids.iter()
-                .filter_map(|id| nodes.get(id.as_str()).copied())
-                .filter_map(|n| candidate(n, family))
-                .collect::<Vec<_>>()
-        };
-        let fallback: &[NodeId] = match &service.all_down {
-            AllDownPolicy::FallbackPool(list) => list,
-            _ => &[],
-        };
+        let any_state =
+            |list: &[(&Node, u32)]| list.iter().filter_map(|&(n, slot)| candidate(n, family, slot)).collect::<Vec<_>>();
         let enabled = match service.all_down {
-            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&service.nodes, false), band),
+            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&pool, false), band),
             _ => PopSet::default(),
         };
         FamilyPlan {
-            healthy: PopSet::build(pops, candidates(&service.nodes, true), band),
+            healthy: PopSet::build(pops, candidates(&pool, true), band),
             enabled,
-            fallback_healthy: PopSet::build(pops, candidates(fallback, true), band),
-            fallback_enabled: PopSet::build(pops, candidates(fallback, false), band),
-            last_resort: PopSet::build(pops, any_state(&service.nodes), band),
+            fallback_healthy: PopSet::build(pops, candidates(&fallback, true), band),
+            fallback_enabled: PopSet::build(pops, candidates(&fallback, false), band),
+            last_resort: PopSet::build(pops, any_state(&pool), band),
         }
     };
     ServicePlan {
@@ -391,7 +412,6 @@ fn build_service(
         types: service.types,
         ttl: service.ttl,
         answers: service.answers,
-        tie_band_km: service.tie_band_km,
         nodata_when_down: service.all_down == AllDownPolicy::Nodata,
         v4: if service.types.a { family_plan(Family::V4) } else { FamilyPlan::default() },
         v6: if service.types.aaaa { family_plan(Family::V6) } else { FamilyPlan::default() },
@@ -399,7 +419,7 @@ fn build_service(
 }
 
 /// A node as a candidate for `family`, if it has an address of that family.
-fn candidate(n: &Node, family: Family) -> Option<Candidate> {
+fn candidate(n: &Node, family: Family, slot: u32) -> Option<Candidate> {
     let addr = match family {
         Family::V4 => n.ipv4.map(IpAddr::V4),
         Family::V6 => n.ipv6.map(IpAddr::V6),
@@ -409,6 +429,7 @@ fn candidate(n: &Node, family: Family) -> Option<Candidate> {
         pop: n.pop.clone(),
         addr,
         addr_text: addr.to_string().into_boxed_str(),
+        slot,
         weight: f64::from(n.weight),
         seed: node_seed(n.id.as_str()),
     })
@@ -464,6 +485,16 @@ mod tests {
     }
 
     proptest! {
+        /// The band's edge is where the trigonometric form puts it, to well under a metre.
+        #[test]
+        fn band_edge_matches_the_trigonometric_form(best in -1.0f64..=1.0, band_km in 0.0f64..=20_000.0) {
+            let band = band_km / EARTH_RADIUS_KM;
+            let edge = band_edge(best, band.cos(), band.sin());
+            let expected = UnitVector::km_to_dot(UnitVector::dot_to_km(best) + band_km);
+            let metres = (UnitVector::dot_to_km(edge) - UnitVector::dot_to_km(expected)).abs() * 1000.0;
+            prop_assert!(metres < 1.0, "best {best} band {band_km} km: edge {edge}, expected {expected} ({metres} m apart)");
+        }
+
         /// Among equal weights the log-free score picks exactly as `-ln(u) / w` does, so no
         /// client moves because of the shortcut.
         #[test]
@@ -472,12 +503,12 @@ mod tests {
             let candidates: Vec<Candidate> = world
                 .nodes
                 .iter()
-                .filter_map(|n| candidate(&Node { weight, ..n.clone() }, Family::V4))
+                .filter_map(|n| candidate(&Node { weight, ..n.clone() }, Family::V4, 0))
                 .collect();
             let best = |equal: bool| {
                 candidates
                     .iter()
-                    .min_by(|a, b| rendezvous_score(key, a, equal).total_cmp(&rendezvous_score(key, b, equal)))
+                    .min_by(|a, b| rendezvous_score(key, a.seed, a.weight, equal).total_cmp(&rendezvous_score(key, b.seed, b.weight, equal)))
                     .map(|c| c.node.clone())
             };
             prop_assert_eq!(best(true), best(false));
@@ -486,7 +517,7 @@ mod tests {
 
     fn pick_one(plan: &ServicePlan, family: Family, at: GeoPoint, key: u64) -> (Outcome, Option<Candidate>) {
         let mut out = Picked::new(1);
-        let (outcome, _) = plan.select(family, &at.unit_vector(), key, &mut out);
+        let outcome = plan.select(family, &at.unit_vector(), key, &mut out);
         (outcome, out.iter().next().cloned())
     }
 
