@@ -1,4 +1,4 @@
-//! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example), for
+//! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example), for 8 and
 //! 1000 PoPs × 10 nodes, and (whole lookup) for 10,000 managed names. Run: `cargo bench -p geolb-resolver --bench lookup`.
 //!
 //! With `GEOLB_DBIP_DIR` set (scripts/setup.sh unpacks it to data/dbip) the whole-lookup
@@ -68,6 +68,18 @@ fn many_names(names: usize) -> Config {
     config
 }
 
+/// The configurations every group measures: the world example (8 PoPs × 2 nodes), 8 and 1000
+/// PoPs × 10 nodes (flatness in PoPs at the same nodes per PoP), and the world example with
+/// 10,000 names.
+fn configs() -> [(&'static str, Config); 4] {
+    [
+        ("8pops_x2", world()),
+        ("8pops_x10", synthetic(8, 10)),
+        ("1000pops_x10", synthetic(1000, 10)),
+        ("8pops_x2_10000names", many_names(10_000)),
+    ]
+}
+
 fn clients() -> Vec<(GeoPoint, u64)> {
     (0..256u32)
         .map(|i| {
@@ -80,9 +92,7 @@ fn clients() -> Vec<(GeoPoint, u64)> {
 
 fn bench_select(c: &mut Criterion) {
     let mut group = c.benchmark_group("select");
-    for (label, config) in
-        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
-    {
+    for (label, config) in configs() {
         let selector = Selector::build(&config, &NoVerdicts);
         let svc = selector.service("cdn.example.net.").expect("service");
         let clients: Vec<_> = clients().into_iter().map(|(p, k)| (p.unit_vector(), k)).collect();
@@ -104,9 +114,7 @@ fn bench_select(c: &mut Criterion) {
 /// beyond grouping nodes by PoP).
 fn bench_baseline(c: &mut Criterion) {
     let mut group = c.benchmark_group("baseline_linear_haversine");
-    for (label, config) in
-        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
-    {
+    for (label, config) in configs() {
         let pops: Vec<(GeoPoint, Vec<&Node>)> =
             config.pops.iter().map(|p| (p.location, config.nodes.iter().filter(|n| n.pop == p.id).collect())).collect();
         let clients = clients();
@@ -155,9 +163,7 @@ fn bench_lookup(c: &mut Criterion) {
             .expect("zone"),
     );
     let mut group = c.benchmark_group(format!("lookup_{source}"));
-    for (label, config) in
-        [("8pops_x2", world()), ("1000pops_x10", synthetic(1000, 10)), ("8pops_x2_10000names", many_names(10_000))]
-    {
+    for (label, config) in configs() {
         let engine =
             Engine::build(&config, Some(geoip.clone()), zones.clone(), &View::default(), Arc::new(Counters::default()));
         let requests: Vec<String> = (0..256u32)
@@ -203,10 +209,12 @@ fn print_summary(started: SystemTime) {
     let lookup = format!("lookup_{source}");
     let rows = [
         ("select", "8pops_x2"),
+        ("select", "8pops_x10"),
         ("select", "1000pops_x10"),
         ("baseline_linear_haversine", "8pops_x2"),
         ("baseline_linear_haversine", "1000pops_x10"),
         (lookup.as_str(), "8pops_x2"),
+        (lookup.as_str(), "8pops_x10"),
         (lookup.as_str(), "1000pops_x10"),
         (lookup.as_str(), "8pops_x2_10000names"),
     ];
@@ -223,8 +231,18 @@ fn print_summary(started: SystemTime) {
             "baseline / select at 1000 PoPs x 10 (speed-up)",
             ratio(("baseline_linear_haversine", "1000pops_x10"), ("select", "1000pops_x10")),
         ),
-        ("select 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio(("select", "1000pops_x10"), ("select", "8pops_x2"))),
-        ("lookup 1000 PoPs / 8 PoPs (flatness, 1 = flat)", ratio((&lookup, "1000pops_x10"), (&lookup, "8pops_x2"))),
+        (
+            "select 1000 / 8 PoPs x 10 (flatness in PoPs, 1 = flat)",
+            ratio(("select", "1000pops_x10"), ("select", "8pops_x10")),
+        ),
+        (
+            "lookup 1000 / 8 PoPs x 10 (flatness in PoPs, 1 = flat)",
+            ratio((&lookup, "1000pops_x10"), (&lookup, "8pops_x10")),
+        ),
+        (
+            "lookup 1000 PoPs x 10 / 8 PoPs x 2 (PoPs and nodes per PoP)",
+            ratio((&lookup, "1000pops_x10"), (&lookup, "8pops_x2")),
+        ),
         (
             "lookup 10,000 names / 1 name (flatness, 1 = flat)",
             ratio((&lookup, "8pops_x2_10000names"), (&lookup, "8pops_x2")),
