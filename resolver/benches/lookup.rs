@@ -1,5 +1,6 @@
 //! Selection and whole-lookup cost, for 8 PoPs × 2 nodes (the world example), for 8 and
-//! 1000 PoPs × 10 nodes, and (whole lookup) for 10,000 managed names. Run: `cargo bench -p geolb-resolver --bench lookup`.
+//! 1000 PoPs × 10 nodes, and for 10,000 managed names; and the cost of building the selection
+//! snapshot (done on every health change). Run: `cargo bench -p geolb-resolver --bench lookup`.
 //!
 //! With `GEOLB_DBIP_DIR` set (scripts/setup.sh unpacks it to data/dbip) the whole-lookup
 //! benchmarks use the real DB-IP lite databases; otherwise a small generated one.
@@ -155,13 +156,14 @@ fn geoip() -> (Arc<geolb_resolver::geoip::GeoIp>, &'static str) {
     (Arc::new(geolb_resolver::geoip::GeoIp::open(&[path]).expect("fixture")), "fixture")
 }
 
+fn example_zone() -> Arc<ZoneSet> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/example.net.zone");
+    Arc::new(ZoneSet::load(&[geolb_resolver::zones::ZoneSource { origin: "example.net.".into(), path }]).expect("zone"))
+}
+
 fn bench_lookup(c: &mut Criterion) {
     let (geoip, source) = geoip();
-    let zones_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/examples/example.net.zone");
-    let zones = Arc::new(
-        ZoneSet::load(&[geolb_resolver::zones::ZoneSource { origin: "example.net.".into(), path: zones_path }])
-            .expect("zone"),
-    );
+    let zones = example_zone();
     let mut group = c.benchmark_group(format!("lookup_{source}"));
     for (label, config) in configs() {
         let engine =
@@ -188,7 +190,23 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_select, bench_baseline, bench_lookup);
+/// Building the answering snapshot, as the resolver does on every health change
+/// ([`Engine::build`]: per-service, per-family PoP sets with their near indexes, the managed
+/// names with their static records, the answer counters).
+fn bench_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    group.sample_size(10);
+    let zones = example_zone();
+    let counters = Arc::new(Counters::default());
+    for (label, config) in configs() {
+        group.bench_function(label, |b| {
+            b.iter(|| black_box(Engine::build(&config, None, zones.clone(), &View::default(), counters.clone())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_select, bench_baseline, bench_lookup, bench_build);
 
 /// Median of one benchmark, in ns, from criterion's saved estimates, if this run (started at
 /// `started`) measured it: estimates an earlier run left are not this run's.
@@ -217,10 +235,14 @@ fn print_summary(started: SystemTime) {
         (lookup.as_str(), "8pops_x10"),
         (lookup.as_str(), "1000pops_x10"),
         (lookup.as_str(), "8pops_x2_10000names"),
+        ("build", "8pops_x2"),
+        ("build", "1000pops_x10"),
+        ("build", "8pops_x2_10000names"),
     ];
     println!("\nsummary (medians of this run)");
     for (group, bench) in rows {
         match median_ns(group, bench, started) {
+            Some(ns) if group == "build" => println!("  {group}/{bench}: {:.2} ms", ns / 1e6),
             Some(ns) => println!("  {group}/{bench}: {ns:.0} ns ({:.0} per second on one thread)", 1e9 / ns),
             None => println!("  {group}/{bench}: not measured in this run"),
         }

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use geolb_common::geo::{EARTH_RADIUS_KM, UnitVector};
 use geolb_common::nearest::NearIndex;
@@ -57,7 +58,8 @@ pub struct PopSet {
     /// `(seed, weight)` of each candidate, parallel to `candidates`.
     hashes: Vec<(u64, f64)>,
     /// Narrows the PoPs to scan per client; `None` for small sets, which are scanned whole.
-    index: Option<NearIndex>,
+    /// Shared by every set of one build with the same PoPs ([`Builder`]).
+    index: Option<Arc<NearIndex>>,
     /// Every candidate has the same weight: rendezvous scores need no logarithm.
     equal_weights: bool,
     /// Cosine and sine of the tie band's central angle: the band's edge is found from the
@@ -70,7 +72,8 @@ pub struct PopSet {
 const INDEX_MIN_POPS: usize = 16;
 
 impl PopSet {
-    fn build(pops: &HashMap<&str, UnitVector>, candidates: Vec<Candidate>, tie_band_km: f64) -> PopSet {
+    fn build(builder: &mut Builder<'_>, candidates: Vec<Candidate>, tie_band_km: f64) -> PopSet {
+        let pops = &builder.pops;
         let mut order: Vec<PopId> = Vec::new();
         let mut by_pop: HashMap<PopId, Vec<Candidate>> = HashMap::new();
         for c in candidates {
@@ -92,7 +95,7 @@ impl PopSet {
             set.starts.push(set.candidates.len() as u32);
         }
         if set.vectors.len() > INDEX_MIN_POPS {
-            set.index = Some(NearIndex::build(&set.vectors, tie_band_km));
+            set.index = Some(builder.index(&set.vectors, tie_band_km));
         }
         let mut weights = set.hashes.iter().map(|&(_, w)| w);
         let first = weights.next();
@@ -279,8 +282,9 @@ pub struct ServicePlan {
     /// Addresses per answer.
     pub answers: u8,
     nodata_when_down: bool,
-    v4: FamilyPlan,
-    v6: FamilyPlan,
+    /// Shared by every service of one build with the same pool, fallback and tie band.
+    v4: Arc<FamilyPlan>,
+    v6: Arc<FamilyPlan>,
 }
 
 impl ServicePlan {
@@ -332,12 +336,16 @@ pub struct Selector {
 impl Selector {
     /// Builds the plans from the config and the current health view.
     pub fn build(config: &Config, health: &dyn HealthView) -> Selector {
-        let pops: HashMap<&str, UnitVector> =
-            config.pops.iter().map(|p| (p.id.as_str(), p.location.unit_vector())).collect();
-        let nodes: HashMap<&str, &Node> = config.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+        let mut builder = Builder {
+            pops: config.pops.iter().map(|p| (p.id.as_str(), p.location.unit_vector())).collect(),
+            nodes: config.nodes.iter().map(|n| (n.id.as_str(), n)).collect(),
+            health,
+            indexes: HashMap::new(),
+            plans: HashMap::new(),
+        };
         let mut selector = Selector::default();
         for service in &config.services {
-            let plan = build_service(service, &pops, &nodes, health);
+            let plan = build_service(service, &mut builder);
             selector.by_name.insert(plan.name.clone(), selector.services.len());
             selector.services.push(plan);
         }
@@ -366,45 +374,45 @@ pub fn answerable(service: &Service) -> Vec<&NodeId> {
     service.nodes.iter().chain(fallback).filter(|id| seen.insert(*id)).collect()
 }
 
-fn build_service(
-    service: &Service,
-    pops: &HashMap<&str, UnitVector>,
-    nodes: &HashMap<&str, &Node>,
-    health: &dyn HealthView,
-) -> ServicePlan {
-    let band = service.tie_band_km;
-    let fallback: &[NodeId] = match &service.all_down {
-        AllDownPolicy::FallbackPool(list) => list,
-        _ => &[],
+/// What one [`Selector::build`] shares between services: the config's lookup tables, and what
+/// was built already. Services over the same pool with the same fallback and tie band get the
+/// same plans, and PoP sets over the same PoPs the same [`NearIndex`]: a config of 10,000 names
+/// over one pool builds its plans once, and a health change rebuilds in milliseconds.
+struct Builder<'c> {
+    pops: HashMap<&'c str, UnitVector>,
+    nodes: HashMap<&'c str, &'c Node>,
+    health: &'c dyn HealthView,
+    /// By the PoPs' coordinates (bit patterns) and the band.
+    indexes: HashMap<(Vec<[u64; 3]>, u64), Arc<NearIndex>>,
+    /// By what a plan is made of: pool, fallback pool (`None` for another policy), whether the
+    /// policy is `fail_open`, tie band, and the answered families.
+    plans: HashMap<PlanKey<'c>, (Arc<FamilyPlan>, Arc<FamilyPlan>)>,
+}
+
+type PlanKey<'c> = (&'c [NodeId], Option<&'c [NodeId]>, bool, u64, bool, bool);
+
+impl Builder<'_> {
+    fn index(&mut self, vectors: &[UnitVector], tie_band_km: f64) -> Arc<NearIndex> {
+        let key =
+            (vectors.iter().map(|v| [v.x.to_bits(), v.y.to_bits(), v.z.to_bits()]).collect(), tie_band_km.to_bits());
+        self.indexes.entry(key).or_insert_with(|| Arc::new(NearIndex::build(vectors, tie_band_km))).clone()
+    }
+}
+
+fn build_service<'c>(service: &'c Service, builder: &mut Builder<'c>) -> ServicePlan {
+    let fallback: Option<&[NodeId]> = match &service.all_down {
+        AllDownPolicy::FallbackPool(list) => Some(list),
+        _ => None,
     };
-    // The configured nodes of a list, each with its slot.
-    let slots: HashMap<&str, u32> =
-        answerable(service).into_iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
-    let known = |ids: &[NodeId]| -> Vec<(&Node, u32)> {
-        ids.iter().filter_map(|id| Some((nodes.get(id.as_str()).copied()?, *slots.get(id.as_str())?))).collect()
-    };
-    let (pool, fallback) = (known(&service.nodes), known(fallback));
-    let family_plan = |family: Family| {
-        let candidates = |list: &[(&Node, u32)], need_usable: bool| {
-            list.iter()
-                .filter(|(n, _)| {
-                    n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable())
-                })
-                .filter_map(|&(n, slot)| candidate(n, family, slot))
-                .collect::<Vec<_>>()
-        };
-        let any_state =
-            |list: &[(&Node, u32)]| list.iter().filter_map(|&(n, slot)| candidate(n, family, slot)).collect::<Vec<_>>();
-        let enabled = match service.all_down {
-            AllDownPolicy::FailOpen => PopSet::build(pops, candidates(&pool, false), band),
-            _ => PopSet::default(),
-        };
-        FamilyPlan {
-            healthy: PopSet::build(pops, candidates(&pool, true), band),
-            enabled,
-            fallback_healthy: PopSet::build(pops, candidates(&fallback, true), band),
-            fallback_enabled: PopSet::build(pops, candidates(&fallback, false), band),
-            last_resort: PopSet::build(pops, any_state(&pool), band),
+    let fail_open = service.all_down == AllDownPolicy::FailOpen;
+    let key: PlanKey<'c> =
+        (&service.nodes, fallback, fail_open, service.tie_band_km.to_bits(), service.types.a, service.types.aaaa);
+    let (v4, v6) = match builder.plans.get(&key) {
+        Some(plans) => plans.clone(),
+        None => {
+            let plans = family_plans(service, builder);
+            builder.plans.insert(key, plans.clone());
+            plans
         }
     };
     ServicePlan {
@@ -413,9 +421,54 @@ fn build_service(
         ttl: service.ttl,
         answers: service.answers,
         nodata_when_down: service.all_down == AllDownPolicy::Nodata,
-        v4: if service.types.a { family_plan(Family::V4) } else { FamilyPlan::default() },
-        v6: if service.types.aaaa { family_plan(Family::V6) } else { FamilyPlan::default() },
+        v4,
+        v6,
     }
+}
+
+/// A service's plans for A and AAAA (empty for a type it does not answer).
+fn family_plans<'c>(service: &Service, builder: &mut Builder<'c>) -> (Arc<FamilyPlan>, Arc<FamilyPlan>) {
+    let band = service.tie_band_km;
+    let fallback: &[NodeId] = match &service.all_down {
+        AllDownPolicy::FallbackPool(list) => list,
+        _ => &[],
+    };
+    // The configured nodes of a list, each with its slot.
+    let slots: HashMap<&str, u32> =
+        answerable(service).into_iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
+    let known = |ids: &[NodeId]| -> Vec<(&'c Node, u32)> {
+        ids.iter().filter_map(|id| Some((*builder.nodes.get(id.as_str())?, *slots.get(id.as_str())?))).collect()
+    };
+    let (pool, fallback) = (known(&service.nodes), known(fallback));
+    let health = builder.health;
+    let usable = |n: &Node, need_usable: bool| {
+        n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable())
+    };
+    let mut family_plan = |family: Family| {
+        let candidates = |list: &[(&Node, u32)], need_usable: bool| {
+            list.iter()
+                .filter(|(n, _)| usable(n, need_usable))
+                .filter_map(|&(n, slot)| candidate(n, family, slot))
+                .collect::<Vec<_>>()
+        };
+        let any_state =
+            |list: &[(&Node, u32)]| list.iter().filter_map(|&(n, slot)| candidate(n, family, slot)).collect::<Vec<_>>();
+        let enabled = if service.all_down == AllDownPolicy::FailOpen {
+            PopSet::build(builder, candidates(&pool, false), band)
+        } else {
+            PopSet::default()
+        };
+        Arc::new(FamilyPlan {
+            healthy: PopSet::build(builder, candidates(&pool, true), band),
+            enabled,
+            fallback_healthy: PopSet::build(builder, candidates(&fallback, true), band),
+            fallback_enabled: PopSet::build(builder, candidates(&fallback, false), band),
+            last_resort: PopSet::build(builder, any_state(&pool), band),
+        })
+    };
+    let v4 = if service.types.a { family_plan(Family::V4) } else { Arc::default() };
+    let v6 = if service.types.aaaa { family_plan(Family::V6) } else { Arc::default() };
+    (v4, v6)
 }
 
 /// A node as a candidate for `family`, if it has an address of that family.
@@ -476,6 +529,7 @@ pub fn client_key(ip: IpAddr, prefix_len: u8) -> u64 {
 mod tests {
     use super::*;
     use geolb_common::{GeoPoint, Health};
+    use geolb_config::Pop;
     use proptest::prelude::*;
     use std::collections::HashMap as Map;
 
@@ -544,6 +598,60 @@ mod tests {
                 assert_eq!(matches!(c.addr, IpAddr::V4(_)), family == Family::V4);
             }
         }
+    }
+
+    #[test]
+    fn services_over_one_pool_share_their_plans_and_others_get_their_own() {
+        let mut config = world();
+        let template = config.services[0].clone();
+        let mut twin = template.clone();
+        twin.name = "twin.example.net.".into();
+        twin.ttl += 1;
+        let mut narrower = template.clone();
+        narrower.name = "narrower.example.net.".into();
+        narrower.nodes.retain(|n| n.as_str() != "lhr-1");
+        let mut wider_band = template.clone();
+        wider_band.name = "band.example.net.".into();
+        wider_band.tie_band_km += 1000.0;
+        config.services.extend([twin, narrower, wider_band]);
+        let mut health: Map<NodeId, Health> = Map::new();
+        health.insert("lhr-2".into(), Health::Down);
+        let selector = Selector::build(&config, &health);
+        let plan = |name: &str| selector.service(name).unwrap();
+        let (svc, twin) = (plan("cdn.example.net."), plan("twin.example.net."));
+        assert!(Arc::ptr_eq(&svc.v4, &twin.v4) && Arc::ptr_eq(&svc.v6, &twin.v6));
+        assert_eq!(twin.ttl, svc.ttl + 1, "what is not shared stays the service's own");
+        for other in ["narrower.example.net.", "band.example.net."] {
+            assert!(!Arc::ptr_eq(&svc.v4, &plan(other).v4), "{other}");
+        }
+        // Each answers from its own pool: London gets lhr-1 (lhr-2 is down), the narrower pool
+        // has no lhr node left and goes to the next PoP.
+        for key in 0..50 {
+            let key = client_key(IpAddr::from([10, 0, key, 0]), 24);
+            assert_eq!(pick_one(twin, Family::V4, LONDON, key).1.unwrap().node.as_str(), "lhr-1");
+            assert_ne!(pick_one(plan("narrower.example.net."), Family::V4, LONDON, key).1.unwrap().pop.as_str(), "lhr");
+        }
+        // PoP sets over the same PoPs share one near index (enough PoPs to have one).
+        let mut config = world();
+        let at = |i: u32| GeoPoint::new(f64::from(i) * 4.0 - 80.0, f64::from(i) * 9.0 - 180.0);
+        config.pops = (0..40).map(|i| Pop { id: format!("p{i}").into(), location: at(i), region: None }).collect();
+        config.nodes = (0..40u32)
+            .map(|i| Node {
+                id: format!("n{i}").into(),
+                pop: format!("p{i}").into(),
+                ipv4: Some(std::net::Ipv4Addr::from(0xC000_0200 + i)),
+                ipv6: None,
+                weight: 100,
+                enabled: true,
+                check: Default::default(),
+            })
+            .collect();
+        config.services[0].nodes = config.nodes.iter().map(|n| n.id.clone()).collect();
+        let selector = Selector::build(&config, &geolb_common::health::NoVerdicts);
+        let v4 = &selector.services()[0].v4;
+        let (a, b) = (v4.healthy.index.as_ref(), v4.last_resort.index.as_ref());
+        assert!(a.is_some() && b.is_some());
+        assert!(Arc::ptr_eq(a.unwrap(), b.unwrap()));
     }
 
     #[test]
