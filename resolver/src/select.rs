@@ -366,12 +366,16 @@ impl Selector {
 /// Every node a service may answer, each once, in a fixed order: its pool, then its fallback
 /// pool. A [`Candidate`]'s `slot` is its position here.
 pub fn answerable(service: &Service) -> Vec<&NodeId> {
-    let fallback: &[NodeId] = match &service.all_down {
-        AllDownPolicy::FallbackPool(list) => list,
-        _ => &[],
-    };
     let mut seen = std::collections::HashSet::new();
-    service.nodes.iter().chain(fallback).filter(|id| seen.insert(*id)).collect()
+    service.nodes.iter().chain(fallback_pool(service).unwrap_or_default()).filter(|id| seen.insert(*id)).collect()
+}
+
+/// The fallback pool of a service whose all-down policy has one.
+fn fallback_pool(service: &Service) -> Option<&[NodeId]> {
+    match &service.all_down {
+        AllDownPolicy::FallbackPool(list) => Some(list),
+        _ => None,
+    }
 }
 
 /// What one [`Selector::build`] shares between services: the config's lookup tables, and what
@@ -400,10 +404,7 @@ impl Builder<'_> {
 }
 
 fn build_service<'c>(service: &'c Service, builder: &mut Builder<'c>) -> ServicePlan {
-    let fallback: Option<&[NodeId]> = match &service.all_down {
-        AllDownPolicy::FallbackPool(list) => Some(list),
-        _ => None,
-    };
+    let fallback = fallback_pool(service);
     let fail_open = service.all_down == AllDownPolicy::FailOpen;
     let key: PlanKey<'c> =
         (&service.nodes, fallback, fail_open, service.tie_band_km.to_bits(), service.types.a, service.types.aaaa);
@@ -428,18 +429,15 @@ fn build_service<'c>(service: &'c Service, builder: &mut Builder<'c>) -> Service
 
 /// A service's plans for A and AAAA (empty for a type it does not answer).
 fn family_plans<'c>(service: &Service, builder: &mut Builder<'c>) -> (Arc<FamilyPlan>, Arc<FamilyPlan>) {
+    let fail_open = service.all_down == AllDownPolicy::FailOpen;
     let band = service.tie_band_km;
-    let fallback: &[NodeId] = match &service.all_down {
-        AllDownPolicy::FallbackPool(list) => list,
-        _ => &[],
-    };
     // The configured nodes of a list, each with its slot.
     let slots: HashMap<&str, u32> =
         answerable(service).into_iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
     let known = |ids: &[NodeId]| -> Vec<(&'c Node, u32)> {
         ids.iter().filter_map(|id| Some((*builder.nodes.get(id.as_str())?, *slots.get(id.as_str())?))).collect()
     };
-    let (pool, fallback) = (known(&service.nodes), known(fallback));
+    let (pool, fallback) = (known(&service.nodes), known(fallback_pool(service).unwrap_or_default()));
     let health = builder.health;
     let usable = |n: &Node, need_usable: bool| {
         n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable())
@@ -453,11 +451,8 @@ fn family_plans<'c>(service: &Service, builder: &mut Builder<'c>) -> (Arc<Family
         };
         let any_state =
             |list: &[(&Node, u32)]| list.iter().filter_map(|&(n, slot)| candidate(n, family, slot)).collect::<Vec<_>>();
-        let enabled = if service.all_down == AllDownPolicy::FailOpen {
-            PopSet::build(builder, candidates(&pool, false), band)
-        } else {
-            PopSet::default()
-        };
+        let enabled =
+            if fail_open { PopSet::build(builder, candidates(&pool, false), band) } else { PopSet::default() };
         Arc::new(FamilyPlan {
             healthy: PopSet::build(builder, candidates(&pool, true), band),
             enabled,
