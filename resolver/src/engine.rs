@@ -53,8 +53,8 @@ pub const COUNTED_QTYPES: [&str; 10] = ["ANY", "A", "AAAA", "SOA", "NS", "CNAME"
 /// Lookup outcomes as counted: answered, fell through (`false`), malformed call.
 pub const LOOKUP_OUTCOMES: [&str; 3] = ["answered", "fell_through", "error"];
 
-/// What answers are counted by: (service name, PoP, node).
-pub type AnswerKey = (Box<str>, PopId, NodeId);
+/// One service's answer counters, by (PoP, node).
+pub type ServiceAnswers = BTreeMap<(PopId, NodeId), Arc<AtomicU64>>;
 
 /// Per node a service may answer, by [`Candidate::slot`](crate::select::Candidate): its answer
 /// counter and its PoP's location (`None` for an id the config does not place).
@@ -72,9 +72,10 @@ pub struct Counters {
     pub all_down_answers: AtomicU64,
     /// Answers from the whole pool whatever its state, because nothing else was left.
     pub last_resort_answers: AtomicU64,
-    /// Addresses answered per (service, PoP, node); entries are created by [`Engine::build`] for
-    /// the nodes each service can answer, and kept across engine generations.
-    pub answers: std::sync::Mutex<BTreeMap<AnswerKey, Arc<AtomicU64>>>,
+    /// Addresses answered per service, PoP and node; entries are created by [`Engine::build`]
+    /// for the nodes each service can answer, and kept across engine generations. Keyed by
+    /// service first: a build finds each service once, then its few nodes.
+    pub answers: std::sync::Mutex<BTreeMap<Box<str>, ServiceAnswers>>,
     /// Distance from the client's location to each answered node's PoP, when exported.
     pub distance_km: std::sync::OnceLock<prometheus::Histogram>,
 }
@@ -107,13 +108,16 @@ fn answer_targets(config: &Config, counters: &Counters) -> Vec<AnswerTargets> {
         .services
         .iter()
         .map(|service| {
+            let counters = match registry.get_mut(service.name.as_str()) {
+                Some(counters) => counters,
+                None => registry.entry(service.name.as_str().into()).or_default(),
+            };
             crate::select::answerable(service)
                 .into_iter()
                 .map(|id| {
                     let node = nodes.get(id)?;
                     let pop = *pops.get(&node.pop)?;
-                    let key = (service.name.as_str().into(), node.pop.clone(), id.clone());
-                    Some((registry.entry(key).or_default().clone(), pop))
+                    Some((counters.entry((node.pop.clone(), id.clone())).or_default().clone(), pop))
                 })
                 .collect()
         })
@@ -514,7 +518,7 @@ mod tests {
         config.services[0].all_down = geolb_config::AllDownPolicy::FallbackPool(vec!["syd-2".into()]);
         let counted = |counters: &Counters| -> BTreeMap<String, u64> {
             let answers = counters.answers.lock().unwrap();
-            answers.iter().map(|((_, _, node), c)| (node.to_string(), c.load(Ordering::Relaxed))).collect()
+            answers.values().flatten().map(|((_, node), c)| (node.to_string(), c.load(Ordering::Relaxed))).collect()
         };
         let ask = r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#;
         let counters = Arc::new(Counters::default());

@@ -64,8 +64,10 @@ pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|((service, pop, node), n)| {
-            (vec![service.to_string(), pop.to_string(), node.to_string()], n.load(Ordering::Relaxed))
+        .flat_map(|(service, counters)| {
+            counters.iter().map(move |((pop, node), n)| {
+                (vec![service.to_string(), pop.to_string(), node.to_string()], n.load(Ordering::Relaxed))
+            })
         })
         .collect();
     f.counter(
