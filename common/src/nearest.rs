@@ -10,7 +10,7 @@
 //! can be nearest (or within the band) for any client in the cell. A lookup finds the cell with
 //! a few comparisons and no trigonometry.
 //!
-//! The grid grows with the points (about one cell per point, `n` from 8 to 32), so a cell's
+//! The grid grows with the points (about four cells per point, `n` from 8 to 32), so a cell's
 //! list stays a handful long whether there are 20 points or thousands. Building compares dot
 //! products against one cosine per cell: no trigonometry per point either.
 
@@ -31,7 +31,7 @@ pub struct NearIndex {
     items: Vec<u32>,
 }
 
-/// Cells per face edge for `points` points: about as many cells as points.
+/// Cells per face edge for `points` points: about four cells per point.
 fn grid_for(points: usize) -> usize {
     (((points as f64 / 6.0).sqrt() * 2.0).ceil() as usize).clamp(MIN_N, MAX_N)
 }
@@ -103,8 +103,9 @@ impl NearIndex {
                 nearest = nearest.max(*d);
             }
             // Keep d ≤ D + r + band with D = (nearest d) + r; as a cosine, with a margin that
-            // only ever keeps more.
-            let reach = nearest.clamp(-1.0, 1.0).acos() + 2.0 * radius + band + 1e-9;
+            // only ever keeps more: 1e-7 rad (under a metre) covers acos's rounding near 1,
+            // which reaches about 1e-8.
+            let reach = nearest.clamp(-1.0, 1.0).acos() + 2.0 * radius + band + 1e-7;
             let floor = if reach >= std::f64::consts::PI { f64::NEG_INFINITY } else { reach.cos() - 1e-12 };
             items.extend(dots.iter().enumerate().filter(|(_, d)| **d >= floor).map(|(i, _)| i as u32));
         }
