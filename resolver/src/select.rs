@@ -411,7 +411,7 @@ fn build_service<'c>(service: &'c Service, builder: &mut Builder<'c>) -> Service
     let (v4, v6) = match builder.plans.get(&key) {
         Some(plans) => plans.clone(),
         None => {
-            let plans = family_plans(service, builder);
+            let plans = family_plans(service, fallback.unwrap_or_default(), fail_open, builder);
             builder.plans.insert(key, plans.clone());
             plans
         }
@@ -427,9 +427,14 @@ fn build_service<'c>(service: &'c Service, builder: &mut Builder<'c>) -> Service
     }
 }
 
-/// A service's plans for A and AAAA (empty for a type it does not answer).
-fn family_plans<'c>(service: &Service, builder: &mut Builder<'c>) -> (Arc<FamilyPlan>, Arc<FamilyPlan>) {
-    let fail_open = service.all_down == AllDownPolicy::FailOpen;
+/// A service's plans for A and AAAA (empty for a type it does not answer), from its pool and
+/// `fallback` pool, with an `enabled` set when its policy is `fail_open`.
+fn family_plans<'c>(
+    service: &Service,
+    fallback: &[NodeId],
+    fail_open: bool,
+    builder: &mut Builder<'c>,
+) -> (Arc<FamilyPlan>, Arc<FamilyPlan>) {
     let band = service.tie_band_km;
     // The configured nodes of a list, each with its slot.
     let slots: HashMap<&str, u32> =
@@ -437,7 +442,7 @@ fn family_plans<'c>(service: &Service, builder: &mut Builder<'c>) -> (Arc<Family
     let known = |ids: &[NodeId]| -> Vec<(&'c Node, u32)> {
         ids.iter().filter_map(|id| Some((*builder.nodes.get(id.as_str())?, *slots.get(id.as_str())?))).collect()
     };
-    let (pool, fallback) = (known(&service.nodes), known(fallback_pool(service).unwrap_or_default()));
+    let (pool, fallback) = (known(&service.nodes), known(fallback));
     let health = builder.health;
     let usable = |n: &Node, need_usable: bool| {
         n.enabled && !health.drained(&n.id) && (!need_usable || health.health(&n.id).is_usable())
