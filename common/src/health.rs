@@ -1,7 +1,7 @@
 //! Node health as a reader of the cluster view sees it.
 //!
 //! The prober side decides verdicts; this module only says what a reader may do with one. The
-//! resolver asks a [`HealthView`] per node and treats anything but [`Health::Down`] as usable:
+//! resolver asks a [`HealthLookup`] per node and treats anything but [`Health::Down`] as usable:
 //! an unknown node fails open, because a black-holed name hurts more than a possibly-dead node.
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ impl Health {
 }
 
 /// Anything that can tell a node's current health.
-pub trait HealthView {
+pub trait HealthLookup {
     /// The verdict for `node`; [`Health::Unknown`] when the view has none.
     fn health(&self, node: &NodeId) -> Health;
 
@@ -44,13 +44,13 @@ pub trait HealthView {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoVerdicts;
 
-impl HealthView for NoVerdicts {
+impl HealthLookup for NoVerdicts {
     fn health(&self, _node: &NodeId) -> Health {
         Health::Unknown
     }
 }
 
-impl HealthView for std::collections::HashMap<NodeId, Health> {
+impl HealthLookup for std::collections::HashMap<NodeId, Health> {
     fn health(&self, node: &NodeId) -> Health {
         self.get(node).copied().unwrap_or_default()
     }

@@ -12,5 +12,5 @@ pub mod quorum;
 pub mod verdict;
 
 pub use geo::GeoPoint;
-pub use health::{Health, HealthView};
+pub use health::{Health, HealthLookup};
 pub use id::{NodeId, PopId};

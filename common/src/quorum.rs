@@ -89,8 +89,8 @@
 //! that sees a regional outage on a handful of nodes stays well below the floor. The median makes
 //! fencing relative: with `fence_factor ≥ 1` at most half of the measured probers can be fenced,
 //! and with `fence_factor ≥ 2` two measured probers never fence each other (who is right cannot
-//! be told). A lone prober is never fenced. [`FoldOutput::disagreement`] reports every measured
-//! prober's value and [`FoldOutput::fenced`] the fenced ones, by prober id (ids are expected to be
+//! be told). A lone prober is never fenced. [`QuorumDecisions::disagreement`] reports every measured
+//! prober's value and [`QuorumDecisions::fenced`] the fenced ones, by prober id (ids are expected to be
 //! unique; voters sharing an id share a fence and the higher disagreement).
 //!
 //! # Regions
@@ -231,7 +231,7 @@ pub struct FoldInput<'a> {
     /// The global view of the previous fold (or a restored one, see [`Decision::restored`]);
     /// empty on a cold start.
     pub previous: &'a BTreeMap<NodeId, Decision>,
-    /// The regional views of the previous fold ([`FoldOutput::regional`]), for their `since_ms`;
+    /// The regional views of the previous fold ([`QuorumDecisions::regional`]), for their `since_ms`;
     /// empty on a cold start.
     pub previous_regional: &'a BTreeMap<Arc<str>, BTreeMap<NodeId, Decision>>,
     /// Current unix time in milliseconds.
@@ -242,7 +242,7 @@ pub struct FoldInput<'a> {
 
 /// The health view computed by [`fold`].
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct FoldOutput {
+pub struct QuorumDecisions {
     /// One decision per configured node, from every eligible voter.
     pub global: BTreeMap<NodeId, Decision>,
     /// Per region that has at least one voter: one decision per configured node, from that
@@ -256,7 +256,7 @@ pub struct FoldOutput {
 }
 
 /// Folds every prober's verdicts into the global and regional health views; see the module docs.
-pub fn fold(input: &FoldInput) -> FoldOutput {
+pub fn fold(input: &FoldInput) -> QuorumDecisions {
     let FoldInput { voters, votes, nodes, previous, previous_regional, now_ms, params } = *input;
 
     // One canonical ballot box per configured node; from here on vote order is gone.
@@ -312,7 +312,7 @@ pub fn fold(input: &FoldInput) -> FoldOutput {
         })
         .collect();
 
-    FoldOutput { global, regional, fenced, disagreement }
+    QuorumDecisions { global, regional, fenced, disagreement }
 }
 
 impl Voter {
@@ -541,7 +541,7 @@ mod tests {
             ballot.push((voter, verdict(up)));
         }
 
-        fn fold_after(&self, previous: &FoldOutput, now_ms: u64) -> FoldOutput {
+        fn fold_after(&self, previous: &QuorumDecisions, now_ms: u64) -> QuorumDecisions {
             fold(&FoldInput {
                 voters: &self.voters,
                 votes: &self.votes,
@@ -553,8 +553,8 @@ mod tests {
             })
         }
 
-        fn fold(&self) -> FoldOutput {
-            self.fold_after(&FoldOutput::default(), NOW)
+        fn fold(&self) -> QuorumDecisions {
+            self.fold_after(&QuorumDecisions::default(), NOW)
         }
     }
 
@@ -790,9 +790,9 @@ mod tests {
         let cold = quiet.fold_after(&persisted, start);
         assert_eq!(get(&cold.global, "n").reason, DecisionReason::FailOpen);
 
-        let restored = FoldOutput {
+        let restored = QuorumDecisions {
             global: persisted.global.iter().map(|(n, d)| (n.clone(), d.clone().restored(start))).collect(),
-            ..FoldOutput::default()
+            ..QuorumDecisions::default()
         };
         let warm = quiet.fold_after(&restored, start + 1_000);
         let d = get(&warm.global, "n");
@@ -809,7 +809,7 @@ mod tests {
         for &voter in &steady {
             cluster.vote(voter, "n", true);
         }
-        let mut out = FoldOutput::default();
+        let mut out = QuorumDecisions::default();
         for step in 0..20u64 {
             cluster.vote(flappy, "n", step % 2 == 1);
             // Steady voters drop out in turns: flappy is sometimes half, or all, of the electorate.

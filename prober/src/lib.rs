@@ -3,18 +3,10 @@
 //! # Layout
 //! * [`check`]: HTTP(S) and TCP checks, and the scheduler with rise/fall hysteresis.
 //! * [`targets`]: what to check (the config's nodes and canaries), impairment.
-//! * [`gossip`]: chitchat with every datagram authenticated by the cluster key.
-//! * [`cluster`]: folding the gossip into one quorum view (shared with the resolver).
-//! * [`admin`]: `/api/v1/state`, drain and undrain; [`drains`]: their persistence.
-//! * [`metrics`]: Prometheus names and rendering (shared with the resolver).
-//! * [`run`](mod@run): the prober process.
+//! * [`run`](mod@run): the prober process: checks, verdicts into the gossip, impairment,
+//!   reloads. The gossip, the cluster fold, drains, the admin API and metrics are
+//!   [`geolb_member`]'s.
 
-pub mod admin;
 pub mod check;
-pub mod cluster;
-pub mod drains;
-pub mod gossip;
-pub mod metrics;
 pub mod run;
-pub mod signals;
 pub mod targets;

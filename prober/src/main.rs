@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use geolb_prober::signals::{CommonArgs, EXIT_BAD_CONFIG};
+use geolb_member::process::{CommonArgs, EXIT_BAD_CONFIG};
 
 /// Health-checks CDN nodes from this PoP and gossips the verdicts to the cluster (the config
 /// needs [prober] and [cluster]).
@@ -58,12 +58,12 @@ fn main() -> ExitCode {
 
 fn serve(config_path: PathBuf, config: geolb_config::Config) -> anyhow::Result<()> {
     let threads = config.prober.as_ref().map_or(1, |p| p.threads);
-    let runtime = geolb_prober::signals::runtime(threads).context("failed to start the async runtime")?;
+    let runtime = geolb_member::process::runtime(threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let addr = config.prober.as_ref().map(|p| p.admin_listen).context("no [prober]")?;
         let admin = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(geolb_prober::signals::cancel_on_signal(shutdown.clone()));
+        tokio::spawn(geolb_member::process::cancel_on_signal(shutdown.clone()));
         geolb_prober::run::run(config_path, config, geolb_prober::run::Listeners { admin }, shutdown).await?;
         tracing::info!("stopped");
         Ok(())

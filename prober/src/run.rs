@@ -2,45 +2,41 @@
 //! serves the admin API, and follows config reloads.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use geolb_config::Config;
+use geolb_member::admin::{AdminState, serve_admin};
+use geolb_member::cluster::{ClusterHealth, Follower};
+use geolb_member::drains::Drains;
+use geolb_member::gossip::GossipHandle;
+use geolb_member::gossip::keys::Role;
+use geolb_member::metrics::{Families, Reloads};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::admin::{AdminState, serve_admin};
-use crate::check::SchedulerHandle;
-use crate::check::{HttpChecker, NetChecker, TcpChecker, spawn_scheduler};
-use crate::cluster::{Folded, fold_cluster};
-use crate::drains::Drains;
-use crate::gossip::keys::Role;
-use crate::gossip::transport::{UdpDatagrams, unix_now_ms};
-use crate::gossip::{GossipConfig, GossipHandle, spawn_gossip};
+use crate::check::{HttpChecker, NetChecker, SchedulerHandle, TcpChecker, Transition, spawn_scheduler};
 use crate::targets::{CANARY_PREFIX, failing, impaired, peer_down_share, targets, verdict};
 
 /// Why the prober stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The config has no `[prober]` or `[cluster]`.
-    #[error("the config has no [{0}] table: a prober needs [prober] and [cluster]")]
-    NotAProber(&'static str),
-    /// Gossip could not start or died.
+    /// The config has no `[prober]`.
+    #[error("the config has no [prober] table: a prober needs [prober] and [cluster]")]
+    NotAProber,
+    /// Joining the cluster failed.
     #[error(transparent)]
-    Gossip(#[from] crate::gossip::GossipError),
+    Join(#[from] geolb_member::JoinError),
+    /// The gossip task died.
+    #[error(transparent)]
+    Gossip(#[from] geolb_member::gossip::GossipError),
     /// The checks could not be set up.
     #[error(transparent)]
     Check(#[from] crate::check::CheckError),
-    /// The admin API failed.
-    #[error("admin API failed: {0}")]
-    Admin(std::io::Error),
-    /// Another process uses the state directory.
-    #[error(transparent)]
-    StateDir(#[from] crate::drains::StateDirInUse),
 }
 
 /// Sockets bound by the caller.
@@ -54,31 +50,22 @@ pub struct Listeners {
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Longest time between two folds of the cluster view in a prober when the gossip is quiet.
+/// Copying and folding every verdict of every prober is the follower's whole cost: a prober
+/// folds at most once per [`HEARTBEAT`], and else every `FOLD_EVERY` (for staleness and grace).
 const FOLD_EVERY: Duration = Duration::from_secs(5);
 
-/// Joins the gossip cluster of `config` as `role`, publishing the member's saved drains again.
-pub async fn join(
-    config: &Config,
-    role: Role,
-    id: &str,
-    listen: std::net::SocketAddr,
-    advertise: Option<std::net::SocketAddr>,
-    region: String,
-    drains: &Drains,
-) -> Result<Arc<GossipHandle>, Error> {
-    let cluster = config.cluster.clone().ok_or(Error::NotAProber("cluster"))?;
-    let mut gc = GossipConfig::new(id, listen, cluster.id, cluster.key, role, region);
-    gc.advertise = advertise.unwrap_or(listen);
-    gc.seeds = cluster.seeds;
-    gc.gossip_interval = cluster.gossip_interval;
-    let gossip = Arc::new(spawn_gossip(gc, UdpDatagrams).await?);
-    for (node, (at_ms, drained)) in drains.entries() {
-        if let Err(e) = gossip.set_drain(&node, drained, at_ms).await {
-            tracing::warn!(node = %node, error = %e, "cannot republish a saved drain");
-        }
+/// The median share of Down verdicts among the other probers (f64 bits), for impairment.
+#[derive(Debug, Default)]
+struct PeerShare(AtomicU64);
+
+impl PeerShare {
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
     }
-    tracing::info!(addr = %gossip.listen_addr(), "gossip listening on {}", gossip.listen_addr());
-    Ok(gossip)
+
+    fn set(&self, share: f64) {
+        self.0.store(share.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// Runs the prober until `shutdown`.
@@ -88,24 +75,32 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let prober = config.prober.clone().ok_or(Error::NotAProber("prober"))?;
+    let prober = config.prober.clone().ok_or(Error::NotAProber)?;
     let region = config.pop(&prober.pop).and_then(|p| p.region.clone()).unwrap_or_else(|| prober.pop.clone());
-    let drains = Arc::new(Drains::open(&prober.state_dir)?);
-    let gossip =
-        join(&config, Role::Prober, &prober.id, prober.gossip_listen, prober.gossip_advertise, region, &drains).await?;
+    let drains = Arc::new(Drains::open(&prober.state_dir).map_err(geolb_member::JoinError::from)?);
+    let gossip = geolb_member::join(
+        &config,
+        Role::Prober,
+        &prober.id,
+        prober.gossip_listen,
+        prober.gossip_advertise,
+        region,
+        &drains,
+    )
+    .await?;
     let config = Arc::new(ArcSwap::from_pointee(config));
 
     // Metrics recorded as checks complete; the rest is read at scrape time.
-    let registry = crate::metrics::registry("prober");
+    let registry = geolb_member::metrics::registry("prober");
     let check_metrics = CheckMetrics::register(&registry);
-    let reloads = Arc::new(crate::metrics::Reloads::default());
+    let reloads = Arc::new(Reloads::default());
     let initial = targets(&config.load());
     if let Some(m) = &check_metrics {
         m.track(&initial);
     }
 
     // Checks: transitions go to the gossip (one key write per transition), in order.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let checker = Arc::new(NetChecker::new(HttpChecker::new()?, TcpChecker::new()));
     let recorder = check_metrics.clone();
     let (scheduler, scheduler_task) = spawn_scheduler(
@@ -123,107 +118,30 @@ pub async fn run(
         },
         shutdown.clone(),
     );
-    let mut tasks = tokio::task::JoinSet::new();
     let share = prober.impaired_share;
-    // The median share of Down verdicts among the other probers (f64 bits), for impairment.
-    let peer_share = Arc::new(AtomicU64::new(0f64.to_bits()));
-    {
-        let gossip = gossip.clone();
-        let scheduler = scheduler.clone();
-        let shutdown = shutdown.clone();
-        let peer_share = peer_share.clone();
-        tasks.spawn(async move {
-            loop {
-                // The scheduler holds the sender: end on shutdown, not on a closed channel.
-                let (id, t) = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    next = rx.recv() => match next {
-                        Some(next) => next,
-                        None => return,
-                    },
-                };
-                if id.starts_with(CANARY_PREFIX) {
-                    continue;
-                }
-                if !t.up {
-                    // Say we are impaired *before* the Down it would explain: peers apply one
-                    // member's keys in the order they were written.
-                    let peers = f64::from_bits(peer_share.load(Ordering::Relaxed));
-                    gossip.set_impaired(is_impaired(&scheduler, share, peers)).await;
-                }
-                let rtt = scheduler
-                    .state(&id)
-                    .and_then(|s| s.last_rtt)
-                    .map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
-                let encoded = verdict(&t, rtt).encode();
-                if let Err(e) = gossip.set_verdict(&id, &encoded).await {
-                    tracing::warn!(node = %id, error = %e, "cannot publish a verdict");
-                }
-            }
-        });
-    }
-    // Impairment every second, and this member's view of the quorum (for /api/v1/state).
-    let folded = Arc::new(std::sync::Mutex::new(Folded::default()));
-    {
-        let gossip = gossip.clone();
-        let scheduler = scheduler.clone();
-        let shutdown = shutdown.clone();
-        let config = config.clone();
-        let folded = folded.clone();
-        let me = prober.id.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
-            let mut changes = gossip.watch();
-            let mut was_impaired = false;
-            let mut last_fold: Option<Instant> = None;
-            // Checks completed so far, and since when that count has stood still.
-            let (mut completed_before, mut still_since) = (0, Instant::now());
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                // Copying and folding every verdict of every prober is this task's whole cost:
-                // do it when the gossip changed, else every FOLD_EVERY (for staleness and grace).
-                if changes.has_changed().unwrap_or(false) || last_fold.is_none_or(|at| at.elapsed() >= FOLD_EVERY) {
-                    changes.borrow_and_update();
-                    last_fold = Some(Instant::now());
-                    let view = gossip.view().await;
-                    peer_share.store(peer_down_share(&view, &me).to_bits(), Ordering::Relaxed);
-                    let mut folded = folded.lock().unwrap_or_else(|p| p.into_inner());
-                    let next = fold_cluster(&view, &config.load(), &folded, unix_now_ms());
-                    *folded = next;
-                }
-                // A prober whose checks stopped completing has no current verdicts: it abstains
-                // (its gossip heartbeat alone would keep it fresh to its peers).
-                let stats = scheduler.stats();
-                if stats.completed_total != completed_before {
-                    (completed_before, still_since) = (stats.completed_total, Instant::now());
-                }
-                let stalled = stats.targets > 0 && still_since.elapsed() >= config.load().quorum.stale_after;
-                let peers = f64::from_bits(peer_share.load(Ordering::Relaxed));
-                let now_impaired = stalled || is_impaired(&scheduler, share, peers);
-                if now_impaired != was_impaired {
-                    tracing::warn!(
-                        impaired = now_impaired,
-                        checks_stalled = stalled,
-                        "prober impairment changed: an impaired prober abstains from voting"
-                    );
-                    was_impaired = now_impaired;
-                }
-                gossip.set_impaired(now_impaired).await;
-            }
-        });
-    }
+    let peer_share = Arc::new(PeerShare::default());
+    let health = Arc::new(Mutex::new(ClusterHealth::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(publish_verdicts(rx, gossip.clone(), scheduler.clone(), share, peer_share.clone(), shutdown.clone()));
+    let follower = Follower::new(gossip.clone(), health.clone(), HEARTBEAT, FOLD_EVERY);
+    tasks.spawn(follow_cluster(follower, config.clone(), peer_share.clone(), prober.id.clone(), shutdown.clone()));
+    tasks.spawn(watch_impairment(
+        gossip.clone(),
+        scheduler.clone(),
+        config.clone(),
+        share,
+        peer_share,
+        shutdown.clone(),
+    ));
     // Admin API.
     let metrics = {
-        let (gossip, scheduler, folded, me) = (gossip.clone(), scheduler.clone(), folded.clone(), prober.id.clone());
+        let (gossip, scheduler, health, me) = (gossip.clone(), scheduler.clone(), health.clone(), prober.id.clone());
         let reloads = reloads.clone();
         Arc::new(move || {
-            let mut f = crate::metrics::Families::default();
+            let mut f = Families::default();
             prober_families(&mut f, &scheduler, &me);
             f.reloads(&reloads);
-            f.cluster(&folded.lock().unwrap_or_else(|p| p.into_inner()));
+            f.cluster(&health.lock().unwrap_or_else(|p| p.into_inner()));
             f.gossip(&gossip.stats().snapshot());
             f.render(&registry)
         })
@@ -231,57 +149,19 @@ pub async fn run(
     let admin = AdminState {
         gossip: gossip.clone(),
         config: config.clone(),
-        folded,
+        health,
         drains,
         drain_lock: Arc::default(),
         metrics,
     };
     tasks.spawn(serve_admin(listeners.admin, admin, shutdown.clone()));
-    // Reloads: new targets keep the state of unchanged ones.
-    {
-        let gossip = gossip.clone();
-        let shutdown = shutdown.clone();
-        let config = config.clone();
-        let scheduler = scheduler.clone();
-        tasks.spawn(async move {
-            // The config and the admin token's file (a new token takes effect at once).
-            let watched = |c: &Config| [config_path.clone()].into_iter().chain(c.admin.token_file.clone()).collect();
-            let mut watcher = geolb_config::watch::ConfigWatcher::new(watched(&config.load()));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = watcher.next() => {}
-                }
-                match geolb_config::load(&config_path) {
-                    Ok(new) => {
-                        if let (Some(old), Some(now)) = (config.load().prober.as_ref(), new.prober.as_ref()) {
-                            let waiting = old.changed_keys(now);
-                            if !waiting.is_empty() {
-                                tracing::warn!(keys = ?waiting, "changes to [prober] take effect at the next restart");
-                            }
-                        }
-                        let next = targets(&new);
-                        if let Some(m) = &check_metrics {
-                            m.track(&next);
-                        }
-                        let summary = scheduler.update(next);
-                        tracing::info!(?summary, "reloaded");
-                        reloads.record(true);
-                        // Withdraw the verdicts on nodes that left the config.
-                        for gone in config.load().nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
-                            gossip.remove_verdict(gone.id.as_str()).await;
-                        }
-                        watcher.set_files(watched(&new));
-                        config.store(Arc::new(new));
-                    }
-                    Err(e) => {
-                        reloads.record(false);
-                        tracing::error!(error = %e, "reload refused, keeping the running config");
-                    }
-                }
-            }
-        });
-    }
+    let reloader =
+        Reloader { config_path, config, scheduler: scheduler.clone(), gossip: gossip.clone(), check_metrics, reloads };
+    let files = reloader.watched(&reloader.config.load());
+    tasks.spawn(geolb_member::process::reload_on_change(files, shutdown.clone(), move || {
+        let reloader = reloader.clone();
+        async move { reloader.reload().await }
+    }));
     let termination = gossip.termination();
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -303,6 +183,148 @@ pub async fn run(
     Ok(())
 }
 
+/// Publishes each verdict transition of the checks into the gossip, in order. A Down is preceded
+/// by this prober's impairment, so that peers read the two in the order that explains them.
+async fn publish_verdicts(
+    mut rx: UnboundedReceiver<(Arc<str>, Transition)>,
+    gossip: Arc<GossipHandle>,
+    scheduler: SchedulerHandle,
+    share: f64,
+    peer_share: Arc<PeerShare>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        // The scheduler holds the sender: end on shutdown, not on a closed channel.
+        let (id, t) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = rx.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        if id.starts_with(CANARY_PREFIX) {
+            continue;
+        }
+        if !t.up {
+            // Say we are impaired *before* the Down it would explain: peers apply one
+            // member's keys in the order they were written.
+            gossip.set_impaired(is_impaired(&scheduler, share, peer_share.get())).await;
+        }
+        let rtt =
+            scheduler.state(&id).and_then(|s| s.last_rtt).map_or(0, |d| d.as_micros().min(u128::from(u32::MAX)) as u32);
+        let encoded = verdict(&t, rtt).encode();
+        if let Err(e) = gossip.set_verdict(&id, &encoded).await {
+            tracing::warn!(node = %id, error = %e, "cannot publish a verdict");
+        }
+    }
+}
+
+/// Folds the cluster for this member's `/api/v1/state` and metrics, and keeps the other
+/// probers' share of Down verdicts for impairment.
+async fn follow_cluster(
+    mut follower: Follower,
+    config: Arc<ArcSwap<Config>>,
+    peer_share: Arc<PeerShare>,
+    me: String,
+    shutdown: CancellationToken,
+) {
+    while let Some((snapshot, health)) = follower.next(&config.load(), &shutdown).await {
+        peer_share.set(peer_down_share(&snapshot, &me));
+        follower.publish(health);
+    }
+}
+
+/// Decides every [`HEARTBEAT`] whether this prober is impaired, and says so in the gossip.
+async fn watch_impairment(
+    gossip: Arc<GossipHandle>,
+    scheduler: SchedulerHandle,
+    config: Arc<ArcSwap<Config>>,
+    share: f64,
+    peer_share: Arc<PeerShare>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut was_impaired = false;
+    // Checks completed so far, and since when that count has stood still.
+    let (mut completed_before, mut still_since) = (0, Instant::now());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // A prober whose checks stopped completing has no current verdicts: it abstains
+        // (its gossip heartbeat alone would keep it fresh to its peers).
+        let stats = scheduler.stats();
+        if stats.completed_total != completed_before {
+            (completed_before, still_since) = (stats.completed_total, Instant::now());
+        }
+        let stalled = stats.targets > 0 && still_since.elapsed() >= config.load().quorum.stale_after;
+        let now_impaired = stalled || is_impaired(&scheduler, share, peer_share.get());
+        if now_impaired != was_impaired {
+            tracing::warn!(
+                impaired = now_impaired,
+                checks_stalled = stalled,
+                "prober impairment changed: an impaired prober abstains from voting"
+            );
+            was_impaired = now_impaired;
+        }
+        gossip.set_impaired(now_impaired).await;
+    }
+}
+
+/// What a reload changes: the config, the checks (new targets keep the state of unchanged ones),
+/// the verdicts of nodes that left, and the check series.
+#[derive(Clone)]
+struct Reloader {
+    config_path: PathBuf,
+    config: Arc<ArcSwap<Config>>,
+    scheduler: SchedulerHandle,
+    gossip: Arc<GossipHandle>,
+    check_metrics: Option<CheckMetrics>,
+    reloads: Arc<Reloads>,
+}
+
+impl Reloader {
+    /// The config and the admin token's file (a new token takes effect at once).
+    fn watched(&self, config: &Config) -> Vec<PathBuf> {
+        [self.config_path.clone()].into_iter().chain(config.admin.token_file.clone()).collect()
+    }
+
+    /// Loads the config again and applies it; a config that does not load is refused and the
+    /// running one kept. Returns the files to watch next.
+    async fn reload(&self) -> Vec<PathBuf> {
+        let new = match geolb_config::load(&self.config_path) {
+            Ok(new) => new,
+            Err(e) => {
+                self.reloads.record(false);
+                tracing::error!(error = %e, "reload refused, keeping the running config");
+                return self.watched(&self.config.load());
+            }
+        };
+        let old = self.config.load_full();
+        if let (Some(old), Some(now)) = (old.prober.as_ref(), new.prober.as_ref()) {
+            let waiting = old.changed_keys(now);
+            if !waiting.is_empty() {
+                tracing::warn!(keys = ?waiting, "changes to [prober] take effect at the next restart");
+            }
+        }
+        let next = targets(&new);
+        if let Some(m) = &self.check_metrics {
+            m.track(&next);
+        }
+        let summary = self.scheduler.update(next);
+        tracing::info!(?summary, "reloaded");
+        self.reloads.record(true);
+        // Withdraw the verdicts on nodes that left the config.
+        for gone in old.nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {
+            self.gossip.remove_verdict(gone.id.as_str()).await;
+        }
+        let files = self.watched(&new);
+        self.config.store(Arc::new(new));
+        files
+    }
+}
+
 /// Time tasks get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -320,12 +342,12 @@ struct CheckMetrics {
 
 impl CheckMetrics {
     fn register(registry: &prometheus::Registry) -> Option<CheckMetrics> {
-        use crate::metrics::names;
+        use geolb_member::metrics::names;
         let checks = prometheus::IntCounterVec::new(
             prometheus::Opts::new(names::PROBER_CHECKS_TOTAL, "Checks this prober completed, by node and result"),
             &["node", "result"],
         );
-        let duration = crate::metrics::histogram(
+        let duration = geolb_member::metrics::histogram(
             registry,
             names::PROBER_CHECK_DURATION_SECONDS,
             "Duration of this prober's checks (a timed-out check counts as its timeout)",
@@ -333,7 +355,7 @@ impl CheckMetrics {
         )?;
         match checks {
             Ok(checks) => {
-                crate::metrics::register(registry, checks.clone());
+                geolb_member::metrics::register(registry, checks.clone());
                 Some(CheckMetrics { checks, duration })
             }
             // Only an invalid name fails, which the tests rule out.
@@ -382,8 +404,8 @@ impl CheckMetrics {
 }
 
 /// The prober's own families read at scrape time: its verdicts and skipped checks.
-fn prober_families(f: &mut crate::metrics::Families, scheduler: &SchedulerHandle, me: &str) {
-    use crate::metrics::names;
+fn prober_families(f: &mut Families, scheduler: &SchedulerHandle, me: &str) {
+    use geolb_member::metrics::names;
     let mine: Vec<_> =
         scheduler.snapshot().into_iter().filter(|(id, _)| !id.starts_with(crate::targets::CANARY_PREFIX)).collect();
     f.gauge(
@@ -415,7 +437,7 @@ mod tests {
         let mut nodes: Vec<String> = registry
             .gather()
             .iter()
-            .filter(|f| f.name() == crate::metrics::names::PROBER_CHECKS_TOTAL)
+            .filter(|f| f.name() == geolb_member::metrics::names::PROBER_CHECKS_TOTAL)
             .flat_map(|f| f.get_metric())
             .flat_map(|m| m.get_label())
             .filter(|l| l.name() == "node")

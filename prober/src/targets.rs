@@ -105,11 +105,11 @@ pub fn failing(state: &crate::check::TargetState) -> Failing {
 
 /// The median share of Down verdicts among the other live probers with at least 4 verdicts
 /// (0 when there is none).
-pub fn peer_down_share(view: &crate::gossip::keys::ClusterView, me: &str) -> f64 {
+pub fn peer_down_share(view: &geolb_member::gossip::keys::GossipSnapshot, me: &str) -> f64 {
     let mut shares: Vec<f64> = view
         .members
         .iter()
-        .filter(|m| m.id != me && m.live && m.role == Some(crate::gossip::keys::Role::Prober))
+        .filter(|m| m.id != me && m.live && m.role == Some(geolb_member::gossip::keys::Role::Prober))
         .filter_map(|m| {
             let verdicts: Vec<bool> = m
                 .verdicts

@@ -20,8 +20,8 @@ use geolb_common::GeoPoint;
 use geolb_common::health::NoVerdicts;
 use geolb_config::{Config, Node, Pop};
 use geolb_resolver::engine::{Counters, Engine};
+use geolb_resolver::health::ServedHealth;
 use geolb_resolver::select::{Family, Picked, Selector, client_key};
-use geolb_resolver::view::View;
 use geolb_resolver::zones::ZoneSet;
 
 fn world() -> Config {
@@ -166,8 +166,13 @@ fn bench_lookup(c: &mut Criterion) {
     let zones = example_zone();
     let mut group = c.benchmark_group(format!("lookup_{source}"));
     for (label, config) in configs() {
-        let engine =
-            Engine::build(&config, Some(geoip.clone()), zones.clone(), &View::default(), Arc::new(Counters::default()));
+        let engine = Engine::build(
+            &config,
+            Some(geoip.clone()),
+            zones.clone(),
+            &ServedHealth::default(),
+            Arc::new(Counters::default()),
+        );
         let requests: Vec<String> = (0..256u32)
             .map(|i| {
                 let net = std::net::Ipv4Addr::from(0x0100_0000u32.wrapping_add(i.wrapping_mul(0x00F3_1700)) & 0xFFFF_FF00);
@@ -182,7 +187,7 @@ fn bench_lookup(c: &mut Criterion) {
             b.iter(|| {
                 let req = &requests[i % requests.len()];
                 i += 1;
-                black_box(engine.handle(black_box(req.as_bytes()), &mut out));
+                black_box(geolb_resolver::server::dispatch(&engine, black_box(req.as_bytes()), &mut out));
                 black_box(out.len())
             })
         });
@@ -200,7 +205,9 @@ fn bench_build(c: &mut Criterion) {
     let counters = Arc::new(Counters::default());
     for (label, config) in configs() {
         group.bench_function(label, |b| {
-            b.iter(|| black_box(Engine::build(&config, None, zones.clone(), &View::default(), counters.clone())))
+            b.iter(|| {
+                black_box(Engine::build(&config, None, zones.clone(), &ServedHealth::default(), counters.clone()))
+            })
         });
     }
     group.finish();

@@ -17,24 +17,57 @@ use geolb_common::{NodeId, PopId};
 use geolb_config::Config;
 
 use crate::geoip::GeoIp;
+use crate::health::ServedHealth;
 use crate::locate::Locator;
 use crate::pdns::reply::{self, RecordWriter};
-use crate::pdns::{self, Call, Lookup, QType};
+use crate::pdns::{Lookup, QType};
 use crate::select::{Family, Outcome, Picked, Selector, ServicePlan, client_key};
-use crate::view::View;
 use crate::zones::ZoneSet;
 
-/// How a request was answered, for the caller's status code and counters.
+/// What a lookup did, as counted (`Error`: a malformed call, which never reaches the engine).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
+pub enum LookupOutcome {
     /// Records answered.
     Answered,
     /// `false`: not ours, or nothing of that type; PowerDNS asks the next backend.
     FellThrough,
-    /// Another call answered (`initialize`, `getAllDomains`, …).
-    Other,
-    /// The request was malformed; the reply says why.
-    BadRequest,
+    /// The call was malformed.
+    Error,
+}
+
+impl LookupOutcome {
+    /// Its index in [`LOOKUP_OUTCOMES`] and [`Counters::lookups`].
+    fn index(self) -> usize {
+        match self {
+            LookupOutcome::Answered => 0,
+            LookupOutcome::FellThrough => 1,
+            LookupOutcome::Error => 2,
+        }
+    }
+}
+
+/// A qtype as lookups are counted: one of [`COUNTED_QTYPES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountedQtype(usize);
+
+impl CountedQtype {
+    /// Anything not counted by name (and malformed calls, whose qtype is unknown).
+    pub const OTHER: CountedQtype = CountedQtype(COUNTED_QTYPES.len() - 1);
+
+    /// The counted qtype of `qtype`.
+    pub fn of(qtype: &QType<'_>) -> CountedQtype {
+        let name = match qtype {
+            QType::Any => "ANY",
+            QType::A => "A",
+            QType::Aaaa => "AAAA",
+            QType::Other(name) => name,
+        };
+        // `other` itself is not a qtype: match the named ones only.
+        COUNTED_QTYPES[..Self::OTHER.0]
+            .iter()
+            .position(|t| t.eq_ignore_ascii_case(name))
+            .map_or(Self::OTHER, CountedQtype)
+    }
 }
 
 /// Per-name pre-rendered data.
@@ -63,8 +96,8 @@ type AnswerTargets = Vec<Option<(Arc<AtomicU64>, UnitVector)>>;
 /// Counters the engine keeps; exported as metrics by the caller.
 #[derive(Default)]
 pub struct Counters {
-    /// Lookups by [`COUNTED_QTYPES`] index and [`LOOKUP_OUTCOMES`] index (malformed calls, whose
-    /// qtype is unknown, count as `other`).
+    /// Lookups by [`CountedQtype`] and [`LookupOutcome`] (malformed calls, whose qtype is
+    /// unknown, count as `other`).
     pub lookups: [[AtomicU64; LOOKUP_OUTCOMES.len()]; COUNTED_QTYPES.len()],
     /// GeoIP lookups that failed on a corrupt record.
     pub geoip_errors: AtomicU64,
@@ -91,8 +124,9 @@ impl std::fmt::Debug for Counters {
 }
 
 impl Counters {
-    fn count_lookup(&self, qtype: usize, outcome: usize) {
-        if let Some(c) = self.lookups.get(qtype).and_then(|row| row.get(outcome)) {
+    /// Counts one call.
+    pub fn count_lookup(&self, qtype: CountedQtype, outcome: LookupOutcome) {
+        if let Some(c) = self.lookups.get(qtype.0).and_then(|row| row.get(outcome.index())) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -122,20 +156,6 @@ fn answer_targets(config: &Config, counters: &Counters) -> Vec<AnswerTargets> {
                 .collect()
         })
         .collect()
-}
-
-/// The [`COUNTED_QTYPES`] index of `qtype`.
-fn qtype_index(qtype: &QType<'_>) -> usize {
-    let name = match qtype {
-        QType::Any => return 0,
-        QType::A => return 1,
-        QType::Aaaa => return 2,
-        QType::Other(name) => name,
-    };
-    COUNTED_QTYPES[3..COUNTED_QTYPES.len() - 1]
-        .iter()
-        .position(|t| t.eq_ignore_ascii_case(name))
-        .map_or(COUNTED_QTYPES.len() - 1, |i| i + 3)
 }
 
 /// An immutable answering snapshot.
@@ -210,7 +230,7 @@ impl Engine {
         config: &Config,
         geoip: Option<Arc<GeoIp>>,
         zones: Arc<ZoneSet>,
-        view: &View,
+        view: &ServedHealth,
         counters: Arc<Counters>,
     ) -> Engine {
         let selector = Selector::build(config, &view.global());
@@ -269,76 +289,47 @@ impl Engine {
         &self.zones
     }
 
+    /// The counters every engine generation shares.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The GeoIP databases this snapshot uses.
     pub fn geoip(&self) -> Option<&Arc<GeoIp>> {
         self.locator.geoip()
     }
 
-    /// Answers one remote-backend request into `out` (cleared first).
-    pub fn handle(&self, body: &[u8], out: &mut Vec<u8>) -> Handled {
-        out.clear();
-        match pdns::parse(body) {
-            Ok(Call::Lookup(lookup)) => {
-                let handled = self.lookup(&lookup, out);
-                let outcome = if handled == Handled::Answered { 0 } else { 1 };
-                self.counters.count_lookup(qtype_index(&lookup.qtype), outcome);
-                handled
-            }
-            Ok(Call::Initialize) => {
-                out.extend_from_slice(reply::TRUE);
-                Handled::Other
-            }
-            Ok(Call::GetAllDomains) => {
-                out.extend_from_slice(reply::EMPTY);
-                Handled::Other
-            }
-            Ok(Call::GetAllDomainMetadata { name }) => {
-                let mut buf = [0u8; MAX_NAME];
-                match normalize(&name, &mut buf).and_then(|n| self.metadata.get(n)) {
-                    Some(meta) => out.extend_from_slice(&meta.all),
-                    None => out.extend_from_slice(reply::EMPTY_OBJECT),
-                }
-                Handled::Other
-            }
-            Ok(Call::GetDomainMetadata { name, kind }) => {
-                let mut buf = [0u8; MAX_NAME];
-                match normalize(&name, &mut buf).and_then(|n| self.metadata.get(n)).and_then(|m| m.by_kind.get(&*kind))
-                {
-                    Some(values) => out.extend_from_slice(values),
-                    None => out.extend_from_slice(reply::EMPTY),
-                }
-                Handled::Other
-            }
-            Ok(Call::Other(_)) => {
-                out.extend_from_slice(reply::FALSE);
-                Handled::Other
-            }
-            Err(e) => {
-                reply::error(out, &e.to_string());
-                self.counters.count_lookup(COUNTED_QTYPES.len() - 1, 2);
-                Handled::BadRequest
-            }
-        }
+    /// Every metadata kind of zone `name`, as one rendered reply; `None` for a zone without any.
+    pub fn all_metadata(&self, name: &str) -> Option<&[u8]> {
+        let mut buf = [0u8; MAX_NAME];
+        normalize(name, &mut buf).and_then(|n| self.metadata.get(n)).map(|m| &*m.all)
+    }
+
+    /// The values of metadata `kind` of zone `name`, as one rendered reply.
+    pub fn metadata(&self, name: &str, kind: &str) -> Option<&[u8]> {
+        let mut buf = [0u8; MAX_NAME];
+        normalize(name, &mut buf).and_then(|n| self.metadata.get(n)).and_then(|m| m.by_kind.get(kind)).map(|v| &**v)
     }
 
     /// Answers a lookup.
-    pub fn lookup(&self, q: &Lookup<'_>, out: &mut Vec<u8>) -> Handled {
+    pub fn lookup(&self, q: &Lookup<'_>, out: &mut Vec<u8>) -> LookupOutcome {
         let mut buf = [0u8; MAX_NAME];
         let Some(name) = normalize(&q.qname, &mut buf) else {
             out.extend_from_slice(reply::FALSE);
-            return Handled::FellThrough;
+            return LookupOutcome::FellThrough;
         };
         let Some(managed) = self.managed.get(name) else {
             out.extend_from_slice(reply::FALSE);
-            return Handled::FellThrough;
+            return LookupOutcome::FellThrough;
         };
         let mut w = RecordWriter::new(out);
         let types = self.selector.services()[managed.plan_index].types;
-        let (want_a, want_aaaa, statics_of) = match q.qtype {
-            QType::Any => (types.a, types.aaaa, None),
-            QType::A => (types.a, false, if types.a { Some("") } else { Some("A") }),
-            QType::Aaaa => (false, types.aaaa, if types.aaaa { Some("") } else { Some("AAAA") }),
-            QType::Other(t) => (false, false, Some(t)),
+        // A type geolb answers replaces the name's static records of that type.
+        let (want_a, want_aaaa, statics) = match q.qtype {
+            QType::Any => (types.a, types.aaaa, Statics::All),
+            QType::A => (types.a, false, if types.a { Statics::None } else { Statics::OfType("A") }),
+            QType::Aaaa => (false, types.aaaa, if types.aaaa { Statics::None } else { Statics::OfType("AAAA") }),
+            QType::Other(t) => (false, false, Statics::OfType(t)),
         };
         let families = [(want_a, Family::V4, "A"), (want_aaaa, Family::V6, "AAAA")];
         let placed = (want_a || want_aaaa).then(|| self.place(q));
@@ -361,7 +352,7 @@ impl Engine {
             }
         }
         for (qtype, json) in &managed.statics {
-            if statics_of.is_none_or(|t| t.eq_ignore_ascii_case(qtype)) {
+            if statics.include(qtype) {
                 w.raw(json);
             }
         }
@@ -382,7 +373,7 @@ impl Engine {
         }
         let answered = w.count() > 0;
         w.finish();
-        if answered { Handled::Answered } else { Handled::FellThrough }
+        if answered { LookupOutcome::Answered } else { LookupOutcome::FellThrough }
     }
 
     /// Counts the answered nodes of service `plan_index` and their distance from `client`.
@@ -415,6 +406,27 @@ impl Engine {
         });
         let scope = scope(loc.prefix_len, source_prefix);
         Placed { vector: loc.vector, key: client_key(client, scope), scope: scope + scope_offset }
+    }
+}
+
+/// Which of a managed name's static records a lookup answers.
+#[derive(Debug, Clone, Copy)]
+enum Statics<'a> {
+    /// All of them (`ANY`).
+    All,
+    /// None: geolb answers the type asked itself.
+    None,
+    /// Those of one type.
+    OfType(&'a str),
+}
+
+impl Statics<'_> {
+    fn include(self, qtype: &str) -> bool {
+        match self {
+            Statics::All => true,
+            Statics::None => false,
+            Statics::OfType(t) => t.eq_ignore_ascii_case(qtype),
+        }
     }
 }
 
@@ -467,6 +479,7 @@ fn normalize<'b>(qname: &str, buf: &'b mut [u8; MAX_NAME]) -> Option<&'b str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Handled;
 
     #[test]
     fn scope_rules() {
@@ -486,12 +499,12 @@ mod tests {
 
     fn engine() -> Engine {
         let config = Config::for_test();
-        Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default())
+        Engine::build(&config, None, Arc::new(ZoneSet::empty()), &ServedHealth::default(), Arc::default())
     }
 
     fn answer(e: &Engine, body: &str) -> (Handled, serde_json::Value) {
         let mut out = Vec::new();
-        let h = e.handle(body.as_bytes(), &mut out);
+        let h = crate::server::dispatch(e, body.as_bytes(), &mut out);
         (h, serde_json::from_slice(&out).unwrap())
     }
 
@@ -502,7 +515,7 @@ mod tests {
             net: "81.2.0.0/16".parse().unwrap(),
             target: geolb_config::OverrideTarget::Pop("syd".into()),
         }];
-        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &ServedHealth::default(), Arc::default());
         let (_, v) = answer(
             &e,
             r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"::1","real-remote":"::ffff:81.2.69.7/128"}}"#,
@@ -522,7 +535,7 @@ mod tests {
         };
         let ask = r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#;
         let counters = Arc::new(Counters::default());
-        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), counters.clone());
+        let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &ServedHealth::default(), counters.clone());
         let (_, v) = answer(&e, ask);
         let first = v["result"][0]["content"].as_str().unwrap().to_string();
         let node = if first == "192.0.2.1" { "fra-1" } else { "fra-2" };
@@ -532,7 +545,8 @@ mod tests {
         };
         assert_eq!(counted(&counters), expected(0), "{v}");
         // The pool drained: the fallback node answers, and is the one counted.
-        let view = View { drained: ["fra-1".into(), "fra-2".into()].into_iter().collect(), ..View::default() };
+        let view =
+            ServedHealth { drained: ["fra-1".into(), "fra-2".into()].into_iter().collect(), ..ServedHealth::default() };
         let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &view, counters.clone());
         let (_, v) = answer(&e, ask);
         assert_eq!(v["result"][0]["content"], "192.0.2.12", "{v}");
@@ -545,7 +559,8 @@ mod tests {
         // `false`, which would let PowerDNS serve and cache the zone's placeholder.
         let mut config = Config::for_test();
         config.services[0].all_down = geolb_config::AllDownPolicy::Nodata;
-        let view = View { drained: config.nodes.iter().map(|n| n.id.clone()).collect(), ..View::default() };
+        let view =
+            ServedHealth { drained: config.nodes.iter().map(|n| n.id.clone()).collect(), ..ServedHealth::default() };
         let counters = Arc::new(Counters::default());
         let e = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &view, counters.clone());
         let (h, v) = answer(
@@ -579,7 +594,7 @@ mod tests {
             down_voters: 2,
             eligible_voters: 2,
         };
-        let mut view = View::default();
+        let mut view = ServedHealth::default();
         // Europe's probers see fra down ("down from here"); globally it is up.
         let eu: std::collections::BTreeMap<_, _> =
             [("fra-1", &down), ("fra-2", &down)].into_iter().map(|(n, d)| (n.into(), d.clone())).collect();
@@ -594,7 +609,7 @@ mod tests {
         // No GeoIP: every client is at the default location (fra), in region eu.
         let got = ask("10.0.0.1");
         assert!(["192.0.2.11", "192.0.2.12"].contains(&got.as_str()), "an eu client avoids fra: {got}");
-        let global = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &View::default(), Arc::default());
+        let global = Engine::build(&config, None, Arc::new(ZoneSet::empty()), &ServedHealth::default(), Arc::default());
         let (_, v) = answer(
             &global,
             r#"{"method":"lookup","parameters":{"qtype":"A","qname":"cdn.example.net.","remote":"10.0.0.1"}}"#,

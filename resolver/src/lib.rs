@@ -1,30 +1,40 @@
 //! geolb-resolver: answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
 //!
 //! # Layout
-//! * [`pdns`]: the remote-backend protocol ([`pdns::parse`], [`pdns::reply`],
-//!   [`pdns::Backend`]) and its connectors: HTTP ([`pdns::http`]) and unix socket
-//!   ([`pdns::unix`]).
-//! * [`engine`]: one immutable snapshot of everything a lookup needs, and the lookup itself.
+//! * [`server`]: the connectors PowerDNS calls, HTTP ([`server::http`]) and unix socket
+//!   ([`server::unix`]), and the dispatch of each call ([`server::Backend`]).
+//! * [`pdns`]: the remote-backend protocol, pure: [`pdns::parse`] a call, [`pdns::reply`].
+//! * [`engine`]: one immutable snapshot of everything a lookup needs, and the lookup itself
+//!   (place → select → render).
 //! * [`select`]: pure selection (nearest PoP with a usable node, tie band, weighted stable pick).
 //! * [`locate`]: client location (overrides, GeoIP, default). [`geoip`]: the GeoIP databases.
 //! * [`zones`]: the BIND zone files whose records geolb answers beside its own.
 //! * [`state`]: loading all of the above from the config, and reloading it.
+//! * [`health`]: the health the resolver answers from, saved across restarts; [`observer`]:
+//!   following the cluster's fold into it. [`metrics`]: the resolver's families.
 //!
 //! [`run`] ties them together on pre-bound listeners, so tests bind port 0.
 
 pub mod engine;
 pub mod geoip;
+pub mod health;
 pub mod locate;
 pub mod metrics;
 pub mod observer;
 pub mod pdns;
 pub mod select;
+pub mod server;
 pub mod state;
-pub mod view;
 pub mod zones;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use geolb_member::admin::{AdminState, serve_admin};
+use geolb_member::cluster::{ClusterHealth, Follower};
+use geolb_member::drains::Drains;
+use geolb_member::gossip::keys::Role;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +52,7 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
     /// Joining the gossip failed.
     #[error(transparent)]
-    Gossip(#[from] geolb_prober::run::Error),
+    Gossip(#[from] geolb_member::JoinError),
     /// The gossip task stopped while serving: exit non-zero so the service manager restarts us.
     #[error("gossip stopped: {0}")]
     GossipStopped(String),
@@ -53,8 +63,8 @@ pub enum Error {
 pub struct Listeners {
     /// The HTTP remote-backend connector.
     pub http: TcpListener,
-    /// The unix-socket remote-backend connector, when configured ([`pdns::unix::bind`]).
-    pub unix: Option<pdns::unix::Bound>,
+    /// The unix-socket remote-backend connector, when configured ([`server::unix::bind`]).
+    pub unix: Option<server::unix::Bound>,
     /// The admin API (only with `[member]`: it shows and changes the cluster's state).
     pub admin: Option<TcpListener>,
 }
@@ -70,7 +80,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let shared = Arc::new(Shared::start(config_path, config).await);
-    let registry = geolb_prober::metrics::registry("resolver");
+    let registry = geolb_member::metrics::registry("resolver");
     let latency = metrics::latency_histogram(&registry);
     metrics::distance_histogram(&registry, &shared.counters);
     // The cluster's fold and gossip counters, once the resolver joins as a member.
@@ -79,8 +89,8 @@ pub async fn run(
         let (shared, member_state) = (shared.clone(), member_state.clone());
         Arc::new(move || metrics::render(&registry, &shared, member_state.get()))
     };
-    let backend = pdns::Backend { engine: shared.engine.clone(), latency };
-    let http_state = pdns::http::HttpState {
+    let backend = server::Backend { engine: shared.engine.clone(), latency };
+    let http_state = server::http::HttpState {
         backend: backend.clone(),
         max_body: shared.max_request_bytes(),
         metrics: Some(render.clone()),
@@ -89,22 +99,30 @@ pub async fn run(
         tracing::info!("listening on http://{addr}/dns");
     }
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(pdns::http::serve(listeners.http, http_state, shutdown.clone()));
+    tasks.spawn(server::http::serve(listeners.http, http_state, shutdown.clone()));
     if let Some(unix) = listeners.unix {
         tracing::info!("listening on unix:{}", unix.path().display());
-        tasks.spawn(pdns::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
+        tasks.spawn(server::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
     }
-    tasks.spawn(state::watch(shared.clone(), shutdown.clone()));
+    tasks.spawn(geolb_member::process::reload_on_change(shared.watched_files(), shutdown.clone(), {
+        let shared = shared.clone();
+        move || {
+            let shared = shared.clone();
+            async move {
+                let _ = shared.reload().await;
+                shared.watched_files()
+            }
+        }
+    }));
     let gossip_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let member = shared.config().member.clone();
     if let Some(member) = member {
         // Join the gossip as an observer: the view follows the probers' quorum from now on.
         let config = shared.config();
-        let drains =
-            Arc::new(geolb_prober::drains::Drains::open(&member.state_dir).map_err(geolb_prober::run::Error::from)?);
-        let gossip = geolb_prober::run::join(
+        let drains = Arc::new(Drains::open(&member.state_dir).map_err(geolb_member::JoinError::from)?);
+        let gossip = geolb_member::join(
             &config,
-            geolb_prober::gossip::keys::Role::Observer,
+            Role::Observer,
             &member.id,
             member.gossip_listen,
             member.gossip_advertise,
@@ -113,25 +131,20 @@ pub async fn run(
         )
         .await?;
         let config = Arc::new(arc_swap::ArcSwap::new(config));
-        let folded = Arc::new(std::sync::Mutex::new(geolb_prober::cluster::Folded::default()));
-        let _ = member_state.set(metrics::MemberState { gossip: gossip.clone(), folded: folded.clone() });
-        tasks.spawn(observer::observe(
-            shared.clone(),
-            gossip.clone(),
-            config.clone(),
-            folded.clone(),
-            shutdown.clone(),
-        ));
+        let health = Arc::new(std::sync::Mutex::new(ClusterHealth::default()));
+        let _ = member_state.set(metrics::MemberState { gossip: gossip.clone(), health: health.clone() });
+        let follower = Follower::new(gossip.clone(), health.clone(), Duration::ZERO, observer::REFOLD);
+        tasks.spawn(observer::observe(shared.clone(), follower, config.clone(), shutdown.clone()));
         if let Some(admin) = listeners.admin {
-            let state = geolb_prober::admin::AdminState {
+            let state = AdminState {
                 gossip: gossip.clone(),
                 config,
-                folded,
+                health,
                 drains,
                 drain_lock: Arc::default(),
                 metrics: render.clone(),
             };
-            tasks.spawn(geolb_prober::admin::serve_admin(admin, state, shutdown.clone()));
+            tasks.spawn(serve_admin(admin, state, shutdown.clone()));
         }
         let termination = gossip.termination();
         let shutdown = shutdown.clone();

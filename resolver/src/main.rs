@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use geolb_prober::signals::{CommonArgs, EXIT_BAD_CONFIG};
+use geolb_member::process::{CommonArgs, EXIT_BAD_CONFIG};
 
 /// Answers PowerDNS remote-backend lookups with the nearest healthy CDN node.
 #[derive(Debug, Parser)]
@@ -105,7 +105,7 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
 
 fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
     let runtime =
-        geolb_prober::signals::runtime(config.resolver.threads).context("failed to start the async runtime")?;
+        geolb_member::process::runtime(config.resolver.threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let addr = cli.listen.unwrap_or(config.resolver.listen);
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
@@ -116,11 +116,11 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
             None => None,
         };
         let unix = match cli.socket.as_ref().or(config.resolver.socket.as_ref()) {
-            Some(path) => Some(geolb_resolver::pdns::unix::bind(path, config.resolver.socket_mode)?),
+            Some(path) => Some(geolb_resolver::server::unix::bind(path, config.resolver.socket_mode)?),
             None => None,
         };
         let shutdown = CancellationToken::new();
-        tokio::spawn(geolb_prober::signals::cancel_on_signal(shutdown.clone()));
+        tokio::spawn(geolb_member::process::cancel_on_signal(shutdown.clone()));
         let listeners = geolb_resolver::Listeners { http, unix, admin };
         geolb_resolver::run(cli.common.config, config, listeners, shutdown).await?;
         tracing::info!("stopped");

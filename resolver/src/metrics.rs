@@ -1,14 +1,14 @@
 //! The resolver's metrics: the lookup latency histogram recorded per call, everything else read
 //! at scrape time from the counters and state the resolver keeps anyway. Names are in
-//! [`geolb_prober::metrics::names`].
+//! [`geolb_member::metrics::names`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use geolb_prober::cluster::Folded;
-use geolb_prober::gossip::GossipHandle;
-use geolb_prober::gossip::transport::unix_now_ms;
-use geolb_prober::metrics::{Families, names};
+use geolb_member::cluster::ClusterHealth;
+use geolb_member::gossip::GossipHandle;
+use geolb_member::metrics::{Families, names};
+use geolb_member::unix_ms;
 use prometheus::{Histogram, Registry};
 
 use crate::engine::{COUNTED_QTYPES, LOOKUP_OUTCOMES};
@@ -19,12 +19,12 @@ pub struct MemberState {
     /// Its gossip (transport counters).
     pub gossip: Arc<GossipHandle>,
     /// The fold its observer keeps.
-    pub folded: Arc<std::sync::Mutex<Folded>>,
+    pub health: Arc<std::sync::Mutex<ClusterHealth>>,
 }
 
 /// Creates and registers the lookup latency histogram (microseconds to a second).
 pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
-    geolb_prober::metrics::histogram(
+    geolb_member::metrics::histogram(
         registry,
         names::RESOLVER_LOOKUP_DURATION_SECONDS,
         "Time to answer one remote-backend call, body read to reply built",
@@ -34,7 +34,7 @@ pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
 
 /// Creates and registers the client-to-answer distance histogram, and hands it to the engines.
 pub fn distance_histogram(registry: &Registry, counters: &crate::engine::Counters) {
-    if let Some(h) = geolb_prober::metrics::histogram(
+    if let Some(h) = geolb_member::metrics::histogram(
         registry,
         names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
         "Great-circle distance from the client's location to the answered node's PoP",
@@ -101,10 +101,10 @@ pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>
         names::RESOLVER_VIEW_AGE_SECONDS,
         "Seconds since the health view the resolver answers from was computed",
         &[],
-        (computed > 0).then(|| (Vec::new(), unix_now_ms().saturating_sub(computed) as f64 / 1000.0)),
+        (computed > 0).then(|| (Vec::new(), unix_ms().saturating_sub(computed) as f64 / 1000.0)),
     );
     if let Some(member) = member {
-        f.cluster(&member.folded.lock().unwrap_or_else(|p| p.into_inner()));
+        f.cluster(&member.health.lock().unwrap_or_else(|p| p.into_inner()));
         f.gossip(&member.gossip.stats().snapshot());
     }
     f.render(registry)

@@ -8,61 +8,53 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use geolb_common::NodeId;
-use geolb_prober::cluster::{Folded, fold_cluster};
-use geolb_prober::gossip::GossipHandle;
-use geolb_prober::gossip::transport::unix_now_ms;
+use geolb_member::cluster::{ClusterHealth, Follower};
+use geolb_member::gossip::keys::Role;
+use geolb_member::unix_ms;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::ServedHealth;
 use crate::state::Shared;
-use crate::view::View;
 
 /// The view is refolded at once when the gossip changes (a verdict, a drain, a member's
 /// liveness), and else this often, for what moves with time alone (staleness, grace periods,
 /// judged in seconds). A fold copies and reads every verdict of every prober: 16 probers × 2000
 /// nodes cost ~10 % of a core at 4 folds per second.
-const REFOLD: Duration = Duration::from_secs(1);
+pub const REFOLD: Duration = Duration::from_secs(1);
 
-/// Folds the gossip into the resolver's view until `shutdown`.
+/// Folds the gossip into the resolver's served health until `shutdown`. `config` follows the
+/// resolver's reloads, for the admin API.
 pub async fn observe(
     shared: Arc<Shared>,
-    gossip: Arc<GossipHandle>,
+    mut follower: Follower,
     config: Arc<ArcSwap<geolb_config::Config>>,
-    folded: Arc<std::sync::Mutex<Folded>>,
     shutdown: CancellationToken,
 ) {
-    let mut changes = gossip.watch();
     // Start from the restored view so its grace periods carry on.
     let restored = shared.view();
     {
-        let mut f = folded.lock().unwrap_or_else(|p| p.into_inner());
-        f.output.global = restored.global.clone();
-        f.output.regional = restored.regional.clone();
+        let mut f = follower.health();
+        f.decisions.global = restored.global.clone();
+        f.decisions.regional = restored.regional.clone();
     }
     // Until the gossip has brought at least one live prober, the drains are the saved ones: the
     // first folds after a restart see no member and would otherwise undrain everything.
     let mut synced = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(REFOLD) => {}
-        }
         // Keep the resolver's config in step with reloads (an `Arc`, no copy).
         config.store(shared.config());
-        let view = gossip.view().await;
-        let previous = folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut next = fold_cluster(&view, &config.load(), &previous, unix_now_ms());
-        synced |= view.members.iter().any(|m| m.live && m.role == Some(geolb_prober::gossip::keys::Role::Prober));
+        let Some((snapshot, mut next)) = follower.next(&config.load(), &shutdown).await else { return };
+        synced |= snapshot.members.iter().any(|m| m.live && m.role == Some(Role::Prober));
         if !synced {
             next.drained = restored.drained.clone();
         }
         let current = shared.view();
         if differs(&current, &next) {
-            let new_view = View {
-                global: next.output.global.clone(),
-                regional: next.output.regional.clone(),
+            let new_view = ServedHealth {
+                global: next.decisions.global.clone(),
+                regional: next.decisions.regional.clone(),
                 drained: next.drained.clone(),
-                computed_ms: unix_now_ms(),
+                computed_ms: unix_ms(),
             };
             log_changes(&current, &new_view);
             let shared = shared.clone();
@@ -71,27 +63,27 @@ pub async fn observe(
                 tracing::error!(error = %e, "publishing the health view failed");
             }
         }
-        *folded.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        follower.publish(next);
     }
 }
 
 /// Whether anything that changes answers differs: a node's health, globally or in a region, or
 /// the drained set.
-fn differs(current: &View, next: &Folded) -> bool {
+fn differs(current: &ServedHealth, next: &ClusterHealth) -> bool {
     let health = |m: &std::collections::BTreeMap<NodeId, geolb_common::quorum::Decision>| {
         m.iter().map(|(n, d)| (n.clone(), d.health)).collect::<Vec<_>>()
     };
-    health(&current.global) != health(&next.output.global)
-        || current.regional.len() != next.output.regional.len()
+    health(&current.global) != health(&next.decisions.global)
+        || current.regional.len() != next.decisions.regional.len()
         || current
             .regional
             .iter()
-            .zip(&next.output.regional)
+            .zip(&next.decisions.regional)
             .any(|((ra, a), (rb, b))| ra != rb || health(a) != health(b))
         || current.drained != next.drained
 }
 
-fn log_changes(old: &View, new: &View) {
+fn log_changes(old: &ServedHealth, new: &ServedHealth) {
     for (node, d) in &new.global {
         if old.global.get(node).map(|o| o.health) != Some(d.health) {
             tracing::info!(node = %node, health = ?d.health, reason = d.reason.as_str(), down = d.down_voters, eligible = d.eligible_voters, "node health changed");

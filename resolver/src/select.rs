@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use geolb_common::geo::{EARTH_RADIUS_KM, UnitVector};
 use geolb_common::nearest::NearIndex;
-use geolb_common::{HealthView, NodeId, PopId};
+use geolb_common::{HealthLookup, NodeId, PopId};
 use geolb_config::{AllDownPolicy, Config, Node, RecordTypes, Service};
 
 /// Most addresses one answer can carry (the config caps `answers` at this).
@@ -335,7 +335,7 @@ pub struct Selector {
 
 impl Selector {
     /// Builds the plans from the config and the current health view.
-    pub fn build(config: &Config, health: &dyn HealthView) -> Selector {
+    pub fn build(config: &Config, health: &dyn HealthLookup) -> Selector {
         let mut builder = Builder {
             pops: config.pops.iter().map(|p| (p.id.as_str(), p.location.unit_vector())).collect(),
             nodes: config.nodes.iter().map(|n| (n.id.as_str(), n)).collect(),
@@ -385,7 +385,7 @@ fn fallback_pool(service: &Service) -> Option<&[NodeId]> {
 struct Builder<'c> {
     pops: HashMap<&'c str, UnitVector>,
     nodes: HashMap<&'c str, &'c Node>,
-    health: &'c dyn HealthView,
+    health: &'c dyn HealthLookup,
     /// By the PoPs' coordinates (bit patterns) and the band.
     indexes: HashMap<(Vec<[u64; 3]>, u64), Arc<NearIndex>>,
     /// By what a plan is made of: pool, fallback pool (`None` for another policy), whether the

@@ -14,11 +14,12 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use geolb_config::Config;
-use tokio_util::sync::CancellationToken;
+
+use geolb_member::unix_ms;
 
 use crate::engine::{Counters, Engine};
 use crate::geoip::{GeoIp, GeoIpError};
-use crate::view::View;
+use crate::health::ServedHealth;
 use crate::zones::{ZoneError, ZoneSet, ZoneSource};
 
 /// A file's identity for change detection.
@@ -38,7 +39,7 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
 struct Loaded {
     config: Arc<Config>,
     /// The health view the engine was built with.
-    view: Arc<View>,
+    view: Arc<ServedHealth>,
     /// False when the zone files failed to load at start: managed names then fall through to
     /// the next backend until a reload succeeds (see the module docs).
     serve_services: bool,
@@ -59,7 +60,7 @@ pub struct Shared {
     /// Serializes reloads.
     reloading: tokio::sync::Mutex<()>,
     /// Reloads applied and refused since start.
-    pub reloads: geolb_prober::metrics::Reloads,
+    pub reloads: geolb_member::metrics::Reloads,
 }
 
 impl std::fmt::Debug for Shared {
@@ -83,11 +84,6 @@ fn serving(config: &Config, serve_services: bool) -> std::borrow::Cow<'_, Config
 /// Where a gossip member keeps its last health view.
 fn view_path(config: &Config) -> Option<PathBuf> {
     config.member.as_ref().map(|m| m.state_dir.join("view.json"))
-}
-
-/// Now, in unix milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn zone_sources(config: &Config) -> Vec<ZoneSource> {
@@ -150,18 +146,18 @@ impl Shared {
         // A resolver in a gossip cluster starts from the view it last saved: "all up" before
         // the first quorum would send clients to nodes that were down when it stopped.
         let view = Arc::new(match view_path(&config) {
-            Some(path) => match View::load(&path, unix_ms()) {
+            Some(path) => match ServedHealth::load(&path, unix_ms()) {
                 Ok(v) => {
                     tracing::info!(path = %path.display(), nodes = v.global.len(), "restored the last saved health view");
                     v
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => View::default(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServedHealth::default(),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot read the saved health view; starting without one");
-                    View::default()
+                    ServedHealth::default()
                 }
             },
-            None => View::default(),
+            None => ServedHealth::default(),
         });
         let engine =
             Engine::build(&serving(&config, serve_services), geoip.clone(), zones.clone(), &view, counters.clone());
@@ -188,7 +184,7 @@ impl Shared {
     /// Publishes a new health view: rebuilds the engine with it (off the lookup path; lookups
     /// keep reading the old engine until the swap) and saves it for the next start.
     /// Blocks while it builds (tens of ms for thousands of nodes): call it off the runtime.
-    pub fn set_view(&self, view: View) {
+    pub fn set_view(&self, view: ServedHealth) {
         let view = Arc::new(view);
         let path = {
             // Build and publish under the lock; see `build_reload`.
@@ -208,7 +204,7 @@ impl Shared {
     }
 
     /// The current health view.
-    pub fn view(&self) -> Arc<View> {
+    pub fn view(&self) -> Arc<ServedHealth> {
         self.loaded().view.clone()
     }
 
@@ -289,23 +285,5 @@ impl Shared {
         *loaded =
             Loaded { config: Arc::new(config), view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
         Ok(())
-    }
-}
-
-/// Reloads on SIGHUP and on changes to the config, its zone files and GeoIP databases, until
-/// `shutdown`. After each reload the watched files follow the new config.
-pub async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut watcher = geolb_config::watch::ConfigWatcher::new(shared.watched_files());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            trigger = watcher.next() => {
-                if trigger == geolb_config::watch::Trigger::Hangup {
-                    tracing::info!("SIGHUP: reloading");
-                }
-            }
-        }
-        let _ = shared.reload().await;
-        watcher.set_files(shared.watched_files());
     }
 }

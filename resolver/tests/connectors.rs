@@ -80,7 +80,7 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
     let socket = dir.join("pdns.sock");
-    let unix = Some(geolb_resolver::pdns::unix::bind(&socket, 0o660).unwrap());
+    let unix = Some(geolb_resolver::server::unix::bind(&socket, 0o660).unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(geolb_resolver::run(
         config_path,
@@ -403,7 +403,7 @@ async fn unix_socket_refuses_bad_lines_and_closes_on_an_over_long_one() {
 
 #[tokio::test]
 async fn the_socket_file_is_replaced_when_stale_kept_when_live_and_removed_at_shutdown() {
-    use geolb_resolver::pdns::unix::{BindError, bind};
+    use geolb_resolver::server::unix::{BindError, bind};
     use std::os::unix::fs::PermissionsExt;
 
     let dir = std::env::temp_dir().join(format!("geolb-unix-{}", std::process::id()));

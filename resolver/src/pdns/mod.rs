@@ -1,63 +1,20 @@
-//! The PowerDNS remote-backend protocol: requests in, replies out. No I/O here.
+//! The PowerDNS remote-backend protocol: requests in, replies out. Pure: no I/O, no runtime.
 //!
 //! PowerDNS sends one JSON object per call, `{"method": …, "parameters": {…}}`, over HTTP
-//! (`post_json`, [`http`]) or a unix socket (one object per line, [`unix`]); the connectors are
-//! only framing and both answer through [`Backend::call`]. [`parse`] turns a call into a
-//! [`Call`] borrowing from the request bytes, and the [`reply`] helpers write the answer. What
-//! PowerDNS does with replies is in `DESIGN.md` ("PowerDNS 4.7.3 as observed on the wire"):
+//! (`post_json`) or a unix socket (one object per line); the connectors in
+//! [`server`](crate::server) are only framing. [`parse`] turns a call into a [`Call`] borrowing
+//! from the request bytes, and the [`reply`] helpers write the answer. What PowerDNS does with
+//! replies is in `docs/architecture.md` ("The PowerDNS contract"):
 //! `{"result": false}` lets the next backend answer, and records carry `qtype`, `qname`,
 //! `content`, numeric `ttl` and `scopeMask`.
 
-pub mod http;
 pub mod reply;
-pub mod unix;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-
-/// What both connectors answer with: the current engine snapshot and the latency histogram.
-#[derive(Clone)]
-pub struct Backend {
-    /// The current engine snapshot, swapped on reload.
-    pub engine: std::sync::Arc<arc_swap::ArcSwap<crate::engine::Engine>>,
-    /// Time to answer a call (request bytes to reply built); `None` when metrics are off.
-    pub latency: Option<prometheus::Histogram>,
-}
-
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend").finish_non_exhaustive()
-    }
-}
-
-impl Backend {
-    /// Answers one remote-backend call: `request` is one JSON object, the reply goes to `out`
-    /// (cleared first), without a trailing newline.
-    pub fn call(&self, request: &[u8], out: &mut Vec<u8>) -> crate::engine::Handled {
-        out.clear();
-        let engine = self.engine.load();
-        let timer = self.latency.as_ref().map(prometheus::Histogram::start_timer);
-        let handled = engine.handle(request, out);
-        drop(timer);
-        tracing::trace!(request = %String::from_utf8_lossy(request), reply = %String::from_utf8_lossy(out), "remote-backend call");
-        handled
-    }
-}
-
-/// Time a connector's connections get at shutdown to finish their current call.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Waits, for at most [`SHUTDOWN_GRACE`], for the connections of a connector that stopped
-/// accepting; the rest are dropped with the tracker's tasks.
-async fn finish_connections(tracker: tokio_util::task::TaskTracker) {
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!(connections = tracker.len(), "connections still open after the shutdown grace; dropping them");
-    }
-}
 
 /// Why a request could not be understood. Rendered to the caller, so it names what was wrong.
 #[derive(Debug, thiserror::Error)]

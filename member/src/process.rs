@@ -88,3 +88,25 @@ pub fn init_tracing(level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
+
+/// Calls `reload` whenever one of the watched files changes or on SIGHUP, until `shutdown`.
+/// `reload` returns the files to watch from then on (a new config may name others).
+pub async fn reload_on_change<F, Fut>(files: Vec<PathBuf>, shutdown: CancellationToken, mut reload: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<PathBuf>>,
+{
+    use geolb_config::watch::{ConfigWatcher, Trigger};
+    let mut watcher = ConfigWatcher::new(files);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            trigger = watcher.next() => {
+                if trigger == Trigger::Hangup {
+                    tracing::info!("SIGHUP: reloading");
+                }
+            }
+        }
+        watcher.set_files(reload().await);
+    }
+}

@@ -32,7 +32,7 @@ async fn spawn_cluster(net: &MemNetwork, n: usize) -> Vec<GossipHandle> {
     handles
 }
 
-async fn views(handles: &[GossipHandle]) -> Vec<ClusterView> {
+async fn views(handles: &[GossipHandle]) -> Vec<GossipSnapshot> {
     let mut views = Vec::new();
     for handle in handles {
         views.push(handle.view().await);
@@ -41,7 +41,7 @@ async fn views(handles: &[GossipHandle]) -> Vec<ClusterView> {
 }
 
 /// Who each member sees alive, and the verdicts it holds, for failure messages.
-fn summary(views: &[ClusterView]) -> Vec<String> {
+fn summary(views: &[GossipSnapshot]) -> Vec<String> {
     views
         .iter()
         .map(|v| {
@@ -59,7 +59,7 @@ async fn wait_for(
     handles: &[GossipHandle],
     limit: Duration,
     what: &str,
-    done: impl Fn(&[ClusterView]) -> bool,
+    done: impl Fn(&[GossipSnapshot]) -> bool,
 ) -> Duration {
     let start = tokio::time::Instant::now();
     loop {
@@ -72,16 +72,16 @@ async fn wait_for(
     }
 }
 
-fn verdict<'a>(view: &'a ClusterView, member: usize, node: &str) -> Option<&'a str> {
+fn verdict<'a>(view: &'a GossipSnapshot, member: usize, node: &str) -> Option<&'a str> {
     view.member(&format!("p{member}"))?.verdicts.get(node).map(String::as_str)
 }
 
-fn sees(view: &ClusterView, member: usize, live: bool) -> bool {
+fn sees(view: &GossipSnapshot, member: usize, live: bool) -> bool {
     view.member(&format!("p{member}")).is_some_and(|m| m.live == live)
 }
 
 /// Every member sees every member live, with its `n<i>` verdict equal to `expected(i)`.
-fn converged(views: &[ClusterView], expected: impl Fn(usize) -> String) -> bool {
+fn converged(views: &[GossipSnapshot], expected: impl Fn(usize) -> String) -> bool {
     views.iter().all(|v| {
         v.members.len() == views.len()
             && (0..views.len()).all(|j| sees(v, j, true) && verdict(v, j, &format!("n{j}")) == Some(&*expected(j)))
@@ -135,7 +135,7 @@ async fn partition_is_detected_then_heals() {
 
     let (left, right) = ([0, 1, 2], [3, 4]);
     net.partition(&left.map(addr), &right.map(addr));
-    let split = |v: &[ClusterView]| {
+    let split = |v: &[GossipSnapshot]| {
         left.iter().all(|&i| right.iter().all(|&j| sees(&v[i], j, false)) && left.iter().all(|&j| sees(&v[i], j, true)))
             && right
                 .iter()

@@ -1,5 +1,5 @@
 //! The key/value schema of a member's chitchat state, typed writers for it, and the reader that
-//! turns chitchat's node states into a plain [`ClusterView`]. Pure: no locks, no I/O, no clock.
+//! turns chitchat's node states into a plain [`GossipSnapshot`]. Pure: no locks, no I/O, no clock.
 //!
 //! | key | value | written |
 //! |---|---|---|
@@ -183,7 +183,7 @@ pub fn parse_drain(value: &str) -> Option<(u64, bool)> {
 
 /// One member as the cluster state describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
+pub struct MemberSnapshot {
     /// The member's id (`node_id` in chitchat).
     pub id: String,
     /// Its generation (startup unix ms); only the newest generation of an id is shown.
@@ -208,18 +208,18 @@ pub struct MemberView {
 
 /// The whole cluster state as plain data, built under chitchat's lock and used outside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterView {
+pub struct GossipSnapshot {
     /// One entry per member id (its newest generation), sorted by id.
-    pub members: Vec<MemberView>,
+    pub members: Vec<MemberSnapshot>,
     /// Operator overrides: node id → (unix ms, drained), newest across all members.
     pub drains: BTreeMap<String, (u64, bool)>,
     /// Values that did not parse (bad drains); they are ignored.
     pub ignored_values: usize,
 }
 
-impl ClusterView {
+impl GossipSnapshot {
     /// Builds the view from node states and their liveness.
-    pub fn from_node_states<'a>(states: impl IntoIterator<Item = (&'a NodeState, bool)>) -> ClusterView {
+    pub fn from_node_states<'a>(states: impl IntoIterator<Item = (&'a NodeState, bool)>) -> GossipSnapshot {
         let mut newest: BTreeMap<&str, (&'a NodeState, bool)> = BTreeMap::new();
         let mut drains: BTreeMap<String, (u64, bool)> = BTreeMap::new();
         let mut ignored_values = 0;
@@ -243,29 +243,29 @@ impl ClusterView {
             }
         }
         let members = newest.into_values().map(|(state, live)| member_view(state, live)).collect();
-        ClusterView { members, drains, ignored_values }
+        GossipSnapshot { members, drains, ignored_values }
     }
 
     /// Builds the view from a [`ClusterStateSnapshot`]; `live` lists the live members.
-    pub fn from_snapshot(snapshot: &ClusterStateSnapshot, live: &HashSet<ChitchatId>) -> ClusterView {
-        ClusterView::from_node_states(snapshot.node_states.iter().map(|s| (s, live.contains(s.chitchat_id()))))
+    pub fn from_snapshot(snapshot: &ClusterStateSnapshot, live: &HashSet<ChitchatId>) -> GossipSnapshot {
+        GossipSnapshot::from_node_states(snapshot.node_states.iter().map(|s| (s, live.contains(s.chitchat_id()))))
     }
 
     /// The member with id `id`.
-    pub fn member(&self, id: &str) -> Option<&MemberView> {
+    pub fn member(&self, id: &str) -> Option<&MemberSnapshot> {
         self.members.binary_search_by(|m| m.id.as_str().cmp(id)).ok().and_then(|i| self.members.get(i))
     }
 }
 
 /// Reads one member's keys.
-pub fn member_view(state: &NodeState, live: bool) -> MemberView {
+pub fn member_view(state: &NodeState, live: bool) -> MemberSnapshot {
     let id = state.chitchat_id();
     let role = state.get(ROLE_KEY).and_then(Role::parse);
     let verdicts = state
         .iter_prefix(VERDICT_PREFIX)
         .filter_map(|(key, value)| Some((key.strip_prefix(VERDICT_PREFIX)?.to_owned(), value.value.clone())))
         .collect();
-    MemberView {
+    MemberSnapshot {
         id: id.node_id.to_string(),
         generation: id.generation_id,
         gossip_addr: id.gossip_advertise_addr,
@@ -393,8 +393,8 @@ mod tests {
         let new = state("p1", 2, 1, &[("v:n1", "U"), ("drain:n2", "100,0")]);
         let other = state("p2", 1, 2, &[("drain:n1", "400,0"), ("drain:n2", "100,1"), ("drain:n3", "bad")]);
         let orders: [[&NodeState; 3]; 3] = [[&old, &new, &other], [&new, &other, &old], [&other, &old, &new]];
-        let views: Vec<ClusterView> =
-            orders.iter().map(|o| ClusterView::from_node_states(o.iter().map(|s| (*s, true)))).collect();
+        let views: Vec<GossipSnapshot> =
+            orders.iter().map(|o| GossipSnapshot::from_node_states(o.iter().map(|s| (*s, true)))).collect();
         assert!(views.windows(2).all(|w| w[0] == w[1]), "order must not matter");
         let view = &views[0];
         assert_eq!(view.members.len(), 2);
@@ -412,7 +412,7 @@ mod tests {
         let b = state("b", 1, 2, &[]);
         let live: HashSet<ChitchatId> = [a.chitchat_id().clone()].into();
         let snapshot = ClusterStateSnapshot { node_states: vec![a, b], seed_addrs: HashSet::new() };
-        let view = ClusterView::from_snapshot(&snapshot, &live);
+        let view = GossipSnapshot::from_snapshot(&snapshot, &live);
         assert!(view.member("a").unwrap().live);
         assert!(!view.member("b").unwrap().live);
         assert_eq!(view.member("a").unwrap().role, Some(Role::Observer));

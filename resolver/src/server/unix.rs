@@ -5,7 +5,7 @@
 //! the JSON object and a newline. It reads the reply in 1,500-byte chunks until what it has
 //! parses as JSON, so each reply is one write of the object and a newline. There is no HTTP
 //! parsing and no Nagle on a unix socket: per call this connector costs a read, a write and the
-//! call itself, which is why it is the fast path (see `DESIGN.md`, "Connector speed").
+//! call itself, which is why it is the fast path (see `docs/operations.md`).
 //!
 //! Framing is tokio-util's delimiter codec with a maximum length: a line over
 //! `max_request_bytes` is never buffered; it is answered with an error and the connection is
@@ -28,7 +28,7 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::pdns::Backend;
+use crate::server::Backend;
 
 /// How long the rest of a refused over-long line is read and dropped before the connection
 /// closes.
@@ -94,7 +94,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<Bound, BindError> {
 }
 
 /// Serves the connector until `shutdown`; then stops accepting, lets connections finish their
-/// current call for up to [`SHUTDOWN_GRACE`](crate::pdns::SHUTDOWN_GRACE), and removes the
+/// current call for up to [`SHUTDOWN_GRACE`](crate::server::SHUTDOWN_GRACE), and removes the
 /// socket file if it is still ours.
 pub async fn serve(bound: Bound, backend: Backend, max_line: usize, shutdown: CancellationToken) {
     let Bound { listener, path, inode } = bound;
@@ -118,7 +118,7 @@ pub async fn serve(bound: Bound, backend: Backend, max_line: usize, shutdown: Ca
     if ours && let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
     }
-    crate::pdns::finish_connections(tracker).await;
+    crate::server::finish_connections(tracker).await;
 }
 
 /// One PowerDNS connection: a call per line, a reply per call, in order.

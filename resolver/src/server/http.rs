@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::Handled;
-use crate::pdns::Backend;
+use crate::server::Backend;
+use crate::server::Handled;
 
 /// What the HTTP connector needs to answer.
 #[derive(Clone)]
@@ -47,7 +47,7 @@ impl std::fmt::Debug for HttpState {
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the HTTP connector on `listener` until `shutdown`; then closes the listener at once,
 /// lets connections finish their current call for up to
-/// [`SHUTDOWN_GRACE`](crate::pdns::SHUTDOWN_GRACE), and drops the rest.
+/// [`SHUTDOWN_GRACE`](crate::server::SHUTDOWN_GRACE), and drops the rest.
 pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     loop {
@@ -95,7 +95,7 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
     }
     // Refuse new connections now, not when the last old one is done.
     drop(listener);
-    crate::pdns::finish_connections(tracker).await;
+    crate::server::finish_connections(tracker).await;
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
@@ -126,7 +126,7 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             let mut response = respond(StatusCode::OK, body.into_bytes(), false);
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(geolb_prober::metrics::CONTENT_TYPE));
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(geolb_member::metrics::CONTENT_TYPE));
             return response;
         }
         _ => {

@@ -18,7 +18,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -27,11 +26,6 @@ use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tracing::{debug, warn};
 
 use super::frame::{FrameKey, Inbound, KeyTooShort, MAX_DATAGRAM, MAX_FRAGMENTS, MIN_DATAGRAM, Outbound, Reject};
-
-/// Milliseconds since the Unix epoch on the system clock (0 if the clock is before 1970).
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
 
 /// One bound datagram endpoint (a UDP socket, or a port of the in-memory network).
 #[async_trait]
@@ -272,7 +266,7 @@ impl AuthSocket {
         stats: Arc<AuthStats>,
     ) -> AuthSocket {
         let max_datagram = max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         // Message ids only need to differ between messages in flight; a clock-seeded counter also
         // keeps a restarted member from reusing its predecessor's ids.
         let first_msg_id = now.subsec_nanos() ^ (now.as_secs() as u32);
@@ -325,7 +319,7 @@ impl AuthSocket {
                 return;
             }
         };
-        let frames = match self.outbound.encode(&compressed, unix_now_ms()) {
+        let frames = match self.outbound.encode(&compressed, crate::unix_ms()) {
             Ok(frames) => frames,
             Err(_) => {
                 add(&self.stats.unsendable, 1);
@@ -366,7 +360,7 @@ impl AuthSocket {
             };
             // Taken out for the synchronous check and put back before the next await.
             let buf = std::mem::take(&mut self.recv_buf);
-            let message = self.receive_datagram(buf.get(..len).unwrap_or_default(), source, unix_now_ms());
+            let message = self.receive_datagram(buf.get(..len).unwrap_or_default(), source, crate::unix_ms());
             self.recv_buf = buf;
             if let Some(message) = message {
                 return Ok((source, message));
@@ -582,7 +576,7 @@ mod tests {
         Socket::send(&mut a, addr(2), ChitchatMessage::BadCluster).await.unwrap();
         recv(&mut b).await;
         let captured = tap.recv().await.unwrap().bytes;
-        let now = unix_now_ms();
+        let now = crate::unix_ms();
         let payload = bad_cluster();
 
         let mut tampered = captured.clone();
@@ -731,7 +725,7 @@ mod tests {
         #[test]
         fn random_datagrams_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
             let mut socket = test_socket();
-            proptest::prop_assert!(socket.receive_datagram(&bytes, addr(1), unix_now_ms()).is_none());
+            proptest::prop_assert!(socket.receive_datagram(&bytes, addr(1), crate::unix_ms()).is_none());
             proptest::prop_assert_eq!(socket.stats().snapshot().rejected_total(), 1);
         }
 
@@ -745,8 +739,8 @@ mod tests {
             let mut payload = vec![0x53, 0xb0, 0, kind];
             payload.extend_from_slice(&body);
             let mut socket = test_socket();
-            let frame = signed(&KEY, addr(1), unix_now_ms(), 1, &compressed(&payload));
-            let _ = socket.receive_datagram(&frame, addr(1), unix_now_ms());
+            let frame = signed(&KEY, addr(1), crate::unix_ms(), 1, &compressed(&payload));
+            let _ = socket.receive_datagram(&frame, addr(1), crate::unix_ms());
             let c = socket.stats().snapshot();
             proptest::prop_assert_eq!(c.accepted + c.malformed, 1);
         }

@@ -9,7 +9,7 @@ use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::cluster::Folded;
+use crate::cluster::ClusterHealth;
 use crate::gossip::transport::AuthCounters;
 
 /// Every exported metric name.
@@ -168,8 +168,8 @@ impl Families {
     }
 
     /// The quorum fold this member keeps: decisions per node, drains, probers' state.
-    pub fn cluster(&mut self, folded: &Folded) {
-        let global = &folded.output.global;
+    pub fn cluster(&mut self, health: &ClusterHealth) {
+        let global = &health.decisions.global;
         let node = |id: &geolb_common::NodeId| vec![id.to_string()];
         self.gauge(
             names::CLUSTER_NODE_UP,
@@ -203,9 +203,9 @@ impl Families {
             names::CLUSTER_NODE_DRAINED,
             "1 when an operator drained the node",
             &["node"],
-            global.keys().map(|id| (node(id), if folded.drained.contains(id) { 1.0 } else { 0.0 })),
+            global.keys().map(|id| (node(id), if health.drained.contains(id) { 1.0 } else { 0.0 })),
         );
-        let voters = &folded.voters;
+        let voters = &health.voters;
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         self.gauge(
             names::CLUSTER_PROBER_LIVE,
@@ -223,7 +223,7 @@ impl Families {
             names::CLUSTER_PROBER_FENCED,
             "1 when the prober is fenced for disagreeing with its peers",
             &["prober"],
-            voters.iter().map(|v| (vec![v.id.to_string()], flag(folded.output.fenced.contains(&v.id)))),
+            voters.iter().map(|v| (vec![v.id.to_string()], flag(health.decisions.fenced.contains(&v.id)))),
         );
     }
 

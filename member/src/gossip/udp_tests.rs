@@ -17,7 +17,7 @@ fn config(id: &str, key: &[u8], seeds: &[SocketAddr]) -> GossipConfig {
 }
 
 /// Polls until `done` holds for every handle's view, for at most 10 s of real time.
-async fn wait_for(handles: &[&GossipHandle], what: &str, done: impl Fn(&ClusterView) -> bool) {
+async fn wait_for(handles: &[&GossipHandle], what: &str, done: impl Fn(&GossipSnapshot) -> bool) {
     let result = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let mut all = true;
@@ -34,7 +34,7 @@ async fn wait_for(handles: &[&GossipHandle], what: &str, done: impl Fn(&ClusterV
     assert!(result.is_ok(), "{what}: not within 10 s");
 }
 
-fn has(view: &ClusterView, member: &str, node: &str, value: &str) -> bool {
+fn has(view: &GossipSnapshot, member: &str, node: &str, value: &str) -> bool {
     view.member(member).is_some_and(|m| m.live && m.verdicts.get(node).map(String::as_str) == Some(value))
 }
 

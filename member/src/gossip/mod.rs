@@ -9,7 +9,7 @@
 //!   ever handed to chitchat.
 //! - [`keys`]: the key/value schema (`v:<node>`, `imp`, `role`, `region`,
 //!   `drain:<node>`), its typed writers and the reader that turns chitchat's state into a plain
-//!   [`ClusterView`].
+//!   [`GossipSnapshot`].
 //! - [`memnet`]: an in-memory datagram network for deterministic simulations.
 //! - this module: [`spawn_gossip`] → [`GossipHandle`], the only way the rest of the prober (and the
 //!   resolver, as an observer) talks to gossip.
@@ -50,10 +50,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::frame::{FrameKey, KeyTooShort, MIN_KEY_LEN, Reject};
-pub use self::keys::{ClusterView, KeyError, MemberView, Role};
+pub use self::keys::{GossipSnapshot, KeyError, MemberSnapshot, Role};
 pub use self::memnet::MemNetwork;
 pub use self::transport::{
-    AuthCounters, AuthSocket, AuthStats, AuthTransport, DatagramSocket, DatagramTransport, UdpDatagrams, unix_now_ms,
+    AuthCounters, AuthSocket, AuthStats, AuthTransport, DatagramSocket, DatagramTransport, UdpDatagrams,
 };
 
 /// Default time between gossip rounds (matches the config's default).
@@ -128,7 +128,7 @@ impl GossipConfig {
     ) -> GossipConfig {
         GossipConfig {
             node_id: node_id.into(),
-            generation: unix_now_ms(),
+            generation: crate::unix_ms(),
             listen,
             advertise: listen,
             seeds: Vec::new(),
@@ -400,11 +400,11 @@ impl GossipHandle {
     }
 
     /// A copy of the cluster state as plain data. Holds chitchat's lock only while copying.
-    pub async fn view(&self) -> ClusterView {
+    pub async fn view(&self) -> GossipSnapshot {
         self.chitchat
             .with_chitchat(|c| {
                 let live: HashSet<&ChitchatId> = c.live_nodes().collect();
-                ClusterView::from_node_states(c.node_states().iter().map(|(id, state)| (state, live.contains(id))))
+                GossipSnapshot::from_node_states(c.node_states().iter().map(|(id, state)| (state, live.contains(id))))
             })
             .await
     }

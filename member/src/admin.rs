@@ -18,10 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use crate::cluster::Folded;
+use crate::cluster::ClusterHealth;
 use crate::drains::Drains;
 use crate::gossip::GossipHandle;
-use crate::gossip::transport::unix_now_ms;
 
 /// What the admin API reads and writes.
 #[derive(Clone)]
@@ -32,7 +31,7 @@ pub struct AdminState {
     pub config: Arc<arc_swap::ArcSwap<geolb_config::Config>>,
     /// The member's current fold, kept up to date by the resolver's observer or the prober's
     /// heartbeat task; the state API shows it.
-    pub folded: Arc<std::sync::Mutex<Folded>>,
+    pub health: Arc<std::sync::Mutex<ClusterHealth>>,
     /// This member's saved drains.
     pub drains: Arc<Drains>,
     /// Serializes drain changes, so the saved file and the gossip always agree.
@@ -128,10 +127,10 @@ struct VerdictDoc {
 /// rather withdraw.
 async fn get_readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let params = crate::cluster::params(&state.config.load());
-    let now = unix_now_ms();
+    let now = crate::unix_ms();
     let (eligible, total) = {
-        let folded = state.folded.lock().unwrap_or_else(|p| p.into_inner());
-        (folded.voters.iter().filter(|v| v.may_vote(now, &params)).count(), folded.voters.len())
+        let health = state.health.lock().unwrap_or_else(|p| p.into_inner());
+        (health.voters.iter().filter(|v| v.may_vote(now, &params)).count(), health.voters.len())
     };
     if eligible > 0 {
         (StatusCode::OK, format!("ready: {eligible} of {total} probers can vote\n"))
@@ -151,10 +150,10 @@ async fn get_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
     let view = state.gossip.view().await;
     let config = state.config.load();
-    let now = unix_now_ms();
+    let now = crate::unix_ms();
     // The fold this member acts on (kept current by the resolver's observer or the prober's
     // heartbeat task), not a second one computed here.
-    let folded = state.folded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let health = state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let members = view
         .members
         .iter()
@@ -165,19 +164,19 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
             live: m.live,
             impaired: m.impaired,
             // When this member last saw the heartbeat rise, on its own clock.
-            heartbeat_age_ms: folded
+            heartbeat_age_ms: health
                 .heartbeats
                 .get(&m.id)
                 .filter(|(_, seen)| *seen > 0)
                 .map(|(_, seen)| now.saturating_sub(*seen)),
-            disagreement: folded.output.disagreement.get(m.id.as_str()).copied(),
+            disagreement: health.decisions.disagreement.get(m.id.as_str()).copied(),
         })
         .collect();
     let nodes = config
         .nodes
         .iter()
         .map(|n| {
-            let decision = folded.output.global.get(&n.id);
+            let decision = health.decisions.global.get(&n.id);
             let probers = view
                 .members
                 .iter()
@@ -198,8 +197,8 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
                     Some((m.id.clone(), doc))
                 })
                 .collect();
-            let regional = folded
-                .output
+            let regional = health
+                .decisions
                 .regional
                 .iter()
                 .filter_map(|(r, m)| Some((r.to_string(), m.get(&n.id)?.health)))
@@ -210,14 +209,14 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
                 since_ms: decision.map_or(0, |d| d.since_ms),
                 down_voters: decision.map_or(0, |d| d.down_voters),
                 eligible_voters: decision.map_or(0, |d| d.eligible_voters),
-                drained: folded.drained.contains(&n.id),
+                drained: health.drained.contains(&n.id),
                 regional,
                 probers,
             };
             (n.id.to_string(), doc)
         })
         .collect();
-    let fenced = folded.output.fenced.iter().map(|f| f.to_string()).collect();
+    let fenced = health.decisions.fenced.iter().map(|f| f.to_string()).collect();
     Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), members, nodes, fenced })
 }
 
@@ -243,7 +242,7 @@ async fn set_drain(state: AdminState, headers: HeaderMap, id: String, drained: b
         return (StatusCode::NOT_FOUND, format!("unknown node `{id}`\n")).into_response();
     }
     let _serialized = state.drain_lock.lock().await;
-    let now = unix_now_ms();
+    let now = crate::unix_ms();
     if let Err(e) = state.drains.set(&id, drained, now) {
         tracing::warn!(node = %id, error = %e, "cannot save the drain; it holds until restart");
     }

@@ -3,20 +3,20 @@
 //!
 //! The view is computed elsewhere (the quorum fold over gossip) and handed to
 //! [`crate::state::Shared::set_view`], which rebuilds the engine. This module owns the data and
-//! how a region's health is read from it; it does no I/O except [`View::load`] and
-//! [`View::save`].
+//! how a region's health is read from it; it does no I/O except [`ServedHealth::load`] and
+//! [`ServedHealth::save`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use geolb_common::quorum::Decision;
-use geolb_common::{Health, HealthView, NodeId};
+use geolb_common::{Health, HealthLookup, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Every decision the resolver answers from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct View {
+pub struct ServedHealth {
     /// Decisions of all eligible probers.
     pub global: BTreeMap<NodeId, Decision>,
     /// Decisions of each region's own probers ("down from here"), every node present.
@@ -34,7 +34,7 @@ pub struct RegionHealth<'v> {
     drained: &'v BTreeSet<NodeId>,
 }
 
-impl HealthView for RegionHealth<'_> {
+impl HealthLookup for RegionHealth<'_> {
     fn health(&self, node: &NodeId) -> Health {
         self.decisions.get(node).map_or(Health::Unknown, |d| d.health)
     }
@@ -44,7 +44,7 @@ impl HealthView for RegionHealth<'_> {
     }
 }
 
-impl View {
+impl ServedHealth {
     /// The global health.
     pub fn global(&self) -> RegionHealth<'_> {
         RegionHealth { decisions: &self.global, drained: &self.drained }
@@ -57,9 +57,9 @@ impl View {
 
     /// Loads a saved view, restarting every held decision's grace period at `now_ms` (a
     /// restarted resolver serves what it last knew, not "all up").
-    pub fn load(path: &Path, now_ms: u64) -> std::io::Result<View> {
+    pub fn load(path: &Path, now_ms: u64) -> std::io::Result<ServedHealth> {
         let bytes = std::fs::read(path)?;
-        let mut view: View =
+        let mut view: ServedHealth =
             serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let restore = |m: &mut BTreeMap<NodeId, Decision>| {
             for d in m.values_mut() {
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn regions_fall_back_to_global_and_drains_apply_everywhere() {
-        let mut view = View::default();
+        let mut view = ServedHealth::default();
         view.global.insert("a".into(), decision(Health::Up));
         view.regional.insert("eu".into(), BTreeMap::from([(NodeId::from("a"), decision(Health::Down))]));
         view.drained.insert("b".into());
@@ -119,14 +119,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("geolb-view-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("view.json");
-        let mut view = View { computed_ms: 5, ..View::default() };
+        let mut view = ServedHealth { computed_ms: 5, ..ServedHealth::default() };
         view.global.insert("a".into(), decision(Health::Down));
         view.save(&path).unwrap();
-        let loaded = View::load(&path, 1_000).unwrap();
+        let loaded = ServedHealth::load(&path, 1_000).unwrap();
         assert_eq!(loaded.global[&NodeId::from("a")].health, Health::Down);
         assert_eq!(loaded.global[&NodeId::from("a")].last_quorum_ms, Some(1_000));
         std::fs::write(&path, b"{ not json").unwrap();
-        assert!(View::load(&path, 1).is_err());
+        assert!(ServedHealth::load(&path, 1).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

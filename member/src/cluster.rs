@@ -1,0 +1,187 @@
+//! From what the gossip says to one health view: the members' verdicts become
+//! [`quorum`](geolb_common::quorum) votes, and operators' drains are merged (newest wins).
+//!
+//! Shared by the prober (its `/api/v1/state`, metrics and impairment) and the resolver (its
+//! answers). [`fold_cluster`] is pure: the caller passes the [`GossipSnapshot`] read from gossip
+//! and the current time. [`Follower`] is the one loop both programs fold the gossip in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use geolb_common::NodeId;
+use geolb_common::quorum::{Decision, FoldInput, QuorumDecisions, QuorumParams, Voter, fold};
+use geolb_common::verdict::Verdict;
+use geolb_config::Config;
+
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::gossip::GossipHandle;
+use crate::gossip::keys::{GossipSnapshot, Role};
+
+/// Fencing defaults (not in the config yet): a prober is fenced when it disagrees with the
+/// quorum on more than 30 % of at least 5 judged nodes, and on more than 3× the median prober.
+const FENCE_MIN_DISAGREEMENT: f64 = 0.3;
+const FENCE_FACTOR: f64 = 3.0;
+const FENCE_MIN_NODES: usize = 5;
+
+/// The cluster's health as one member folded it: quorum decisions, drains, and the voters.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterHealth {
+    /// The quorum fold.
+    pub decisions: QuorumDecisions,
+    /// Nodes an operator drained (newest drain/undrain across members wins).
+    pub drained: BTreeSet<NodeId>,
+    /// Verdicts that did not decode (a newer or broken member), ignored.
+    pub bad_verdicts: usize,
+    /// Per member: the last chitchat heartbeat seen and the local time (unix ms) it changed.
+    /// Freshness is judged on this reader's clock, never by comparing another machine's.
+    pub heartbeats: BTreeMap<String, (u64, u64)>,
+    /// The probers as this fold saw them (liveness, impairment, freshness).
+    pub voters: Vec<Voter>,
+}
+
+/// The quorum parameters of a config.
+pub fn params(config: &Config) -> QuorumParams {
+    let q = &config.quorum;
+    QuorumParams {
+        down_quorum: q.down_quorum,
+        min_down_voters: q.min_down_voters,
+        stale_after_ms: q.stale_after.as_millis() as u64,
+        grace_ms: q.grace.as_millis() as u64,
+        fence_min_disagreement: FENCE_MIN_DISAGREEMENT,
+        fence_factor: FENCE_FACTOR,
+        fence_min_nodes: FENCE_MIN_NODES,
+    }
+}
+
+/// Folds a gossip view. `previous` is the last fold (for grace periods and `since` times).
+pub fn fold_cluster(view: &GossipSnapshot, config: &Config, previous: &ClusterHealth, now_ms: u64) -> ClusterHealth {
+    let nodes: Vec<NodeId> = config.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut voters = Vec::new();
+    let mut votes: BTreeMap<NodeId, Vec<(usize, Verdict)>> = BTreeMap::new();
+    let mut bad_verdicts = 0;
+    let mut heartbeats = BTreeMap::new();
+    for member in view.members.iter().filter(|m| m.role == Some(Role::Prober)) {
+        let index = voters.len();
+        let seen = match previous.heartbeats.get(&member.id) {
+            Some(&(beat, seen)) if beat == member.heartbeat => seen,
+            // A new heartbeat (or a first sighting of one): seen now, on our clock.
+            _ if member.heartbeat > 0 => now_ms,
+            _ => 0,
+        };
+        heartbeats.insert(member.id.clone(), (member.heartbeat, seen));
+        voters.push(Voter {
+            id: Arc::from(member.id.as_str()),
+            region: member.region.as_deref().map(Arc::from),
+            weight: 1.0,
+            live: member.live,
+            impaired: member.impaired,
+            last_seen_ms: seen,
+        });
+        for (node, encoded) in &member.verdicts {
+            match Verdict::decode(encoded) {
+                Ok(v) => votes.entry(NodeId::from(node.as_str())).or_default().push((index, v)),
+                Err(_) => bad_verdicts += 1,
+            }
+        }
+    }
+    let params = params(config);
+    let decisions = fold(&FoldInput {
+        voters: &voters,
+        votes: &votes,
+        nodes: &nodes,
+        previous: &previous.decisions.global,
+        previous_regional: &previous.decisions.regional,
+        now_ms,
+        params: &params,
+    });
+    let drained =
+        view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
+    ClusterHealth { decisions, drained, bad_verdicts, heartbeats, voters }
+}
+
+/// Follows the gossip: folds it when it changes (at most once per `min_gap`) and at least every
+/// `refold` (staleness and grace periods move with time alone). Holds the last published fold,
+/// which the next fold starts from and which the admin API and the metrics read.
+#[derive(Debug)]
+pub struct Follower {
+    gossip: Arc<GossipHandle>,
+    changes: watch::Receiver<()>,
+    health: Arc<Mutex<ClusterHealth>>,
+    min_gap: Duration,
+    refold: Duration,
+    last: Option<Instant>,
+}
+
+impl Follower {
+    /// A follower of `gossip` that publishes into `health`.
+    pub fn new(
+        gossip: Arc<GossipHandle>,
+        health: Arc<Mutex<ClusterHealth>>,
+        min_gap: Duration,
+        refold: Duration,
+    ) -> Self {
+        let changes = gossip.watch();
+        Follower { gossip, changes, health, min_gap, refold, last: None }
+    }
+
+    /// The last published fold.
+    pub fn health(&self) -> MutexGuard<'_, ClusterHealth> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the next fold (a gossip change or `refold`), then folds the gossip with `config`
+    /// against the last published fold. `None` once `shutdown` is cancelled. What it returns is
+    /// not published until [`Follower::publish`]: the caller may look at it (or amend it) first.
+    pub async fn next(
+        &mut self,
+        config: &Config,
+        shutdown: &CancellationToken,
+    ) -> Option<(GossipSnapshot, ClusterHealth)> {
+        if let Some(last) = self.last {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(last + self.min_gap) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = changed(&mut self.changes) => {}
+                _ = tokio::time::sleep_until(last + self.refold) => {}
+            }
+        }
+        self.changes.borrow_and_update();
+        self.last = Some(Instant::now());
+        let snapshot = self.gossip.view().await;
+        let previous = self.health().clone();
+        let next = fold_cluster(&snapshot, config, &previous, crate::unix_ms());
+        Some((snapshot, next))
+    }
+
+    /// Makes `health` the last fold.
+    pub fn publish(&self, health: ClusterHealth) {
+        *self.health() = health;
+    }
+}
+
+/// Completes on the next gossip change; never once the gossip is gone (its termination is
+/// watched elsewhere), so a dead sender does not turn the follower into a busy loop.
+async fn changed(changes: &mut watch::Receiver<()>) {
+    if changes.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A decision's one-line reason, for logs and the state API.
+pub fn describe(d: &Decision) -> String {
+    format!(
+        "{:?} ({}: {}/{} voters down, weight {:.1}/{:.1})",
+        d.health,
+        d.reason.as_str(),
+        d.down_voters,
+        d.eligible_voters,
+        d.down_weight,
+        d.eligible_weight
+    )
+}

@@ -1,0 +1,75 @@
+//! geolb-member: what every cluster member runs, prober or resolver.
+//!
+//! # Layout
+//! * [`gossip`]: chitchat with every datagram authenticated by the cluster key, the key schema,
+//!   and an in-memory network for simulations.
+//! * [`join()`]: joining the cluster of a config as a prober or an observer.
+//! * [`cluster`]: folding the gossip into one quorum-weighted health view, and following it.
+//! * [`drains`]: operators' drains, saved in the member's locked state directory.
+//! * [`admin`]: the admin API (`/healthz`, `/readyz`, `/metrics`, `/api/v1/state`, drains).
+//! * [`metrics`]: every metric name, and the families read at scrape time.
+//! * [`process`]: command-line arguments, logging, the async runtime and signals.
+//!
+//! It knows neither program: the prober's checks and the resolver's answers stand on it.
+
+pub mod admin;
+pub mod cluster;
+pub mod drains;
+pub mod gossip;
+pub mod metrics;
+pub mod process;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use geolb_config::Config;
+
+use crate::drains::Drains;
+use crate::gossip::keys::Role;
+use crate::gossip::transport::UdpDatagrams;
+use crate::gossip::{GossipConfig, GossipHandle, spawn_gossip};
+
+/// Milliseconds since the Unix epoch on the system clock (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a member could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The config has no `[cluster]`.
+    #[error("the config has no [cluster] table: a cluster member needs one")]
+    NoCluster,
+    /// Gossip could not start.
+    #[error(transparent)]
+    Gossip(#[from] gossip::GossipError),
+    /// Another process uses the state directory.
+    #[error(transparent)]
+    StateDir(#[from] drains::StateDirInUse),
+}
+
+/// Joins the gossip cluster of `config` as `role`, publishing the member's saved drains again.
+pub async fn join(
+    config: &Config,
+    role: Role,
+    id: &str,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    region: String,
+    drains: &Drains,
+) -> Result<Arc<GossipHandle>, JoinError> {
+    let cluster = config.cluster.clone().ok_or(JoinError::NoCluster)?;
+    let mut gc = GossipConfig::new(id, listen, cluster.id, cluster.key, role, region);
+    gc.advertise = advertise.unwrap_or(listen);
+    gc.seeds = cluster.seeds;
+    gc.gossip_interval = cluster.gossip_interval;
+    let gossip = Arc::new(spawn_gossip(gc, UdpDatagrams).await?);
+    for (node, (at_ms, drained)) in drains.entries() {
+        if let Err(e) = gossip.set_drain(&node, drained, at_ms).await {
+            tracing::warn!(node = %node, error = %e, "cannot republish a saved drain");
+        }
+    }
+    tracing::info!(addr = %gossip.listen_addr(), "gossip listening on {}", gossip.listen_addr());
+    Ok(gossip)
+}
