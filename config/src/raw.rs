@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::error::{ConfigError, Problem};
-use crate::health::{RawAdmin, RawCheck, RawCluster, RawMember, RawProber, RawQuorum};
+use crate::health::{ProberConfig, RawAdmin, RawCheck, RawCluster, RawMember, RawProber, RawQuorum};
 use crate::location::{KeyPath, line_col, span_of};
 use crate::model::*;
 
@@ -64,6 +64,11 @@ fn default_types() -> Vec<RawType> {
     vec![RawType::A, RawType::Aaaa]
 }
 
+/// `base` joined with `path` when `path` is relative.
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawResolver {
@@ -90,10 +95,58 @@ impl Default for RawResolver {
     }
 }
 
+impl RawResolver {
+    /// Checks the request bound, the threads and the socket mode, and makes `socket` absolute;
+    /// problems are `(key, message)`.
+    fn resolve(&self, base: &Path) -> (ResolverConfig, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        if self.max_request_bytes < 1024 {
+            problems.push((
+                "max_request_bytes",
+                format!(
+                    "max_request_bytes {} is below 1024; PowerDNS requests would be refused",
+                    self.max_request_bytes
+                ),
+            ));
+        }
+        if let Some(problem) = crate::health::threads_problem(self.threads) {
+            problems.push(("threads", problem));
+        }
+        if self.socket_mode > 0o777 {
+            problems.push((
+                "socket_mode",
+                format!("socket_mode {:#o} is not a permission mode (write it in octal, e.g. 0o660)", self.socket_mode),
+            ));
+        }
+        let config = ResolverConfig {
+            listen: self.listen,
+            socket: self.socket.as_deref().map(|p| absolute(base, p)),
+            socket_mode: self.socket_mode,
+            max_request_bytes: self.max_request_bytes,
+            threads: self.threads,
+        };
+        (config, problems)
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGeoIp {
     databases: Vec<PathBuf>,
+}
+
+impl RawGeoIp {
+    /// The databases, absolute, in the order given; warns when there are none.
+    fn resolve(&self, base: &Path, warnings: &mut Vec<String>) -> Vec<PathBuf> {
+        // Files are only named here; the resolver opens them (and `--check-config` does too).
+        let geoip: Vec<PathBuf> = self.databases.iter().map(|p| absolute(base, p)).collect();
+        if geoip.is_empty() {
+            warnings.push(
+                "no GeoIP database configured: every client is placed by overrides or the default location".to_owned(),
+            );
+        }
+        geoip
+    }
 }
 
 /// A place: a PoP or coordinates.
@@ -105,6 +158,28 @@ struct RawPlace {
     lon: Option<f64>,
 }
 
+/// `default_location`: required; a known PoP or coordinates in range.
+fn resolve_default_location(
+    place: Option<&RawPlace>,
+    pops: &PopIds<'_>,
+    problems: &mut Problems<'_>,
+) -> DefaultLocation {
+    let top = KeyPath::default();
+    match place {
+        Some(place) => {
+            match place_point(&place.pop, place.lat, place.lon, &top.key("default_location"), pops, problems) {
+                Some(Ok(pop)) => DefaultLocation::Pop(pop),
+                Some(Err(point)) => DefaultLocation::Point(point),
+                None => DefaultLocation::Point(GeoPoint::new(0.0, 0.0)),
+            }
+        }
+        None => {
+            problems.at(&top, "missing `default_location` (e.g. `default_location = { pop = \"fra\" }`): where clients go when GeoIP cannot place them");
+            DefaultLocation::Point(GeoPoint::new(0.0, 0.0))
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawZone {
@@ -114,6 +189,39 @@ struct RawZone {
     metadata: BTreeMap<String, Vec<String>>,
 }
 
+/// `[[zones]]`: each origin a valid name given once, each metadata kind a PowerDNS one; the
+/// files are made absolute (only named here: the resolver reads them). A zone whose origin is
+/// not a name is left out.
+fn resolve_zones(raw: &[(usize, RawZone)], base: &Path, problems: &mut Problems<'_>) -> Vec<ZoneFile> {
+    let mut zones = Vec::new();
+    let mut origins = HashSet::new();
+    for (i, z) in raw {
+        let path = KeyPath::default().key("zones").index(*i);
+        match normalize_name(&z.origin) {
+            Ok(origin) => {
+                if !origins.insert(origin.clone()) {
+                    problems.at(&path.key("origin"), format!("duplicate zone `{origin}`"));
+                }
+                for kind in z.metadata.keys() {
+                    if kind.is_empty()
+                        || !kind.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+                    {
+                        problems.at(
+                            &path.key("metadata").key(kind),
+                            format!(
+                                "metadata kind `{kind}` is not a PowerDNS metadata kind (upper-case, e.g. NSEC3PARAM)"
+                            ),
+                        );
+                    }
+                }
+                zones.push(ZoneFile { origin, file: absolute(base, &z.file), metadata: z.metadata.clone() });
+            }
+            Err(e) => problems.at(&path.key("origin"), e),
+        }
+    }
+    zones
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPop {
@@ -121,6 +229,54 @@ struct RawPop {
     lat: f64,
     lon: f64,
     region: Option<String>,
+}
+
+/// The PoP ids the other tables may name.
+struct PopIds<'r> {
+    /// The id of every `[[pops]]` entry that parsed (an empty or duplicate one too: it was
+    /// reported at the PoP).
+    parsed: HashSet<&'r str>,
+    /// Ids of the entries that failed to parse: each was reported once, so a reference to one
+    /// is not an error too.
+    broken: HashSet<String>,
+}
+
+impl PopIds<'_> {
+    /// Whether a reference to `id` names a PoP.
+    fn contains(&self, id: &str) -> bool {
+        self.parsed.contains(id) || self.broken.contains(id)
+    }
+}
+
+/// `[[pops]]`: ids non-empty and unique, coordinates in range, at least one PoP. Also returns
+/// the ids the other tables may name.
+fn resolve_pops<'r>(raw: &'r [(usize, RawPop)], problems: &mut Problems<'_>) -> (Vec<Pop>, PopIds<'r>) {
+    let top = KeyPath::default();
+    let mut pops = Vec::new();
+    let mut parsed = HashSet::new();
+    for (i, p) in raw {
+        let path = top.key("pops").index(*i);
+        if p.id.is_empty() {
+            problems.at(&path.key("id"), "pop id is empty");
+        } else if parsed.contains(p.id.as_str()) {
+            problems.at(&path.key("id"), format!("duplicate pop id `{}`", p.id));
+        }
+        let location = GeoPoint::new(p.lat, p.lon);
+        if !(-90.0..=90.0).contains(&p.lat) || !p.lat.is_finite() {
+            problems.at(&path.key("lat"), format!("latitude {} is outside -90..=90", p.lat));
+        }
+        if !(-180.0..=180.0).contains(&p.lon) || !p.lon.is_finite() {
+            problems.at(&path.key("lon"), format!("longitude {} is outside -180..=180", p.lon));
+        }
+        parsed.insert(p.id.as_str());
+        pops.push(Pop { id: PopId::from(p.id.as_str()), location, region: p.region.clone() });
+    }
+    if raw.is_empty() && !problems.broken_ids.contains_key("pops") {
+        problems.at(&top, "no [[pops]] configured");
+    }
+    // A PoP that failed to parse is reported once; references to it are not errors too.
+    let broken = problems.broken_ids.get("pops").cloned().unwrap_or_default();
+    (pops, PopIds { parsed, broken })
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +291,115 @@ struct RawNode {
     #[serde(default = "default_true")]
     enabled: bool,
     check: Option<RawCheck>,
+}
+
+impl RawNode {
+    /// One node: its PoP known, an address, its weight in range, and its `check` over
+    /// `[checks]` (a problem of a check the node inherits is reported at `[checks]`).
+    fn resolve(&self, path: &KeyPath, checks: &RawCheck, pops: &PopIds<'_>, problems: &mut Problems<'_>) -> Node {
+        if !pops.contains(&self.pop) {
+            problems.at(&path.key("pop"), format!("unknown pop `{}`", self.pop));
+        }
+        if self.ipv4.is_none() && self.ipv6.is_none() {
+            problems.at(path, format!("node `{}` has neither `ipv4` nor `ipv6`", self.id));
+        }
+        if self.weight == 0 || self.weight > MAX_WEIGHT {
+            problems.at(
+                &path.key("weight"),
+                format!(
+                    "weight {} is outside 1..={MAX_WEIGHT} (use `enabled = false` to take a node out)",
+                    self.weight
+                ),
+            );
+        }
+        let (check, check_problems) = self.check.clone().unwrap_or_default().over(checks).resolve();
+        for (key, message) in check_problems {
+            let at = if self.check.is_some() {
+                path.key("check").key(key)
+            } else {
+                KeyPath::default().key("checks").key(key)
+            };
+            problems.at(&at, message);
+        }
+        Node {
+            check,
+            id: NodeId::from(self.id.as_str()),
+            pop: PopId::from(self.pop.as_str()),
+            ipv4: self.ipv4,
+            ipv6: self.ipv6,
+            weight: self.weight,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// The resolved nodes, for the services that name them.
+struct Nodes<'r> {
+    /// Every node that parsed, in file order.
+    list: Vec<Node>,
+    /// The index in `list` of each id that is neither empty nor reserved (of the last node
+    /// with it, for a duplicate id).
+    ids: HashMap<&'r str, usize>,
+    /// Ids of the `[[nodes]]` entries that failed to parse: each was reported once, so a
+    /// reference to one is skipped.
+    broken: HashSet<String>,
+}
+
+impl Nodes<'_> {
+    /// The node with this id.
+    fn get(&self, id: &str) -> Option<&Node> {
+        self.ids.get(id).map(|&k| &self.list[k])
+    }
+
+    /// The nodes a list of ids at `path` names (`nodes`, `fallback_pool`): each known and
+    /// listed once.
+    fn named(&self, list: &[String], path: &KeyPath, problems: &mut Problems<'_>) -> Vec<NodeId> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (j, id) in list.iter().enumerate() {
+            if self.broken.contains(id) {
+                continue;
+            }
+            if !self.ids.contains_key(id.as_str()) {
+                problems.at(&path.index(j), format!("unknown node `{id}`"));
+            } else if !seen.insert(id.as_str()) {
+                problems.at(&path.index(j), format!("node `{id}` listed twice"));
+            } else {
+                out.push(NodeId::from(id.as_str()));
+            }
+        }
+        out
+    }
+}
+
+/// `[[nodes]]`: ids non-empty, not reserved and unique, then each node as [`RawNode::resolve`]
+/// checks it.
+fn resolve_nodes<'r>(
+    raw: &'r [(usize, RawNode)],
+    checks: &RawCheck,
+    pops: &PopIds<'_>,
+    problems: &mut Problems<'_>,
+) -> Nodes<'r> {
+    let broken = problems.broken_ids.get("nodes").cloned().unwrap_or_default();
+    let mut nodes = Nodes { list: Vec::new(), ids: HashMap::new(), broken };
+    for (i, n) in raw {
+        let path = KeyPath::default().key("nodes").index(*i);
+        if n.id.is_empty() {
+            problems.at(&path.key("id"), "node id is empty");
+        } else if n.id.starts_with(RESERVED_NODE_PREFIX) {
+            problems.at(
+                &path.key("id"),
+                format!(
+                    "node id `{}` starts with `{RESERVED_NODE_PREFIX}`, which the prober keeps for its canaries",
+                    n.id
+                ),
+            );
+        } else if nodes.ids.insert(n.id.as_str(), nodes.list.len()).is_some() {
+            problems.at(&path.key("id"), format!("duplicate node id `{}`", n.id));
+        }
+        nodes.list.push(n.resolve(&path, checks, pops, problems));
+    }
+    nodes
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +437,158 @@ struct RawService {
     fallback_pool: Option<Vec<String>>,
 }
 
+/// What a service may refer to: the tables resolved before `[[services]]`.
+struct ServiceRefs<'a, 'r> {
+    zones: &'a [ZoneFile],
+    pops: &'a PopIds<'r>,
+    nodes: &'a Nodes<'r>,
+}
+
+impl RawService {
+    /// One service, `name` being its normalized name: below a zone apex and inside a zone when
+    /// there are zones, its types answerable by its pool, its numbers in range, its `all_down`
+    /// policy complete. Warns when every node of its pool is disabled.
+    fn resolve(
+        &self,
+        name: String,
+        path: &KeyPath,
+        refs: &ServiceRefs<'_, '_>,
+        problems: &mut Problems<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Service {
+        let zones = refs.zones;
+        if zones.iter().any(|z| z.origin == name) {
+            problems.at(
+                &path.key("name"),
+                format!("service `{name}` is a zone apex; PowerDNS turns a zone REFUSED when a backend answers the apex without its SOA, so balance a name below it"),
+            );
+        }
+        if !zones.is_empty() && !zones.iter().any(|z| in_zone(&name, &z.origin)) {
+            problems.at(
+                &path.key("name"),
+                format!("service `{name}` is in none of the configured zones; PowerDNS would never ask for it"),
+            );
+        }
+        let types = RecordTypes { a: self.types.contains(&RawType::A), aaaa: self.types.contains(&RawType::Aaaa) };
+        if self.types.is_empty() {
+            problems.at(&path.key("types"), "types is empty; give \"A\", \"AAAA\" or both");
+        }
+        let pool = self.pool(path, refs, problems);
+        if pool.is_empty() {
+            problems.at(path, format!("service `{name}` has no nodes"));
+        }
+        let pool_nodes = || pool.iter().filter_map(|id| refs.nodes.get(id.as_str()));
+        if types.a && !pool_nodes().any(|n| n.ipv4.is_some()) {
+            problems.at(&path.key("types"), format!("service `{name}` answers A but none of its nodes has `ipv4`"));
+        }
+        if types.aaaa && !pool_nodes().any(|n| n.ipv6.is_some()) {
+            problems.at(&path.key("types"), format!("service `{name}` answers AAAA but none of its nodes has `ipv6`"));
+        }
+        if !pool.is_empty() && !pool_nodes().any(|n| n.enabled) {
+            warnings.push(format!("service `{name}`: every node is disabled"));
+        }
+        if self.ttl > MAX_TTL {
+            problems.at(&path.key("ttl"), format!("ttl {} is above {MAX_TTL}", self.ttl));
+        }
+        if self.answers == 0 || self.answers > MAX_ANSWERS {
+            problems.at(&path.key("answers"), format!("answers {} is outside 1..={MAX_ANSWERS}", self.answers));
+        }
+        if !(0.0..=20_000.0).contains(&self.tie_band_km) {
+            problems.at(&path.key("tie_band_km"), format!("tie_band_km {} is outside 0..=20000", self.tie_band_km));
+        }
+        let all_down = self.all_down_policy(path, refs.nodes, problems);
+        Service {
+            name,
+            types,
+            nodes: pool,
+            ttl: self.ttl,
+            answers: self.answers,
+            tie_band_km: self.tie_band_km,
+            all_down,
+        }
+    }
+
+    /// The nodes the service may answer: those `nodes` names, those in the PoPs `pops` names,
+    /// or else every node.
+    fn pool(&self, path: &KeyPath, refs: &ServiceRefs<'_, '_>, problems: &mut Problems<'_>) -> Vec<NodeId> {
+        match (&self.nodes, &self.pops) {
+            (Some(_), Some(_)) => {
+                problems.at(path, "give `nodes` or `pops`, not both");
+                Vec::new()
+            }
+            (Some(list), None) => refs.nodes.named(list, &path.key("nodes"), problems),
+            (None, Some(list)) => {
+                for (j, p) in list.iter().enumerate() {
+                    if !refs.pops.contains(p) {
+                        problems.at(&path.key("pops").index(j), format!("unknown pop `{p}`"));
+                    }
+                }
+                refs.nodes
+                    .list
+                    .iter()
+                    .filter(|n| list.iter().any(|p| p == n.pop.as_str()))
+                    .map(|n| n.id.clone())
+                    .collect()
+            }
+            (None, None) => refs.nodes.list.iter().map(|n| n.id.clone()).collect(),
+        }
+    }
+
+    /// What to answer when the whole pool is down; `fallback_pool` goes with
+    /// `all_down = "fallback_pool"` and nothing else.
+    fn all_down_policy(&self, path: &KeyPath, nodes: &Nodes<'_>, problems: &mut Problems<'_>) -> AllDownPolicy {
+        match (self.all_down, &self.fallback_pool) {
+            (RawPolicy::FallbackPool, Some(list)) if !list.is_empty() => {
+                AllDownPolicy::FallbackPool(nodes.named(list, &path.key("fallback_pool"), problems))
+            }
+            (RawPolicy::FallbackPool, _) => {
+                problems.at(
+                    &path.key("all_down"),
+                    "all_down = \"fallback_pool\" needs a non-empty `fallback_pool` list of node ids",
+                );
+                AllDownPolicy::FailOpen
+            }
+            (_, Some(_)) => {
+                problems.at(&path.key("fallback_pool"), "fallback_pool is only used with all_down = \"fallback_pool\"");
+                AllDownPolicy::FailOpen
+            }
+            (RawPolicy::FailOpen, None) => AllDownPolicy::FailOpen,
+            (RawPolicy::Nodata, None) => AllDownPolicy::Nodata,
+        }
+    }
+}
+
+/// `[[services]]`: each name valid and given once, then each service as
+/// [`RawService::resolve`] checks it; warns when there are services but no zones. A service
+/// whose name is not a name is left out.
+fn resolve_services(
+    raw: &[(usize, RawService)],
+    refs: &ServiceRefs<'_, '_>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<Service> {
+    let mut services = Vec::new();
+    let mut names = HashSet::new();
+    for (i, s) in raw {
+        let path = KeyPath::default().key("services").index(*i);
+        let name = match normalize_name(&s.name) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.at(&path.key("name"), e);
+                continue;
+            }
+        };
+        if !names.insert(name.clone()) {
+            problems.at(&path.key("name"), format!("duplicate service `{name}`"));
+        }
+        services.push(s.resolve(name, &path, refs, problems, warnings));
+    }
+    if refs.zones.is_empty() && !services.is_empty() {
+        warnings.push("no [[zones]] configured: managed names answer only their A/AAAA records, and their MX/TXT/CAA records in the zone are hidden".to_owned());
+    }
+    services
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOverride {
@@ -179,6 +596,46 @@ struct RawOverride {
     pop: Option<String>,
     lat: Option<f64>,
     lon: Option<f64>,
+}
+
+impl RawOverride {
+    /// One override: a network without host bits, placed at a known PoP or at coordinates in
+    /// range; `None` when it is not.
+    fn resolve(&self, path: &KeyPath, pops: &PopIds<'_>, problems: &mut Problems<'_>) -> Option<Override> {
+        let net = match self.cidr.parse::<IpNet>() {
+            Ok(net) if net.trunc() != net => {
+                problems.at(
+                    &path.key("cidr"),
+                    format!("cidr `{}` has host bits set; did you mean `{}`?", self.cidr, net.trunc()),
+                );
+                return None;
+            }
+            Ok(net) => net,
+            Err(_) => {
+                problems.at(&path.key("cidr"), format!("`{}` is not a CIDR network (e.g. 198.51.100.0/24)", self.cidr));
+                return None;
+            }
+        };
+        let target = match place_point(&self.pop, self.lat, self.lon, path, pops, problems)? {
+            Ok(pop) => OverrideTarget::Pop(pop),
+            Err(point) => OverrideTarget::Point(point),
+        };
+        Some(Override { net, target })
+    }
+}
+
+/// `[[overrides]]`: each as [`RawOverride::resolve`] checks it; a bad one is left out.
+fn resolve_overrides(raw: &[(usize, RawOverride)], pops: &PopIds<'_>, problems: &mut Problems<'_>) -> Vec<Override> {
+    raw.iter().filter_map(|(i, o)| o.resolve(&KeyPath::default().key("overrides").index(*i), pops, problems)).collect()
+}
+
+/// `[prober]`: as [`RawProber::resolve`] checks it, and standing in a known PoP.
+fn resolve_prober(raw: &RawProber, base: &Path, pops: &PopIds<'_>, problems: &mut Problems<'_>) -> ProberConfig {
+    let prober = problems.in_table("prober", raw.resolve(base));
+    if !pops.contains(&prober.pop) {
+        problems.at(&KeyPath::default().key("prober").key("pop"), format!("unknown pop `{}`", prober.pop));
+    }
+    prober
 }
 
 /// The document as read, before cross-checks.
@@ -198,6 +655,50 @@ struct RawConfig {
     nodes: Vec<(usize, RawNode)>,
     services: Vec<(usize, RawService)>,
     overrides: Vec<(usize, RawOverride)>,
+}
+
+impl RawConfig {
+    /// Resolves the tables one after the other into a [`Config`], each recording its problems
+    /// (and warnings); a table that names zones, PoPs or nodes comes after them.
+    fn validate(&self, base: &Path, problems: &mut Problems<'_>) -> Config {
+        let mut warnings = Vec::new();
+        let resolver = problems.in_table("resolver", self.resolver.resolve(base));
+        let geoip = self.geoip.resolve(base, &mut warnings);
+        let zones = resolve_zones(&self.zones, base, problems);
+        let (pops, pop_ids) = resolve_pops(&self.pops, problems);
+        let nodes = resolve_nodes(&self.nodes, &self.checks, &pop_ids, problems);
+        let refs = ServiceRefs { zones: &zones, pops: &pop_ids, nodes: &nodes };
+        let services = resolve_services(&self.services, &refs, problems, &mut warnings);
+        let default_location = resolve_default_location(self.default_location.as_ref(), &pop_ids, problems);
+        let overrides = resolve_overrides(&self.overrides, &pop_ids, problems);
+        let quorum = problems.in_table("quorum", self.quorum.resolve());
+        let admin = problems.in_table("admin", self.admin.resolve(base));
+        let cluster = self.cluster.as_ref().map(|c| problems.in_table("cluster", c.resolve(base)));
+        let prober = self.prober.as_ref().map(|p| resolve_prober(p, base, &pop_ids, problems));
+        let member = self.member.as_ref().map(|m| problems.in_table("member", m.resolve(base)));
+        if (prober.is_some() || member.is_some()) && cluster.is_none() {
+            problems.at(
+                &KeyPath::default(),
+                "[prober] and [member] join a gossip cluster: add a [cluster] table (id, key_file, seeds)",
+            );
+        }
+        Config {
+            cluster,
+            quorum,
+            prober,
+            member,
+            admin,
+            resolver,
+            geoip,
+            zones,
+            default_location,
+            pops,
+            nodes: nodes.list,
+            services,
+            overrides,
+            warnings,
+        }
+    }
 }
 
 /// Top-level keys, for the unknown-key message.
@@ -243,6 +744,17 @@ impl<'a> Problems<'a> {
     fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
         let span = span_of(self.root, self.root_span.clone(), path);
         self.at_span(span, path, message.into());
+    }
+
+    /// Records the `(key, message)` problems a table's `resolve` returned (the shape of
+    /// `[resolver]` and the health tables) at that key of the top-level `table`, and hands
+    /// back what it resolved.
+    fn in_table<T>(&mut self, table: &str, (value, found): (T, Vec<(&'static str, String)>)) -> T {
+        let path = KeyPath::default().key(table);
+        for (key, message) in found {
+            self.at(&path.key(key), message);
+        }
+        value
     }
 
     /// Deserializes one value, recording a problem on failure.
@@ -331,7 +843,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
             ),
         }
     }
-    let config = validate(raw, base, &mut problems);
+    let config = raw.validate(base, &mut problems);
     if problems.list.is_empty() {
         Ok(config)
     } else {
@@ -372,12 +884,12 @@ fn place_point(
     lat: Option<f64>,
     lon: Option<f64>,
     path: &KeyPath,
-    pops: &HashMap<&str, GeoPoint>,
+    pops: &PopIds<'_>,
     problems: &mut Problems<'_>,
 ) -> Option<Result<PopId, GeoPoint>> {
     match (place_pop, lat, lon) {
         (Some(pop), None, None) => {
-            if pops.contains_key(pop.as_str()) {
+            if pops.contains(pop) {
                 Some(Ok(PopId::from(pop.as_str())))
             } else {
                 problems.at(&path.key("pop"), format!("unknown pop `{pop}`"));
@@ -397,360 +909,6 @@ fn place_point(
             problems.at(path, "give either `pop` or both `lat` and `lon`");
             None
         }
-    }
-}
-
-fn validate(raw: RawConfig, base: &Path, problems: &mut Problems<'_>) -> Config {
-    let resolve = |p: &Path| {
-        if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
-    };
-    let top = KeyPath::default();
-    let mut warnings = Vec::new();
-
-    if raw.resolver.max_request_bytes < 1024 {
-        problems.at(
-            &top.key("resolver").key("max_request_bytes"),
-            format!(
-                "max_request_bytes {} is below 1024; PowerDNS requests would be refused",
-                raw.resolver.max_request_bytes
-            ),
-        );
-    }
-
-    if let Some(problem) = crate::health::threads_problem(raw.resolver.threads) {
-        problems.at(&top.key("resolver").key("threads"), problem);
-    }
-    if raw.resolver.socket_mode > 0o777 {
-        problems.at(
-            &top.key("resolver").key("socket_mode"),
-            format!(
-                "socket_mode {:#o} is not a permission mode (write it in octal, e.g. 0o660)",
-                raw.resolver.socket_mode
-            ),
-        );
-    }
-
-    // Files are only named here; the resolver opens them (and `--check-config` does too).
-    let geoip: Vec<PathBuf> = raw.geoip.databases.iter().map(|p| resolve(p)).collect();
-    if geoip.is_empty() {
-        warnings.push(
-            "no GeoIP database configured: every client is placed by overrides or the default location".to_owned(),
-        );
-    }
-
-    let mut zones = Vec::new();
-    let mut origins = HashSet::new();
-    for (i, z) in &raw.zones {
-        let path = top.key("zones").index(*i);
-        match normalize_name(&z.origin) {
-            Ok(origin) => {
-                if !origins.insert(origin.clone()) {
-                    problems.at(&path.key("origin"), format!("duplicate zone `{origin}`"));
-                }
-                for kind in z.metadata.keys() {
-                    if kind.is_empty()
-                        || !kind.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
-                    {
-                        problems.at(
-                            &path.key("metadata").key(kind),
-                            format!(
-                                "metadata kind `{kind}` is not a PowerDNS metadata kind (upper-case, e.g. NSEC3PARAM)"
-                            ),
-                        );
-                    }
-                }
-                zones.push(ZoneFile { origin, file: resolve(&z.file), metadata: z.metadata.clone() });
-            }
-            Err(e) => problems.at(&path.key("origin"), e),
-        }
-    }
-
-    let mut pops = Vec::new();
-    let mut pop_points: HashMap<&str, GeoPoint> = HashMap::new();
-    for (i, p) in &raw.pops {
-        let path = top.key("pops").index(*i);
-        if p.id.is_empty() {
-            problems.at(&path.key("id"), "pop id is empty");
-        } else if pop_points.contains_key(p.id.as_str()) {
-            problems.at(&path.key("id"), format!("duplicate pop id `{}`", p.id));
-        }
-        let location = GeoPoint::new(p.lat, p.lon);
-        if !(-90.0..=90.0).contains(&p.lat) || !p.lat.is_finite() {
-            problems.at(&path.key("lat"), format!("latitude {} is outside -90..=90", p.lat));
-        }
-        if !(-180.0..=180.0).contains(&p.lon) || !p.lon.is_finite() {
-            problems.at(&path.key("lon"), format!("longitude {} is outside -180..=180", p.lon));
-        }
-        pop_points.entry(p.id.as_str()).or_insert(location);
-        pops.push(Pop { id: PopId::from(p.id.as_str()), location, region: p.region.clone() });
-    }
-    if raw.pops.is_empty() && !problems.broken_ids.contains_key("pops") {
-        problems.at(&top, "no [[pops]] configured");
-    }
-    // A PoP that failed to parse is reported once; references to it are not errors too.
-    let broken_pops = problems.broken_ids.get("pops").cloned().unwrap_or_default();
-    let broken_nodes = problems.broken_ids.get("nodes").cloned().unwrap_or_default();
-    for id in &broken_pops {
-        pop_points.entry(id.as_str()).or_insert(GeoPoint::new(0.0, 0.0));
-    }
-
-    let mut nodes = Vec::new();
-    let mut node_ids: HashMap<&str, usize> = HashMap::new();
-    for (i, n) in &raw.nodes {
-        let path = top.key("nodes").index(*i);
-        if n.id.is_empty() {
-            problems.at(&path.key("id"), "node id is empty");
-        } else if n.id.starts_with(RESERVED_NODE_PREFIX) {
-            problems.at(
-                &path.key("id"),
-                format!(
-                    "node id `{}` starts with `{RESERVED_NODE_PREFIX}`, which the prober keeps for its canaries",
-                    n.id
-                ),
-            );
-        } else if node_ids.insert(n.id.as_str(), nodes.len()).is_some() {
-            problems.at(&path.key("id"), format!("duplicate node id `{}`", n.id));
-        }
-        if !pop_points.contains_key(n.pop.as_str()) {
-            problems.at(&path.key("pop"), format!("unknown pop `{}`", n.pop));
-        }
-        if n.ipv4.is_none() && n.ipv6.is_none() {
-            problems.at(&path, format!("node `{}` has neither `ipv4` nor `ipv6`", n.id));
-        }
-        if n.weight == 0 || n.weight > MAX_WEIGHT {
-            problems.at(
-                &path.key("weight"),
-                format!("weight {} is outside 1..={MAX_WEIGHT} (use `enabled = false` to take a node out)", n.weight),
-            );
-        }
-        let (check, check_problems) = n.check.clone().unwrap_or_default().over(&raw.checks).resolve();
-        for (key, message) in check_problems {
-            let at = if n.check.is_some() { path.key("check").key(key) } else { top.key("checks").key(key) };
-            problems.at(&at, message);
-        }
-        nodes.push(Node {
-            check,
-            id: NodeId::from(n.id.as_str()),
-            pop: PopId::from(n.pop.as_str()),
-            ipv4: n.ipv4,
-            ipv6: n.ipv6,
-            weight: n.weight,
-            enabled: n.enabled,
-        });
-    }
-
-    let check_node_list = |list: &[String], path: &KeyPath, problems: &mut Problems<'_>| -> Vec<NodeId> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for (j, id) in list.iter().enumerate() {
-            if broken_nodes.contains(id) {
-                continue;
-            }
-            if !node_ids.contains_key(id.as_str()) {
-                problems.at(&path.index(j), format!("unknown node `{id}`"));
-            } else if !seen.insert(id.as_str()) {
-                problems.at(&path.index(j), format!("node `{id}` listed twice"));
-            } else {
-                out.push(NodeId::from(id.as_str()));
-            }
-        }
-        out
-    };
-
-    let mut services = Vec::new();
-    let mut names = HashSet::new();
-    for (i, s) in &raw.services {
-        let path = top.key("services").index(*i);
-        let name = match normalize_name(&s.name) {
-            Ok(n) => n,
-            Err(e) => {
-                problems.at(&path.key("name"), e);
-                continue;
-            }
-        };
-        if !names.insert(name.clone()) {
-            problems.at(&path.key("name"), format!("duplicate service `{name}`"));
-        }
-        if zones.iter().any(|z| z.origin == name) {
-            problems.at(
-                &path.key("name"),
-                format!("service `{name}` is a zone apex; PowerDNS turns a zone REFUSED when a backend answers the apex without its SOA, so balance a name below it"),
-            );
-        }
-        if !zones.is_empty() && !zones.iter().any(|z| in_zone(&name, &z.origin)) {
-            problems.at(
-                &path.key("name"),
-                format!("service `{name}` is in none of the configured zones; PowerDNS would never ask for it"),
-            );
-        }
-        let types = RecordTypes { a: s.types.contains(&RawType::A), aaaa: s.types.contains(&RawType::Aaaa) };
-        if s.types.is_empty() {
-            problems.at(&path.key("types"), "types is empty; give \"A\", \"AAAA\" or both");
-        }
-        let pool: Vec<NodeId> = match (&s.nodes, &s.pops) {
-            (Some(_), Some(_)) => {
-                problems.at(&path, "give `nodes` or `pops`, not both");
-                Vec::new()
-            }
-            (Some(list), None) => check_node_list(list, &path.key("nodes"), problems),
-            (None, Some(list)) => {
-                for (j, p) in list.iter().enumerate() {
-                    if !pop_points.contains_key(p.as_str()) {
-                        problems.at(&path.key("pops").index(j), format!("unknown pop `{p}`"));
-                    }
-                }
-                nodes.iter().filter(|n| list.iter().any(|p| p == n.pop.as_str())).map(|n| n.id.clone()).collect()
-            }
-            (None, None) => nodes.iter().map(|n| n.id.clone()).collect(),
-        };
-        if pool.is_empty() {
-            problems.at(&path, format!("service `{name}` has no nodes"));
-        }
-        let pool_nodes = || pool.iter().filter_map(|id| node_ids.get(id.as_str()).map(|&k| &nodes[k]));
-        if types.a && !pool_nodes().any(|n| n.ipv4.is_some()) {
-            problems.at(&path.key("types"), format!("service `{name}` answers A but none of its nodes has `ipv4`"));
-        }
-        if types.aaaa && !pool_nodes().any(|n| n.ipv6.is_some()) {
-            problems.at(&path.key("types"), format!("service `{name}` answers AAAA but none of its nodes has `ipv6`"));
-        }
-        if !pool.is_empty() && !pool_nodes().any(|n| n.enabled) {
-            warnings.push(format!("service `{name}`: every node is disabled"));
-        }
-        if s.ttl > MAX_TTL {
-            problems.at(&path.key("ttl"), format!("ttl {} is above {MAX_TTL}", s.ttl));
-        }
-        if s.answers == 0 || s.answers > MAX_ANSWERS {
-            problems.at(&path.key("answers"), format!("answers {} is outside 1..={MAX_ANSWERS}", s.answers));
-        }
-        if !(0.0..=20_000.0).contains(&s.tie_band_km) {
-            problems.at(&path.key("tie_band_km"), format!("tie_band_km {} is outside 0..=20000", s.tie_band_km));
-        }
-        let all_down = match (s.all_down, &s.fallback_pool) {
-            (RawPolicy::FallbackPool, Some(list)) if !list.is_empty() => {
-                AllDownPolicy::FallbackPool(check_node_list(list, &path.key("fallback_pool"), problems))
-            }
-            (RawPolicy::FallbackPool, _) => {
-                problems.at(
-                    &path.key("all_down"),
-                    "all_down = \"fallback_pool\" needs a non-empty `fallback_pool` list of node ids",
-                );
-                AllDownPolicy::FailOpen
-            }
-            (_, Some(_)) => {
-                problems.at(&path.key("fallback_pool"), "fallback_pool is only used with all_down = \"fallback_pool\"");
-                AllDownPolicy::FailOpen
-            }
-            (RawPolicy::FailOpen, None) => AllDownPolicy::FailOpen,
-            (RawPolicy::Nodata, None) => AllDownPolicy::Nodata,
-        };
-        services.push(Service {
-            name,
-            types,
-            nodes: pool,
-            ttl: s.ttl,
-            answers: s.answers,
-            tie_band_km: s.tie_band_km,
-            all_down,
-        });
-    }
-    if zones.is_empty() && !services.is_empty() {
-        warnings.push("no [[zones]] configured: managed names answer only their A/AAAA records, and their MX/TXT/CAA records in the zone are hidden".to_owned());
-    }
-
-    let default_path = top.key("default_location");
-    let default_location = match &raw.default_location {
-        Some(place) => match place_point(&place.pop, place.lat, place.lon, &default_path, &pop_points, problems) {
-            Some(Ok(pop)) => DefaultLocation::Pop(pop),
-            Some(Err(point)) => DefaultLocation::Point(point),
-            None => DefaultLocation::Point(GeoPoint::new(0.0, 0.0)),
-        },
-        None => {
-            problems.at(&top, "missing `default_location` (e.g. `default_location = { pop = \"fra\" }`): where clients go when GeoIP cannot place them");
-            DefaultLocation::Point(GeoPoint::new(0.0, 0.0))
-        }
-    };
-
-    let mut overrides = Vec::new();
-    for (i, o) in &raw.overrides {
-        let path = top.key("overrides").index(*i);
-        let net = match o.cidr.parse::<IpNet>() {
-            Ok(net) if net.trunc() != net => {
-                problems.at(
-                    &path.key("cidr"),
-                    format!("cidr `{}` has host bits set; did you mean `{}`?", o.cidr, net.trunc()),
-                );
-                continue;
-            }
-            Ok(net) => net,
-            Err(_) => {
-                problems.at(&path.key("cidr"), format!("`{}` is not a CIDR network (e.g. 198.51.100.0/24)", o.cidr));
-                continue;
-            }
-        };
-        let target = match place_point(&o.pop, o.lat, o.lon, &path, &pop_points, problems) {
-            Some(Ok(pop)) => OverrideTarget::Pop(pop),
-            Some(Err(point)) => OverrideTarget::Point(point),
-            None => continue,
-        };
-        overrides.push(Override { net, target });
-    }
-
-    let (quorum, quorum_problems) = raw.quorum.resolve();
-    for (key, message) in quorum_problems {
-        problems.at(&top.key("quorum").key(key), message);
-    }
-    let (admin, admin_problems) = raw.admin.resolve(base);
-    for (key, message) in admin_problems {
-        problems.at(&top.key("admin").key(key), message);
-    }
-    let cluster = raw.cluster.as_ref().map(|c| {
-        let (cluster, cluster_problems) = c.resolve(base);
-        for (key, message) in cluster_problems {
-            problems.at(&top.key("cluster").key(key), message);
-        }
-        cluster
-    });
-    let prober = raw.prober.as_ref().map(|p| {
-        let (prober, prober_problems) = p.resolve(base);
-        for (key, message) in prober_problems {
-            problems.at(&top.key("prober").key(key), message);
-        }
-        if !pop_points.contains_key(prober.pop.as_str()) {
-            problems.at(&top.key("prober").key("pop"), format!("unknown pop `{}`", prober.pop));
-        }
-        prober
-    });
-    let member = raw.member.as_ref().map(|m| {
-        let (member, member_problems) = m.resolve(base);
-        for (key, message) in member_problems {
-            problems.at(&top.key("member").key(key), message);
-        }
-        member
-    });
-    if (prober.is_some() || member.is_some()) && cluster.is_none() {
-        problems.at(&top, "[prober] and [member] join a gossip cluster: add a [cluster] table (id, key_file, seeds)");
-    }
-    Config {
-        cluster,
-        quorum,
-        prober,
-        member,
-        admin,
-        resolver: ResolverConfig {
-            listen: raw.resolver.listen,
-            socket: raw.resolver.socket.as_deref().map(resolve),
-            socket_mode: raw.resolver.socket_mode,
-            max_request_bytes: raw.resolver.max_request_bytes,
-            threads: raw.resolver.threads,
-        },
-        geoip,
-        zones,
-        default_location,
-        pops,
-        nodes,
-        services,
-        overrides,
-        warnings,
     }
 }
 
