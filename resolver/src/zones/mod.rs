@@ -41,8 +41,10 @@
 //! | types PowerDNS 4.7 does not know | qtype `TYPE65280`, content `\# 3 0a0b0c` (RFC 3597, hex without spaces: PowerDNS wants exactly three fields) |
 //!
 //! Other types `domain` parses (DS, DNSKEY, TLSA, SSHFP, HTTPS, SVCB, NAPTR, …) use `domain`'s
-//! presentation format; LOC, URI, CERT, DHCID, APL, CSYNC, EUI48/64, NID, L32/64 are passed on as
-//! written (normalised whitespace), because `domain` cannot parse them and PowerDNS can.
+//! presentation format; LOC, CERT, APL, DHCID, CSYNC, NID, L32, L64, EUI48, EUI64, URI are passed on
+//! as written (normalised whitespace), because `domain` cannot parse them and PowerDNS can. (One
+//! table in `render` says, per type, how its data is read and whether PowerDNS knows it; its tests
+//! check these lists against it.)
 //!
 //! Owner names are rendered the way PowerDNS prints a `DNSName` (lower-case, `.` and `\` escaped,
 //! bytes outside 0x21–0x7e as `\DDD`), so `records()` can be called with the `qname` PowerDNS sends,

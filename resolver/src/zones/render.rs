@@ -2,12 +2,13 @@
 //! remote backend parses them.
 //!
 //! **Owns:** how each record type's data is read (parsed by `domain`, passed on as written, only
-//! in RFC 3597 generic form, or refused as query-only); handing a record's data tokens to
-//! `domain`'s scanner and mapping its errors back to a token; the wire-format round trip that
-//! rejects what the scanner lets through; the `content` string per type (the table in the parent
-//! module's docs), with `TYPE<n>` and generic content for types PowerDNS 4.7 does not know. And
-//! domain names: a name token relative to the origin, a configured zone origin, and the text
-//! PowerDNS prints for a name (owner names and index keys), with its parent for zone lookups.
+//! in RFC 3597 generic form, or refused as query-only) and whether PowerDNS knows it, both in one
+//! table ([`TYPES`]); handing a record's data tokens to `domain`'s scanner and mapping its errors
+//! back to a token; the wire-format round trip that rejects what the scanner lets through; the
+//! `content` string per type (the table in the parent module's docs), with `TYPE<n>` and generic
+//! content for types PowerDNS 4.7 does not know. And domain names: a name token relative to the
+//! origin, a configured zone origin, and the text PowerDNS prints for a name (owner names and index
+//! keys), with its parent for zone lookups.
 //!
 //! **Does not own:** splitting the file into tokens (`lexer`); owner, TTL, class and type of a
 //! record, directives and zone-wide checks (the loader in the parent module).
@@ -36,10 +37,27 @@ const MAX_RDATA_LEN: usize = 0xffff;
 
 //------------ Record data ------------------------------------------------------------------------
 
+/// What geolb needs to know about a record type. [`TYPES`] holds one row per type that is not
+/// [`Handling::Generic`] or that PowerDNS knows; every other type is `Generic` and unknown to it.
+#[derive(Clone, Copy)]
+struct TypeRow {
+    rtype: Rtype,
+    /// How its record data is read.
+    handling: Handling,
+    /// Whether PowerDNS 4.7 knows the type by name and parses its presentation format (its
+    /// `QType::names`, less the meta types and its private ALIAS/LUA/ADDR). For other types it
+    /// needs `TYPE<n>` and RFC 3597 content.
+    pdns_knows: bool,
+}
+
 /// How the record data of a type is read.
+#[derive(Clone, Copy)]
 enum Handling {
-    /// Parsed by `domain` as this type (the same, or one with identical syntax).
-    Domain(Rtype),
+    /// Parsed by `domain` as this type; the record data fields at these indexes are domain names,
+    /// where `@` means the origin.
+    Domain(&'static [usize]),
+    /// Parsed by `domain` as that type, which has the same syntax (and a `Domain` row of its own).
+    DomainAs(Rtype),
     /// `domain` cannot parse it, PowerDNS can, and it holds no domain names: passed on as written.
     Verbatim,
     /// Only the RFC 3597 generic form (`\# len hex`) is accepted.
@@ -48,153 +66,99 @@ enum Handling {
     Meta,
 }
 
-fn handling(rtype: Rtype) -> Handling {
-    match rtype {
-        Rtype::A
-        | Rtype::NS
-        | Rtype::MD
-        | Rtype::MF
-        | Rtype::CNAME
-        | Rtype::SOA
-        | Rtype::MB
-        | Rtype::MG
-        | Rtype::MR
-        | Rtype::PTR
-        | Rtype::HINFO
-        | Rtype::MINFO
-        | Rtype::MX
-        | Rtype::TXT
-        | Rtype::RP
-        | Rtype::AAAA
-        | Rtype::SRV
-        | Rtype::NAPTR
-        | Rtype::DNAME
-        | Rtype::DS
-        | Rtype::SSHFP
-        | Rtype::IPSECKEY
-        | Rtype::RRSIG
-        | Rtype::NSEC
-        | Rtype::DNSKEY
-        | Rtype::NSEC3
-        | Rtype::NSEC3PARAM
-        | Rtype::TLSA
-        | Rtype::CDS
-        | Rtype::CDNSKEY
-        | Rtype::OPENPGPKEY
-        | Rtype::ZONEMD
-        | Rtype::SVCB
-        | Rtype::HTTPS
-        | Rtype::CAA => Handling::Domain(rtype),
-        Rtype::SPF => Handling::Domain(Rtype::TXT),
-        Rtype::AFSDB | Rtype::KX | Rtype::LP => Handling::Domain(Rtype::MX),
-        Rtype::DLV => Handling::Domain(Rtype::DS),
-        Rtype::KEY | Rtype::RKEY => Handling::Domain(Rtype::DNSKEY),
-        Rtype::SMIMEA => Handling::Domain(Rtype::TLSA),
-        Rtype::LOC
-        | Rtype::URI
-        | Rtype::CERT
-        | Rtype::DHCID
-        | Rtype::APL
-        | Rtype::CSYNC
-        | Rtype::EUI48
-        | Rtype::EUI64
-        | Rtype::NID
-        | Rtype::L32
-        | Rtype::L64 => Handling::Verbatim,
-        Rtype::OPT
-        | Rtype::TKEY
-        | Rtype::TSIG
-        | Rtype::IXFR
-        | Rtype::AXFR
-        | Rtype::MAILB
-        | Rtype::MAILA
-        | Rtype::ANY => Handling::Meta,
-        _ => Handling::Generic,
+const fn row(rtype: Rtype, handling: Handling, pdns_knows: bool) -> TypeRow {
+    TypeRow { rtype, handling, pdns_knows }
+}
+
+/// Each record type that is not read in generic form only, or that PowerDNS knows: its row, once,
+/// in type code order (the tests check both; [`type_row`] does a binary search). The lists in the
+/// parent module's docs (types passed on as written, types read as MX or TXT) come from here; the
+/// tests check that too.
+static TYPES: &[TypeRow] = {
+    use Handling::{Domain, DomainAs, Generic, Meta, Verbatim};
+    &[
+        row(Rtype::A, Domain(&[]), true),                // 1
+        row(Rtype::NS, Domain(&[0]), true),              // 2
+        row(Rtype::MD, Domain(&[0]), false),             // 3
+        row(Rtype::MF, Domain(&[0]), false),             // 4
+        row(Rtype::CNAME, Domain(&[0]), true),           // 5
+        row(Rtype::SOA, Domain(&[0, 1]), true),          // 6
+        row(Rtype::MB, Domain(&[0]), true),              // 7
+        row(Rtype::MG, Domain(&[0]), true),              // 8
+        row(Rtype::MR, Domain(&[0]), true),              // 9
+        row(Rtype::PTR, Domain(&[0]), true),             // 12
+        row(Rtype::HINFO, Domain(&[]), true),            // 13
+        row(Rtype::MINFO, Domain(&[0, 1]), true),        // 14
+        row(Rtype::MX, Domain(&[1]), true),              // 15
+        row(Rtype::TXT, Domain(&[]), true),              // 16
+        row(Rtype::RP, Domain(&[0, 1]), true),           // 17
+        row(Rtype::AFSDB, DomainAs(Rtype::MX), true),    // 18
+        row(Rtype::SIG, Generic, true),                  // 24
+        row(Rtype::KEY, DomainAs(Rtype::DNSKEY), true),  // 25
+        row(Rtype::AAAA, Domain(&[]), true),             // 28
+        row(Rtype::LOC, Verbatim, true),                 // 29
+        row(Rtype::SRV, Domain(&[3]), true),             // 33
+        row(Rtype::NAPTR, Domain(&[5]), true),           // 35
+        row(Rtype::KX, DomainAs(Rtype::MX), true),       // 36
+        row(Rtype::CERT, Verbatim, true),                // 37
+        row(Rtype::A6, Generic, true),                   // 38
+        row(Rtype::DNAME, Domain(&[0]), true),           // 39
+        row(Rtype::OPT, Meta, false),                    // 41
+        row(Rtype::APL, Verbatim, true),                 // 42
+        row(Rtype::DS, Domain(&[]), true),               // 43
+        row(Rtype::SSHFP, Domain(&[]), true),            // 44
+        row(Rtype::IPSECKEY, Domain(&[]), true),         // 45
+        row(Rtype::RRSIG, Domain(&[7]), true),           // 46
+        row(Rtype::NSEC, Domain(&[0]), true),            // 47
+        row(Rtype::DNSKEY, Domain(&[]), true),           // 48
+        row(Rtype::DHCID, Verbatim, true),               // 49
+        row(Rtype::NSEC3, Domain(&[]), true),            // 50
+        row(Rtype::NSEC3PARAM, Domain(&[]), true),       // 51
+        row(Rtype::TLSA, Domain(&[]), true),             // 52
+        row(Rtype::SMIMEA, DomainAs(Rtype::TLSA), true), // 53
+        row(Rtype::RKEY, DomainAs(Rtype::DNSKEY), true), // 57
+        row(Rtype::CDS, Domain(&[]), true),              // 59
+        row(Rtype::CDNSKEY, Domain(&[]), true),          // 60
+        row(Rtype::OPENPGPKEY, Domain(&[]), true),       // 61
+        row(Rtype::CSYNC, Verbatim, true),               // 62
+        row(Rtype::ZONEMD, Domain(&[]), true),           // 63
+        row(Rtype::SVCB, Domain(&[1]), true),            // 64
+        row(Rtype::HTTPS, Domain(&[1]), true),           // 65
+        row(Rtype::SPF, DomainAs(Rtype::TXT), true),     // 99
+        row(Rtype::NID, Verbatim, true),                 // 104
+        row(Rtype::L32, Verbatim, true),                 // 105
+        row(Rtype::L64, Verbatim, true),                 // 106
+        row(Rtype::LP, DomainAs(Rtype::MX), true),       // 107
+        row(Rtype::EUI48, Verbatim, true),               // 108
+        row(Rtype::EUI64, Verbatim, true),               // 109
+        row(Rtype::TKEY, Meta, false),                   // 249
+        row(Rtype::TSIG, Meta, false),                   // 250
+        row(Rtype::IXFR, Meta, false),                   // 251
+        row(Rtype::AXFR, Meta, false),                   // 252
+        row(Rtype::MAILB, Meta, false),                  // 253
+        row(Rtype::MAILA, Meta, false),                  // 254
+        row(Rtype::ANY, Meta, false),                    // 255
+        row(Rtype::URI, Verbatim, true),                 // 256
+        row(Rtype::CAA, Domain(&[]), true),              // 257
+        row(Rtype::DLV, DomainAs(Rtype::DS), true),      // 32769
+    ]
+};
+
+/// The row of `rtype`: from [`TYPES`], else generic form only and unknown to PowerDNS.
+fn type_row(rtype: Rtype) -> TypeRow {
+    match TYPES.binary_search_by_key(&rtype, |row| row.rtype) {
+        Ok(at) => TYPES[at],
+        Err(_) => row(rtype, Handling::Generic, false),
     }
 }
 
-/// Whether PowerDNS 4.7 knows the type by name and parses its presentation format (its
-/// `QType::names`, less the meta types and its private ALIAS/LUA/ADDR). For other types it needs
-/// `TYPE<n>` and RFC 3597 content.
-fn pdns_knows(rtype: Rtype) -> bool {
-    matches!(
-        rtype,
-        Rtype::A
-            | Rtype::NS
-            | Rtype::CNAME
-            | Rtype::SOA
-            | Rtype::MB
-            | Rtype::MG
-            | Rtype::MR
-            | Rtype::PTR
-            | Rtype::HINFO
-            | Rtype::MINFO
-            | Rtype::MX
-            | Rtype::TXT
-            | Rtype::RP
-            | Rtype::AFSDB
-            | Rtype::SIG
-            | Rtype::KEY
-            | Rtype::AAAA
-            | Rtype::LOC
-            | Rtype::SRV
-            | Rtype::NAPTR
-            | Rtype::KX
-            | Rtype::CERT
-            | Rtype::A6
-            | Rtype::DNAME
-            | Rtype::APL
-            | Rtype::DS
-            | Rtype::SSHFP
-            | Rtype::IPSECKEY
-            | Rtype::RRSIG
-            | Rtype::NSEC
-            | Rtype::DNSKEY
-            | Rtype::DHCID
-            | Rtype::NSEC3
-            | Rtype::NSEC3PARAM
-            | Rtype::TLSA
-            | Rtype::SMIMEA
-            | Rtype::RKEY
-            | Rtype::CDS
-            | Rtype::CDNSKEY
-            | Rtype::OPENPGPKEY
-            | Rtype::CSYNC
-            | Rtype::ZONEMD
-            | Rtype::SVCB
-            | Rtype::HTTPS
-            | Rtype::SPF
-            | Rtype::NID
-            | Rtype::L32
-            | Rtype::L64
-            | Rtype::LP
-            | Rtype::EUI48
-            | Rtype::EUI64
-            | Rtype::URI
-            | Rtype::CAA
-            | Rtype::DLV
-    )
-}
-
-/// Indexes of the record data fields that are domain names, where `@` means the origin.
+/// Indexes of the record data fields of `rtype` that are domain names, where `@` means the origin
+/// (none for a type `domain` does not parse).
 fn name_fields(rtype: Rtype) -> &'static [usize] {
-    match rtype {
-        Rtype::NS
-        | Rtype::CNAME
-        | Rtype::PTR
-        | Rtype::DNAME
-        | Rtype::MB
-        | Rtype::MD
-        | Rtype::MF
-        | Rtype::MG
-        | Rtype::MR
-        | Rtype::NSEC => &[0],
-        Rtype::MX | Rtype::SVCB | Rtype::HTTPS => &[1],
-        Rtype::SOA | Rtype::RP | Rtype::MINFO => &[0, 1],
-        Rtype::SRV => &[3],
-        Rtype::NAPTR => &[5],
-        Rtype::RRSIG => &[7],
-        _ => &[],
+    match type_row(rtype).handling {
+        Handling::Domain(names) => names,
+        Handling::DomainAs(as_type) => name_fields(as_type),
+        Handling::Verbatim | Handling::Generic | Handling::Meta => &[],
     }
 }
 
@@ -215,7 +179,8 @@ pub(super) fn render(
 ) -> Result<Rendered, Problem> {
     let generic = toks.first().is_some_and(|tok| !tok.quoted && tok_bytes(src, tok) == b"\\#");
     let anchor = toks.first().unwrap_or(type_tok);
-    match handling(rtype) {
+    let TypeRow { handling, pdns_knows, .. } = type_row(rtype);
+    match handling {
         Handling::Meta => Err(Problem::at(type_tok, format!("record type `{rtype}` cannot appear in a zone file"))),
         Handling::Verbatim if generic => Err(Problem::at(
             anchor,
@@ -236,8 +201,8 @@ pub(super) fn render(
                 .map_err(|_| Problem::at(anchor, format!("{rtype} record data is not valid UTF-8")))?;
             Ok(Rendered { qtype: rtype.to_string().into(), content: content.into(), soa_minimum: None })
         }
-        Handling::Generic if !generic || pdns_knows(rtype) => {
-            let message = if pdns_knows(rtype) {
+        Handling::Generic if !generic || pdns_knows => {
+            let message = if pdns_knows {
                 format!("record type `{rtype}` is not supported")
             } else {
                 format!(
@@ -255,7 +220,8 @@ pub(super) fn render(
                 soa_minimum: None,
             })
         }
-        Handling::Domain(as_type) => {
+        Handling::Domain(_) | Handling::DomainAs(_) => {
+            let as_type = if let Handling::DomainAs(as_type) = handling { as_type } else { rtype };
             let scanned = scan_rdata(src, rtype, as_type, type_tok, toks, origin)?;
             let invalid = |message: String| Problem::at(anchor, format!("invalid {rtype} record data: {message}"));
             let data = decode(as_type, &scanned.wire).map_err(invalid)?;
@@ -269,7 +235,7 @@ pub(super) fn render(
                 ZoneRecordData::Soa(soa) => Some(soa.minimum().as_secs()),
                 _ => None,
             };
-            let (qtype, content) = if pdns_knows(rtype) {
+            let (qtype, content) = if pdns_knows {
                 (rtype.to_string(), content)
             } else {
                 (format!("TYPE{}", rtype.to_int()), generic_content(&scanned.wire))
@@ -627,5 +593,65 @@ mod tests {
         assert_eq!(parent_name("a\\.b.c."), Some("c."));
         assert_eq!(parent_name("noroot"), None);
         assert_eq!(parent_name(""), None);
+    }
+
+    #[test]
+    fn type_table_is_in_code_order_without_repeats() {
+        for pair in TYPES.windows(2) {
+            assert!(pair[0].rtype < pair[1].rtype, "{} listed before {}", pair[0].rtype, pair[1].rtype);
+        }
+    }
+
+    #[test]
+    fn type_table_rows_are_consistent() {
+        for row in TYPES {
+            match row.handling {
+                Handling::DomainAs(as_type) => {
+                    assert!(
+                        matches!(type_row(as_type).handling, Handling::Domain(_)),
+                        "{} read as {as_type}",
+                        row.rtype
+                    );
+                }
+                // Passed on as written, so PowerDNS must parse it.
+                Handling::Verbatim => assert!(row.pdns_knows, "{}", row.rtype),
+                // Otherwise the row would say no more than the default.
+                Handling::Generic => assert!(row.pdns_knows, "{}", row.rtype),
+                Handling::Domain(_) | Handling::Meta => {}
+            }
+        }
+    }
+
+    /// The lists in the parent module's docs, rebuilt from the table.
+    #[test]
+    fn parent_docs_agree_with_the_type_table() {
+        let docs: Vec<&str> = include_str!("mod.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        let docs = docs.join(" ");
+        let names = |pick: &dyn Fn(&TypeRow) -> bool| {
+            TYPES.iter().filter(|row| pick(row)).map(|row| row.rtype.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        let read_as = |target: Rtype| names(&|row| matches!(row.handling, Handling::DomainAs(t) if t == target));
+        let verbatim = names(&|row| matches!(row.handling, Handling::Verbatim));
+        for documented in [
+            format!("| MX (and {}) |", read_as(Rtype::MX)),
+            format!("| TXT, {} |", read_as(Rtype::TXT)),
+            format!("; {verbatim} are passed on as written"),
+        ] {
+            assert!(docs.contains(&documented), "the parent module's docs should say `{documented}`");
+        }
+        let parsed = docs
+            .split_once("Other types `domain` parses (")
+            .and_then(|(_, rest)| rest.split_once(", …)"))
+            .map(|(list, _)| list)
+            .expect("the parent module's docs name examples of other types `domain` parses");
+        for name in parsed.split(", ") {
+            let rtype = Rtype::from_str(name).expect("a type name");
+            assert!(matches!(type_row(rtype).handling, Handling::Domain(_)), "{name} is not parsed by `domain`");
+        }
     }
 }
