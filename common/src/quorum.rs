@@ -1,4 +1,4 @@
-//! Folding every prober's verdicts into one health view (DESIGN.md "Health", steps 3 and 4).
+//! Folding every prober's verdicts into one health view (docs/architecture.md, "The health path").
 //!
 //! Every member of the cluster, prober or resolver, calls [`fold`] whenever its gossip state
 //! changes or a timer fires, passing the verdicts it holds, what the failure detector says about

@@ -1,7 +1,7 @@
 //! What one prober says about one node, and its compact text form for gossip values.
 //!
 //! A prober publishes one [`Verdict`] per node under a gossip key that changes only on transitions
-//! (see DESIGN.md "Gossip"), and every member folds those verdicts into one view
+//! (see docs/architecture.md, "The health path"), and every member folds those verdicts into one view
 //! ([`crate::quorum`]). This module owns the value and its encoding; it knows nothing about keys,
 //! versions or how verdicts are counted.
 //!

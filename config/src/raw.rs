@@ -18,20 +18,20 @@ use crate::model::*;
 
 /// Default bound on a PowerDNS request body. A lookup is ~200 bytes; 64 KiB leaves room for
 /// every other call PowerDNS makes while refusing anything absurd.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default permissions of the unix socket: owner and group read and write (PowerDNS's user
 /// joins the resolver's group, or the other way round).
-pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+pub(crate) const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Default answer TTL, seconds.
-pub const DEFAULT_TTL: u32 = 30;
+pub(crate) const DEFAULT_TTL: u32 = 30;
 /// Default tie band: PoPs in one metro area (within 50 km of the nearest) share the traffic.
-pub const DEFAULT_TIE_BAND_KM: f64 = 50.0;
+pub(crate) const DEFAULT_TIE_BAND_KM: f64 = 50.0;
 /// Default node weight.
-pub const DEFAULT_WEIGHT: u32 = 100;
+pub(crate) const DEFAULT_WEIGHT: u32 = 100;
 /// Largest accepted node weight.
-pub const MAX_WEIGHT: u32 = 1_000_000;
+pub(crate) const MAX_WEIGHT: u32 = 1_000_000;
 /// Largest accepted TTL, one day.
-pub const MAX_TTL: u32 = 86_400;
+pub(crate) const MAX_TTL: u32 = 86_400;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5380))

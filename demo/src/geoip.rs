@@ -17,7 +17,7 @@ use serde::Serialize;
 
 /// A demo client population: a city and the networks placed there.
 #[derive(Debug, Clone, Copy)]
-pub struct City {
+pub(crate) struct City {
     /// Its English name.
     pub name: &'static str,
     /// ISO 3166 country code.
@@ -33,7 +33,7 @@ pub struct City {
 }
 
 /// Every city of the database. Paris has no PoP of its own: its clients show "nearest".
-pub const CITIES: [City; 5] = [
+pub(crate) const CITIES: [City; 5] = [
     City { name: "London", country: "GB", lat: 51.51, lon: -0.13, v4: "198.51.100.0/25", v6: "2001:db8:1::/48" },
     City { name: "Paris", country: "FR", lat: 48.86, lon: 2.35, v4: "198.51.100.128/25", v6: "2001:db8:2::/48" },
     City { name: "Frankfurt", country: "DE", lat: 50.11, lon: 8.68, v4: "192.0.2.0/25", v6: "2001:db8:3::/48" },
@@ -69,7 +69,7 @@ struct Location {
 }
 
 /// The database's bytes.
-pub fn mmdb_bytes() -> Result<Vec<u8>> {
+pub(crate) fn mmdb_bytes() -> Result<Vec<u8>> {
     let mut writer = Writer::builder("GeoLite2-City")
         .languages(["en"])
         .description(&[("en", "geolb demo: documentation address ranges placed in five cities")])

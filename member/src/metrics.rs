@@ -54,8 +54,8 @@ pub mod names {
     /// Gossip datagrams dropped, by `reason` (`bad_tag`, `replay`, …).
     pub const GOSSIP_REJECTED_TOTAL: &str = "geolb_gossip_rejected_total";
 
-    /// Remote-backend calls by `qtype` (lookups) or method, and `outcome` (`answered`,
-    /// `fell_through`, `other`, `error`).
+    /// Remote-backend lookups by `qtype` and `outcome` (`answered`, `fell_through`; `error`: a
+    /// malformed call, counted with qtype `other`).
     pub const RESOLVER_LOOKUPS_TOTAL: &str = "geolb_resolver_lookups_total";
     /// Time to answer one remote-backend call, body read to reply built.
     pub const RESOLVER_LOOKUP_DURATION_SECONDS: &str = "geolb_resolver_lookup_duration_seconds";

@@ -7,6 +7,6 @@
 //!   reloads. The gossip, the cluster fold, drains, the admin API and metrics are
 //!   [`geolb_member`]'s.
 
-pub mod check;
+mod check;
 pub mod run;
-pub mod targets;
+mod targets;

@@ -13,11 +13,11 @@ use crate::check::{CheckSpec, ExpectStatus, HttpSpec, Reason, Scheme, Target, Tc
 
 /// Prefix of canary target ids; the config refuses node ids that start with it, and canaries
 /// never reach the gossip.
-pub const CANARY_PREFIX: &str = geolb_config::RESERVED_NODE_PREFIX;
+pub(crate) const CANARY_PREFIX: &str = geolb_config::RESERVED_NODE_PREFIX;
 
 /// The checks of every node (address: IPv4 if it has one, else IPv6), and one TCP check per
 /// canary with the default timing.
-pub fn targets(config: &Config) -> Vec<Target> {
+pub(crate) fn targets(config: &Config) -> Vec<Target> {
     let mut out: Vec<Target> = config
         .nodes
         .iter()
@@ -57,7 +57,7 @@ pub fn targets(config: &Config) -> Vec<Target> {
 }
 
 /// The verdict a prober gossips after a transition.
-pub fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
+pub(crate) fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
     let reason = match &t.reason {
         None => VerdictReason::Ok,
         Some(Reason::Timeout) => VerdictReason::Timeout,
@@ -65,7 +65,6 @@ pub fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
         Some(Reason::Status(s)) => VerdictReason::Status(*s),
         Some(Reason::BodyMismatch) => VerdictReason::BodyMismatch,
         Some(Reason::Tls(_)) => VerdictReason::Tls,
-        Some(Reason::Dns) => VerdictReason::Dns,
         Some(Reason::Other(_)) => VerdictReason::Other,
     };
     Verdict { up: t.up, since_ms: t.at_ms, rtt_us, reason }
@@ -73,7 +72,7 @@ pub fn verdict(t: &Transition, rtt_us: u32) -> Verdict {
 
 /// A target's state as impairment sees it: `Some(true)` when its last check failed or its
 /// published verdict is still Down, `Some(false)` when neither, `None` before its first check.
-pub type Failing = Option<bool>;
+pub(crate) type Failing = Option<bool>;
 
 /// Whether a prober should doubt itself and abstain: a canary failing, or it sees far more
 /// failure than its peers do. "Far more" is: at least `impaired_share` of the nodes it checked
@@ -86,7 +85,7 @@ pub type Failing = Option<bool>;
 /// published, so a recovering prober stays impaired until it has taken its Downs back. Peers
 /// seeing the same (a whole PoP down, every node down) make it not impaired: that is an outage,
 /// not a sick prober.
-pub fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64, peer_share: f64) -> bool {
+pub(crate) fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64, peer_share: f64) -> bool {
     let canary_failing = states.iter().any(|(id, f)| id.starts_with(CANARY_PREFIX) && *f == Some(true));
     let judged: Vec<bool> =
         states.iter().filter(|(id, _)| !id.starts_with(CANARY_PREFIX)).filter_map(|(_, f)| *f).collect();
@@ -99,13 +98,13 @@ pub fn impaired(states: &[(Arc<str>, Failing)], impaired_share: f64, peer_share:
 }
 
 /// [`Failing`] of a scheduler's target state.
-pub fn failing(state: &crate::check::TargetState) -> Failing {
+pub(crate) fn failing(state: &crate::check::TargetState) -> Failing {
     state.last_check_ms.map(|_| state.consecutive_fail > 0 || state.up == Some(false))
 }
 
 /// The median share of Down verdicts among the other live probers with at least 4 verdicts
 /// (0 when there is none).
-pub fn peer_down_share(view: &geolb_member::gossip::keys::GossipSnapshot, me: &str) -> f64 {
+pub(crate) fn peer_down_share(view: &geolb_member::gossip::keys::GossipSnapshot, me: &str) -> f64 {
     let mut shares: Vec<f64> = view
         .members
         .iter()

@@ -24,8 +24,8 @@
 //! in the address's own family, for a hit and for a miss alike: it is the ECS scope of a
 //! geo answer. When no database covers the family at all the whole family is one (empty)
 //! network and the length is 0. It can also be 0 for a database whose tree is empty near the
-//! root, so the pdns layer must still raise the `scopeMask` to at least 1 (see DESIGN.md,
-//! "Cache safety").
+//! root, so the engine must still raise the `scopeMask` to at least 1 (see
+//! docs/architecture.md, "The PowerDNS contract", and `engine::scope`).
 //!
 //! # What this module does not own
 //!

@@ -18,9 +18,9 @@
 pub mod engine;
 pub mod geoip;
 pub mod health;
-pub mod locate;
-pub mod metrics;
-pub mod observer;
+mod locate;
+mod metrics;
+mod observer;
 pub mod pdns;
 pub mod select;
 pub mod server;

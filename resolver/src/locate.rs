@@ -15,7 +15,7 @@ use crate::geoip::GeoIp;
 
 /// What decided a client's location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// A CIDR override.
     Override,
     /// The GeoIP database.
@@ -24,9 +24,11 @@ pub enum Source {
     Default,
 }
 
-/// Where a client is.
+/// Where a client is. Lookups use the vector and the prefix; the point and what decided are
+/// what the tests assert placement by.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientLocation {
+#[allow(dead_code, reason = "point and source are read by the tests (through PartialEq) only")]
+pub(crate) struct ClientLocation {
     /// Position.
     pub point: GeoPoint,
     /// Position as a unit vector, for selection.
@@ -39,7 +41,7 @@ pub struct ClientLocation {
 
 /// Places clients; cheap to query, built once per config.
 #[derive(Debug)]
-pub struct Locator {
+pub(crate) struct Locator {
     /// Overrides, longest prefix first, so the first match is the most specific.
     overrides: Vec<(IpNet, GeoPoint, UnitVector)>,
     geoip: Option<Arc<GeoIp>>,
@@ -48,7 +50,7 @@ pub struct Locator {
 
 impl Locator {
     /// Builds a locator from the config's overrides and default, and an opened GeoIP set.
-    pub fn new(config: &Config, geoip: Option<Arc<GeoIp>>) -> Locator {
+    pub(crate) fn new(config: &Config, geoip: Option<Arc<GeoIp>>) -> Locator {
         let pop_point = |id: &str| config.pop(id).map_or(GeoPoint::new(0.0, 0.0), |p| p.location);
         let mut overrides: Vec<(IpNet, GeoPoint, UnitVector)> = config
             .overrides
@@ -70,13 +72,13 @@ impl Locator {
     }
 
     /// The GeoIP set in use, if any.
-    pub fn geoip(&self) -> Option<&Arc<GeoIp>> {
+    pub(crate) fn geoip(&self) -> Option<&Arc<GeoIp>> {
         self.geoip.as_ref()
     }
 
     /// Places `ip`. GeoIP errors (a corrupt record) place the client at the default and are
     /// reported through `on_error`, never as a failed lookup.
-    pub fn locate(&self, ip: IpAddr, on_error: impl FnOnce(&crate::geoip::GeoIpError)) -> ClientLocation {
+    pub(crate) fn locate(&self, ip: IpAddr, on_error: impl FnOnce(&crate::geoip::GeoIpError)) -> ClientLocation {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,

@@ -15,7 +15,7 @@ use crate::engine::{COUNTED_QTYPES, LOOKUP_OUTCOMES};
 use crate::state::Shared;
 
 /// What a resolver that joined the gossip adds to its metrics.
-pub struct MemberState {
+pub(crate) struct MemberState {
     /// Its gossip (transport counters).
     pub gossip: Arc<GossipHandle>,
     /// The fold its observer keeps.
@@ -23,7 +23,7 @@ pub struct MemberState {
 }
 
 /// Creates and registers the lookup latency histogram (microseconds to a second).
-pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
+pub(crate) fn latency_histogram(registry: &Registry) -> Option<Histogram> {
     geolb_member::metrics::histogram(
         registry,
         names::RESOLVER_LOOKUP_DURATION_SECONDS,
@@ -33,7 +33,7 @@ pub fn latency_histogram(registry: &Registry) -> Option<Histogram> {
 }
 
 /// Creates and registers the client-to-answer distance histogram, and hands it to the engines.
-pub fn distance_histogram(registry: &Registry, counters: &crate::engine::Counters) {
+pub(crate) fn distance_histogram(registry: &Registry, counters: &crate::engine::Counters) {
     if let Some(h) = geolb_member::metrics::histogram(
         registry,
         names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
@@ -45,7 +45,7 @@ pub fn distance_histogram(registry: &Registry, counters: &crate::engine::Counter
 }
 
 /// Every metric of the resolver, in the Prometheus text format.
-pub fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>) -> String {
+pub(crate) fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>) -> String {
     let mut f = Families::default();
     let c = &shared.counters;
     f.counter(

@@ -20,11 +20,11 @@ use crate::state::Shared;
 /// liveness), and else this often, for what moves with time alone (staleness, grace periods,
 /// judged in seconds). A fold copies and reads every verdict of every prober: 16 probers × 2000
 /// nodes cost ~10 % of a core at 4 folds per second.
-pub const REFOLD: Duration = Duration::from_secs(1);
+pub(crate) const REFOLD: Duration = Duration::from_secs(1);
 
 /// Folds the gossip into the resolver's served health until `shutdown`. `config` follows the
 /// resolver's reloads, for the admin API.
-pub async fn observe(
+pub(crate) async fn observe(
     shared: Arc<Shared>,
     mut follower: Follower,
     config: Arc<ArcSwap<geolb_config::Config>>,

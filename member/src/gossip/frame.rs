@@ -52,28 +52,28 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// First four bytes of every frame.
-pub const MAGIC: [u8; 4] = *b"GLB2";
+pub(crate) const MAGIC: [u8; 4] = *b"GLB2";
 /// Length of the HMAC-SHA256 tag that ends every frame.
-pub const TAG_LEN: usize = 32;
+pub(crate) const TAG_LEN: usize = 32;
 /// Largest datagram sent or accepted: the IPv4 UDP payload limit.
-pub const MAX_DATAGRAM: usize = 65_507;
+pub(crate) const MAX_DATAGRAM: usize = 65_507;
 /// Largest accepted difference between the sender's and the receiver's clock.
-pub const MAX_SKEW_MS: u64 = 30_000;
+pub(crate) const MAX_SKEW_MS: u64 = 30_000;
 /// Most fragments one message may be split into.
-pub const MAX_FRAGMENTS: u8 = 8;
+pub(crate) const MAX_FRAGMENTS: u8 = 8;
 /// Shortest accepted cluster key.
-pub const MIN_KEY_LEN: usize = 32;
+pub(crate) const MIN_KEY_LEN: usize = 32;
 /// Most frame tags the replay cache remembers; beyond it the oldest are forgotten.
 ///
 /// Only authenticated frames enter, so only a key holder can fill it. Normal traffic is a few
 /// dozen frames per second per member, far below this over the 60 s memory.
-pub const REPLAY_CAPACITY: usize = 65_536;
+pub(crate) const REPLAY_CAPACITY: usize = 65_536;
 /// How long the fragments of an incomplete message are kept.
-pub const REASSEMBLY_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const REASSEMBLY_TIMEOUT_MS: u64 = 5_000;
 /// Most incomplete messages kept at once; beyond it the oldest is dropped.
-pub const MAX_PENDING_MESSAGES: usize = 32;
+pub(crate) const MAX_PENDING_MESSAGES: usize = 32;
 /// Smallest datagram bound [`Outbound`] and [`Inbound`] accept (tests use small ones).
-pub const MIN_DATAGRAM: usize = 128;
+pub(crate) const MIN_DATAGRAM: usize = 128;
 
 const V4_HEADER_LEN: usize = 4 + 8 + 1 + 4 + 2 + 4 + 1 + 1;
 const V6_HEADER_LEN: usize = 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1;
@@ -81,7 +81,7 @@ const V6_HEADER_LEN: usize = 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1;
 const REPLAY_MEMORY_MS: u64 = 2 * MAX_SKEW_MS;
 
 /// Header length for frames from `sender`.
-pub fn header_len(sender: SocketAddr) -> usize {
+pub(crate) fn header_len(sender: SocketAddr) -> usize {
     match sender {
         SocketAddr::V4(_) => V4_HEADER_LEN,
         SocketAddr::V6(_) => V6_HEADER_LEN,
@@ -90,7 +90,7 @@ pub fn header_len(sender: SocketAddr) -> usize {
 
 /// `sender` with an IPv4-mapped IPv6 address turned into plain IPv4, so a dual-stack socket's
 /// view of an IPv4 peer compares equal to the address that peer advertises.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
@@ -104,7 +104,7 @@ pub struct KeyTooShort {
 
 /// The cluster key, ready to sign and verify frames. `Debug` never prints the key.
 #[derive(Clone)]
-pub struct FrameKey(Hmac<Sha256>);
+pub(crate) struct FrameKey(Hmac<Sha256>);
 
 impl fmt::Debug for FrameKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,7 +114,7 @@ impl fmt::Debug for FrameKey {
 
 impl FrameKey {
     /// Keys HMAC-SHA256 with `key` (used as is: no derivation).
-    pub fn new(key: &[u8]) -> Result<FrameKey, KeyTooShort> {
+    pub(crate) fn new(key: &[u8]) -> Result<FrameKey, KeyTooShort> {
         if key.len() < MIN_KEY_LEN {
             return Err(KeyTooShort { len: key.len() });
         }
@@ -137,7 +137,7 @@ impl FrameKey {
 
 /// The authenticated fields before the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     /// Sender's clock when it built the frame, unix ms.
     pub sent_at_ms: u64,
     /// The sender's advertised gossip address; must equal the datagram's source.
@@ -151,7 +151,7 @@ pub struct FrameHeader {
 }
 
 /// Appends one signed frame to `out` (cleared first).
-pub fn encode_frame(key: &FrameKey, header: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_frame(key: &FrameKey, header: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(header_len(header.sender) + payload.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
@@ -230,7 +230,7 @@ impl fmt::Display for Reject {
 
 /// A frame whose tag verified (steps 1–4), not yet checked for age, sender or replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenedFrame<'a> {
+pub(crate) struct OpenedFrame<'a> {
     /// The authenticated header.
     pub header: FrameHeader,
     /// The authenticated payload.
@@ -281,7 +281,11 @@ fn parse_header(body: &[u8]) -> Option<(FrameHeader, &[u8])> {
 }
 
 /// Steps 1–4: bound, magic, tag, header. Nothing is parsed before the tag verifies.
-pub fn open_frame<'a>(key: &FrameKey, datagram: &'a [u8], max_datagram: usize) -> Result<OpenedFrame<'a>, Reject> {
+pub(crate) fn open_frame<'a>(
+    key: &FrameKey,
+    datagram: &'a [u8],
+    max_datagram: usize,
+) -> Result<OpenedFrame<'a>, Reject> {
     if datagram.len() > max_datagram {
         return Err(Reject::Oversize);
     }
@@ -302,7 +306,7 @@ pub fn open_frame<'a>(key: &FrameKey, datagram: &'a [u8], max_datagram: usize) -
 
 /// Steps 5–6: the sender's clock is within [`MAX_SKEW_MS`] of `now_ms` and the claimed sender is
 /// the datagram's source.
-pub fn check_origin(header: &FrameHeader, source: SocketAddr, now_ms: u64) -> Result<(), Reject> {
+pub(crate) fn check_origin(header: &FrameHeader, source: SocketAddr, now_ms: u64) -> Result<(), Reject> {
     if now_ms.abs_diff(header.sent_at_ms) > MAX_SKEW_MS {
         return Err(Reject::Stale);
     }
@@ -317,7 +321,7 @@ pub fn check_origin(header: &FrameHeader, source: SocketAddr, now_ms: u64) -> Re
 /// Expiry is by insertion time on the receiver's clock, so the queue is ordered and expiring is a
 /// pop from the front.
 #[derive(Debug)]
-pub struct ReplayCache {
+pub(crate) struct ReplayCache {
     seen: HashSet<u128>,
     order: VecDeque<(u64, u128)>,
     capacity: usize,
@@ -326,12 +330,12 @@ pub struct ReplayCache {
 
 impl ReplayCache {
     /// An empty cache holding at most `capacity` tags (at least 1).
-    pub fn new(capacity: usize) -> ReplayCache {
+    pub(crate) fn new(capacity: usize) -> ReplayCache {
         ReplayCache { seen: HashSet::new(), order: VecDeque::new(), capacity: capacity.max(1), evicted: 0 }
     }
 
     /// Records `tag_id`; returns `false` if it was already there (a replay).
-    pub fn insert(&mut self, tag_id: u128, now_ms: u64) -> bool {
+    pub(crate) fn insert(&mut self, tag_id: u128, now_ms: u64) -> bool {
         while let Some(&(expires_ms, old)) = self.order.front() {
             if expires_ms > now_ms {
                 break;
@@ -354,17 +358,13 @@ impl ReplayCache {
     }
 
     /// Tags currently remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
 
-    /// Whether no tag is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
     /// Tags forgotten early because the cache was full.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 }
@@ -380,7 +380,7 @@ struct Pending {
 
 /// Collects the fragments of multi-frame messages; bounded in count and time.
 #[derive(Debug, Default)]
-pub struct Reassembler {
+pub(crate) struct Reassembler {
     pending: VecDeque<Pending>,
     dropped: u64,
 }
@@ -390,7 +390,12 @@ impl Reassembler {
     ///
     /// Two fragments of one message that disagree on the count, or a second different fragment
     /// for the same index, drop the message as [`Reject::Malformed`].
-    pub fn offer(&mut self, header: &FrameHeader, payload: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>, Reject> {
+    pub(crate) fn offer(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, Reject> {
         let before = self.pending.len();
         self.pending.retain(|p| now_ms.saturating_sub(p.started_ms) <= REASSEMBLY_TIMEOUT_MS);
         self.dropped += (before - self.pending.len()) as u64;
@@ -438,19 +443,20 @@ impl Reassembler {
     }
 
     /// Incomplete messages currently held.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.pending.len()
     }
 
     /// Incomplete messages dropped (timed out, crowded out, or inconsistent).
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 }
 
 /// The receive side: runs every check and reassembles fragments.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     key: FrameKey,
     max_datagram: usize,
     replay: ReplayCache,
@@ -459,7 +465,7 @@ pub struct Inbound {
 
 impl Inbound {
     /// A receiver for frames signed with `key`, at most `max_datagram` bytes long.
-    pub fn new(key: FrameKey, max_datagram: usize) -> Inbound {
+    pub(crate) fn new(key: FrameKey, max_datagram: usize) -> Inbound {
         Inbound {
             key,
             max_datagram: max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM),
@@ -470,7 +476,7 @@ impl Inbound {
 
     /// Checks one datagram from `source`. `Ok(Some(message))` is a complete serialized chitchat
     /// message (not yet deserialized); `Ok(None)` a fragment that was stored.
-    pub fn accept<'a>(
+    pub(crate) fn accept<'a>(
         &mut self,
         datagram: &'a [u8],
         source: SocketAddr,
@@ -488,19 +494,19 @@ impl Inbound {
     }
 
     /// The replay cache (for its counters).
-    pub fn replay_cache(&self) -> &ReplayCache {
+    pub(crate) fn replay_cache(&self) -> &ReplayCache {
         &self.replay
     }
 
     /// The reassembler (for its counters).
-    pub fn reassembler(&self) -> &Reassembler {
+    pub(crate) fn reassembler(&self) -> &Reassembler {
         &self.reassembly
     }
 }
 
 /// The send side: splits a serialized message into signed frames.
 #[derive(Debug)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     key: FrameKey,
     sender: SocketAddr,
     max_datagram: usize,
@@ -510,7 +516,7 @@ pub struct Outbound {
 impl Outbound {
     /// A sender that signs with `key` and claims `sender` (its advertised address). `first_msg_id`
     /// should differ between restarts (e.g. derived from the clock) so ids rarely repeat.
-    pub fn new(key: FrameKey, sender: SocketAddr, max_datagram: usize, first_msg_id: u32) -> Outbound {
+    pub(crate) fn new(key: FrameKey, sender: SocketAddr, max_datagram: usize, first_msg_id: u32) -> Outbound {
         Outbound {
             key,
             sender,
@@ -520,18 +526,18 @@ impl Outbound {
     }
 
     /// The address written into every frame.
-    pub fn sender(&self) -> SocketAddr {
+    pub(crate) fn sender(&self) -> SocketAddr {
         self.sender
     }
 
     /// Payload bytes that fit in one frame.
-    pub fn max_payload(&self) -> usize {
+    pub(crate) fn max_payload(&self) -> usize {
         self.max_datagram - header_len(self.sender) - TAG_LEN
     }
 
     /// Frames for one serialized message, or [`Reject::Oversize`] if it needs more than
     /// [`MAX_FRAGMENTS`] frames.
-    pub fn encode(&mut self, message: &[u8], now_ms: u64) -> Result<Vec<Vec<u8>>, Reject> {
+    pub(crate) fn encode(&mut self, message: &[u8], now_ms: u64) -> Result<Vec<Vec<u8>>, Reject> {
         let chunk = self.max_payload();
         let count = message.len().div_ceil(chunk).max(1);
         let count = u8::try_from(count).ok().filter(|c| *c <= MAX_FRAGMENTS).ok_or(Reject::Oversize)?;

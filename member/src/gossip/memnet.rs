@@ -22,14 +22,14 @@ use super::transport::{DatagramSocket, DatagramTransport};
 
 /// Datagrams queued per socket; when a queue is full, new datagrams are dropped (and counted),
 /// like a full UDP receive buffer.
-pub const MEMNET_QUEUE: usize = 1024;
+pub(super) const MEMNET_QUEUE: usize = 1024;
 
 /// First port handed out for binds of port 0.
 const FIRST_EPHEMERAL_PORT: u16 = 40_000;
 
 /// Traffic counters of one address (or the sum over all).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetCounters {
+pub(crate) struct NetCounters {
     /// Datagrams handed to the network by this address.
     pub sent_datagrams: u64,
     /// Bytes of those datagrams.
@@ -54,7 +54,7 @@ impl NetCounters {
 
 /// A datagram as seen by [`MemNetwork::tap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Datagram {
+pub(crate) struct Datagram {
     /// Source address.
     pub from: SocketAddr,
     /// Destination address.
@@ -91,13 +91,13 @@ impl NetState {
 
 /// A simulated datagram network (cheap to clone; clones share the network).
 #[derive(Clone)]
-pub struct MemNetwork {
+pub(crate) struct MemNetwork {
     state: Arc<Mutex<NetState>>,
 }
 
 impl MemNetwork {
     /// An empty, lossless network with a 65,507-byte MTU; `seed` drives random loss.
-    pub fn new(seed: u64) -> MemNetwork {
+    pub(crate) fn new(seed: u64) -> MemNetwork {
         MemNetwork {
             state: Arc::new(Mutex::new(NetState {
                 sockets: HashMap::new(),
@@ -118,31 +118,31 @@ impl MemNetwork {
     }
 
     /// Sending a larger datagram fails like `EMSGSIZE`.
-    pub fn set_mtu(&self, mtu: usize) {
+    pub(crate) fn set_mtu(&self, mtu: usize) {
         self.lock().mtu = mtu;
     }
 
     /// Share of datagrams lost at random, `0.0..=1.0`.
-    pub fn set_loss(&self, loss: f64) {
+    pub(crate) fn set_loss(&self, loss: f64) {
         self.lock().loss = loss.clamp(0.0, 1.0);
     }
 
     /// Drops every datagram between `a` and `b`, both ways.
-    pub fn cut(&self, a: SocketAddr, b: SocketAddr) {
+    pub(crate) fn cut(&self, a: SocketAddr, b: SocketAddr) {
         let mut state = self.lock();
         state.cut.insert((a, b));
         state.cut.insert((b, a));
     }
 
     /// Undoes [`MemNetwork::cut`].
-    pub fn repair(&self, a: SocketAddr, b: SocketAddr) {
+    pub(crate) fn repair(&self, a: SocketAddr, b: SocketAddr) {
         let mut state = self.lock();
         state.cut.remove(&(a, b));
         state.cut.remove(&(b, a));
     }
 
     /// Cuts every link between the two groups.
-    pub fn partition(&self, left: &[SocketAddr], right: &[SocketAddr]) {
+    pub(crate) fn partition(&self, left: &[SocketAddr], right: &[SocketAddr]) {
         for a in left {
             for b in right {
                 self.cut(*a, *b);
@@ -151,17 +151,17 @@ impl MemNetwork {
     }
 
     /// Repairs every cut link.
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         self.lock().cut.clear();
     }
 
     /// Counters of `addr`.
-    pub fn counters(&self, addr: SocketAddr) -> NetCounters {
+    pub(crate) fn counters(&self, addr: SocketAddr) -> NetCounters {
         self.lock().counters.get(&addr).copied().unwrap_or_default()
     }
 
     /// Counters summed over every address.
-    pub fn total(&self) -> NetCounters {
+    pub(crate) fn total(&self) -> NetCounters {
         let state = self.lock();
         let mut total = NetCounters::default();
         for counters in state.counters.values() {
@@ -171,7 +171,7 @@ impl MemNetwork {
     }
 
     /// Every datagram the network carries from now on (delivered or not) is copied here.
-    pub fn tap(&self) -> mpsc::UnboundedReceiver<Datagram> {
+    pub(crate) fn tap(&self) -> mpsc::UnboundedReceiver<Datagram> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().tap = Some(tx);
         rx
@@ -179,14 +179,14 @@ impl MemNetwork {
 
     /// Delivers `bytes` to `to` as if sent from `from` (any address, bound or not), ignoring MTU,
     /// loss and cuts. Returns whether it was queued.
-    pub fn inject(&self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) -> bool {
+    pub(crate) fn inject(&self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) -> bool {
         let state = self.lock();
         state.sockets.get(&to).is_some_and(|(_, queue)| queue.try_send((from, bytes)).is_ok())
     }
 
     /// Closes `addr`'s socket from the network side: its next receive fails once its queue is
     /// drained, which ends the owning gossip task.
-    pub fn close(&self, addr: SocketAddr) {
+    pub(crate) fn close(&self, addr: SocketAddr) {
         self.lock().sockets.remove(&addr);
     }
 

@@ -31,10 +31,11 @@
 //! - Watch [`GossipHandle::termination`] and exit when it completes, so systemd restarts the
 //!   process after a gossip-task panic or a broken socket.
 
-pub mod frame;
+pub(crate) mod frame;
 pub mod keys;
-pub mod memnet;
-pub mod transport;
+#[cfg(test)]
+mod memnet;
+pub(crate) mod transport;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -49,12 +50,11 @@ use chitchat::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use self::frame::{FrameKey, KeyTooShort, MIN_KEY_LEN, Reject};
-pub use self::keys::{GossipSnapshot, KeyError, MemberSnapshot, Role};
-pub use self::memnet::MemNetwork;
-pub use self::transport::{
-    AuthCounters, AuthSocket, AuthStats, AuthTransport, DatagramSocket, DatagramTransport, UdpDatagrams,
-};
+pub(crate) use self::frame::{FrameKey, KeyTooShort, MIN_KEY_LEN};
+pub(crate) use self::keys::{GossipSnapshot, KeyError, Role};
+#[cfg(test)]
+pub(crate) use self::memnet::MemNetwork;
+pub(crate) use self::transport::{AuthStats, AuthTransport, DatagramTransport};
 
 /// Default time between gossip rounds (matches the config's default).
 pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(500);

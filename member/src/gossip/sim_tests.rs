@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
+use crate::gossip::transport::AuthCounters;
 
 const KEY: [u8; 32] = [7; 32];
 

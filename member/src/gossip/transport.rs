@@ -50,7 +50,7 @@ pub trait DatagramTransport: Send + Sync + 'static {
 
 /// Real UDP through tokio: the production [`DatagramTransport`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct UdpDatagrams;
+pub(crate) struct UdpDatagrams;
 
 struct UdpDatagramSocket {
     socket: tokio::net::UdpSocket,
@@ -233,7 +233,7 @@ impl AuthStats {
 }
 
 /// A chitchat [`Socket`] whose every datagram is framed and authenticated with the cluster key.
-pub struct AuthSocket {
+pub(crate) struct AuthSocket {
     inner: Box<dyn DatagramSocket>,
     outbound: Outbound,
     inbound: Inbound,
@@ -258,7 +258,7 @@ const MAX_MESSAGE: usize = MAX_FRAGMENTS as usize * MAX_DATAGRAM;
 impl AuthSocket {
     /// Wraps a bound socket. `sender` is the address written into every frame: the advertised
     /// gossip address, which must be the source address peers see.
-    pub fn new(
+    pub(crate) fn new(
         inner: Box<dyn DatagramSocket>,
         sender: SocketAddr,
         key: FrameKey,
@@ -288,17 +288,18 @@ impl AuthSocket {
     }
 
     /// The address the underlying socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr()
     }
 
     /// The sender address written into every frame.
-    pub fn sender(&self) -> SocketAddr {
+    pub(crate) fn sender(&self) -> SocketAddr {
         self.outbound.sender()
     }
 
     /// The counters this socket updates.
-    pub fn stats(&self) -> Arc<AuthStats> {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> Arc<AuthStats> {
         Arc::clone(&self.stats)
     }
 
@@ -370,7 +371,12 @@ impl AuthSocket {
 
     /// Runs every check on one received datagram and counts the outcome; returns the message
     /// if the datagram completed a valid one. Synchronous, so tests can feed it bytes directly.
-    pub fn receive_datagram(&mut self, datagram: &[u8], source: SocketAddr, now_ms: u64) -> Option<ChitchatMessage> {
+    pub(crate) fn receive_datagram(
+        &mut self,
+        datagram: &[u8],
+        source: SocketAddr,
+        now_ms: u64,
+    ) -> Option<ChitchatMessage> {
         add(&self.stats.datagrams_received, 1);
         add(&self.stats.bytes_received, datagram.len() as u64);
         let outcome = match self.inbound.accept(datagram, source, now_ms) {
@@ -432,7 +438,7 @@ impl Socket for AuthSocket {
 }
 
 /// A chitchat [`Transport`] whose sockets authenticate every datagram with the cluster key.
-pub struct AuthTransport<D> {
+pub(crate) struct AuthTransport<D> {
     datagrams: D,
     key: FrameKey,
     advertise: Option<SocketAddr>,
@@ -442,7 +448,7 @@ pub struct AuthTransport<D> {
 
 impl<D: DatagramTransport> AuthTransport<D> {
     /// Sockets from `datagrams`, signed with `key` (≥ 32 bytes).
-    pub fn new(datagrams: D, key: &[u8]) -> Result<AuthTransport<D>, KeyTooShort> {
+    pub(crate) fn new(datagrams: D, key: &[u8]) -> Result<AuthTransport<D>, KeyTooShort> {
         Ok(AuthTransport {
             datagrams,
             key: FrameKey::new(key)?,
@@ -454,24 +460,24 @@ impl<D: DatagramTransport> AuthTransport<D> {
 
     /// Writes `advertise` as the sender instead of the bound address (a port of 0 takes the
     /// bound port). Needed when binding a wildcard address.
-    pub fn with_advertise(mut self, advertise: SocketAddr) -> AuthTransport<D> {
+    pub(crate) fn with_advertise(mut self, advertise: SocketAddr) -> AuthTransport<D> {
         self.advertise = Some(advertise);
         self
     }
 
     /// Lowers the datagram bound (tests: forces fragmentation). Clamped to 128..=65,507.
-    pub fn with_max_datagram(mut self, max_datagram: usize) -> AuthTransport<D> {
+    pub(crate) fn with_max_datagram(mut self, max_datagram: usize) -> AuthTransport<D> {
         self.max_datagram = max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM);
         self
     }
 
     /// Counters shared by every socket this transport opens.
-    pub fn stats(&self) -> Arc<AuthStats> {
+    pub(crate) fn stats(&self) -> Arc<AuthStats> {
         Arc::clone(&self.stats)
     }
 
     /// Binds `listen` and wraps it.
-    pub async fn bind(&self, listen: SocketAddr) -> io::Result<AuthSocket> {
+    pub(crate) async fn bind(&self, listen: SocketAddr) -> io::Result<AuthSocket> {
         let inner = self.datagrams.bind(listen).await?;
         let local = inner.local_addr();
         let sender = match self.advertise {

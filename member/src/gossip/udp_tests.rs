@@ -2,6 +2,7 @@
 //! node is down changes nothing and is counted; bind errors carry their address.
 
 use super::*;
+use crate::gossip::transport::UdpDatagrams;
 
 const KEY: [u8; 32] = [7; 32];
 

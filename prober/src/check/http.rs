@@ -58,7 +58,7 @@ use tokio_rustls::TlsConnector;
 use super::{CheckError, CheckOutcome, ConnSlot, HttpSpec, MAX_BODY_BYTES, Reason, ReasonText, Scheme};
 
 /// `User-Agent` of every check, so that node operators can tell checks from traffic.
-pub const USER_AGENT: &str = concat!("geolb-prober/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("geolb-prober/", env!("CARGO_PKG_VERSION"));
 
 /// Read buffer of a check connection (hyper's default grows to 8 KiB and more and stays so while
 /// the connection is kept, for thousands of targets).
@@ -66,7 +66,7 @@ const READ_BUF_BYTES: usize = 4096;
 
 /// Runs HTTP(S) checks. Cheap to clone (the TLS configurations are shared).
 #[derive(Clone)]
-pub struct HttpChecker {
+pub(crate) struct HttpChecker {
     inner: Arc<Inner>,
 }
 
@@ -90,14 +90,14 @@ impl HttpChecker {
     /// When the system has no usable root certificates this still succeeds (HTTP and
     /// `tls_verify = false` checks work); it logs a warning and `tls_verify` checks report
     /// [`Reason::Tls`].
-    pub fn new() -> Result<Self, CheckError> {
+    pub(crate) fn new() -> Result<Self, CheckError> {
         Self::with_extra_roots(Vec::new())
     }
 
     /// Like [`HttpChecker::new`], also trusting `extra_roots` (a private CA, or a test certificate).
     ///
     /// Fails when one of `extra_roots` cannot be parsed.
-    pub fn with_extra_roots(extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, CheckError> {
+    pub(crate) fn with_extra_roots(extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, CheckError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let had_extra_roots = !extra_roots.is_empty();
         let verifying = match rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone()) {
@@ -119,14 +119,20 @@ impl HttpChecker {
     /// Checks `spec` once on a fresh connection, closed afterwards: connect to `spec.addr`, `GET`
     /// the path, compare the status and, when asked, the first [`MAX_BODY_BYTES`] of the body.
     /// Returns within `timeout`.
-    pub async fn check_http(&self, spec: &HttpSpec, timeout: Duration) -> CheckOutcome {
+    #[cfg(test)]
+    pub(crate) async fn check_http(&self, spec: &HttpSpec, timeout: Duration) -> CheckOutcome {
         self.check_within(spec, timeout, 1, &mut ConnSlot::default()).await
     }
 
     /// Like [`HttpChecker::check_http`], but on the connection kept in `slot` when there is one,
     /// and keeping the connection there afterwards while it has served fewer than
     /// `spec.connection_reuse` checks, the check passed, and the node did not ask to close it.
-    pub async fn check_http_reusing(&self, spec: &HttpSpec, timeout: Duration, slot: &mut ConnSlot) -> CheckOutcome {
+    pub(crate) async fn check_http_reusing(
+        &self,
+        spec: &HttpSpec,
+        timeout: Duration,
+        slot: &mut ConnSlot,
+    ) -> CheckOutcome {
         self.check_within(spec, timeout, spec.connection_reuse.max(1), slot).await
     }
 

@@ -20,9 +20,9 @@
 //! A failed probe is data, not an error: every probe returns a [`CheckOutcome`]. [`CheckError`] is
 //! only for things that make a probe impossible to set up (an invalid spec, TLS set-up).
 
-pub mod http;
-pub mod schedule;
-pub mod tcp;
+pub(crate) mod http;
+pub(crate) mod schedule;
+pub(crate) mod tcp;
 
 #[cfg(test)]
 mod test_support;
@@ -35,24 +35,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use http::HttpChecker;
-pub use schedule::{SchedulerHandle, SchedulerStats, TargetState, Transition, UpdateSummary, spawn_scheduler};
-pub use tcp::TcpChecker;
+pub(crate) use http::HttpChecker;
+pub(crate) use schedule::{SchedulerHandle, TargetState, Transition, spawn_scheduler};
+pub(crate) use tcp::TcpChecker;
 
 /// Identifies one scheduled target: the prober creates one per (node, check), e.g. `"fra-1/https"`.
 ///
 /// Cheap to clone; it is handed to the scheduler callbacks on every result.
-pub type TargetId = Arc<str>;
+pub(crate) type TargetId = Arc<str>;
 
 /// The most bytes of a response body an HTTP check reads when it has to match the body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The longest free-form text a [`Reason`] carries; longer text is cut at a character boundary.
-pub const MAX_REASON_TEXT: usize = 160;
+pub(crate) const MAX_REASON_TEXT: usize = 160;
 
 /// What to probe. The address is always the node's own IP and port: a check never resolves DNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckSpec {
+pub(crate) enum CheckSpec {
     /// An HTTP or HTTPS request; see [`HttpSpec`].
     Http(HttpSpec),
     /// A TCP connect; see [`TcpSpec`].
@@ -61,52 +61,27 @@ pub enum CheckSpec {
 
 impl CheckSpec {
     /// The address this check connects to.
-    pub fn addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> SocketAddr {
         match self {
             CheckSpec::Http(spec) => spec.addr,
             CheckSpec::Tcp(spec) => spec.addr,
-        }
-    }
-
-    /// A short name of the protocol, usable as a metric label: `"http"`, `"https"` or `"tcp"`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CheckSpec::Http(spec) => spec.scheme.as_str(),
-            CheckSpec::Tcp(_) => "tcp",
-        }
-    }
-
-    /// Checks the spec's own invariants (path, host, expected statuses).
-    pub fn validate(&self) -> Result<(), CheckError> {
-        match self {
-            CheckSpec::Http(spec) => spec.validate(),
-            CheckSpec::Tcp(_) => Ok(()),
         }
     }
 }
 
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     /// Plain HTTP/1.1.
     Http,
     /// HTTP/1.1 over TLS (rustls).
     Https,
 }
 
-impl Scheme {
-    /// `"http"` or `"https"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
-
 /// An HTTP(S) check: `GET {scheme}://{host or addr}{path}`, sent to `addr`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSpec {
+pub(crate) struct HttpSpec {
     /// `http` or `https`.
     pub scheme: Scheme,
     /// The node's IP and port; the connection always goes here.
@@ -134,7 +109,8 @@ pub struct HttpSpec {
 
 impl HttpSpec {
     /// A `GET /` spec for `addr` expecting any 2xx, verifying TLS; adjust fields as needed.
-    pub fn new(scheme: Scheme, addr: SocketAddr) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(scheme: Scheme, addr: SocketAddr) -> Self {
         HttpSpec {
             scheme,
             addr,
@@ -148,7 +124,8 @@ impl HttpSpec {
     }
 
     /// Checks that the path, host and expected statuses can make a valid request.
-    pub fn validate(&self) -> Result<(), CheckError> {
+    #[cfg(test)]
+    pub(crate) fn validate(&self) -> Result<(), CheckError> {
         if !self.path.starts_with('/') || self.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(CheckError::InvalidPath { path: self.path.clone() });
         }
@@ -168,33 +145,35 @@ impl HttpSpec {
 
 /// A TCP check: the node is up when a connection to `addr` is established in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpSpec {
+pub(crate) struct TcpSpec {
     /// The node's IP and port.
     pub addr: SocketAddr,
 }
 
 /// The statuses an HTTP check accepts, as inclusive ranges (`200..=299`, or single codes `204..=204`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectStatus(Vec<RangeInclusive<u16>>);
+pub(crate) struct ExpectStatus(Vec<RangeInclusive<u16>>);
 
 impl ExpectStatus {
     /// Accept the given ranges.
-    pub fn ranges_of(ranges: Vec<RangeInclusive<u16>>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn ranges_of(ranges: Vec<RangeInclusive<u16>>) -> Self {
         ExpectStatus(ranges)
     }
 
     /// Accept exactly these codes.
-    pub fn codes(codes: &[u16]) -> Self {
+    pub(crate) fn codes(codes: &[u16]) -> Self {
         ExpectStatus(codes.iter().map(|&c| c..=c).collect())
     }
 
     /// The accepted ranges.
-    pub fn ranges(&self) -> &[RangeInclusive<u16>] {
+    #[cfg(test)]
+    pub(crate) fn ranges(&self) -> &[RangeInclusive<u16>] {
         &self.0
     }
 
     /// Whether `status` is accepted.
-    pub fn matches(&self, status: u16) -> bool {
+    pub(crate) fn matches(&self, status: u16) -> bool {
         self.0.iter().any(|r| r.contains(&status))
     }
 }
@@ -249,7 +228,7 @@ impl Timing {
 
 /// One thing the scheduler checks: a node's check with its timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// Unique among the scheduler's targets.
     pub id: TargetId,
     /// What to probe.
@@ -258,17 +237,9 @@ pub struct Target {
     pub timing: Timing,
 }
 
-impl Target {
-    /// Validates the spec and the timing.
-    pub fn validate(&self) -> Result<(), CheckError> {
-        self.spec.validate()?;
-        self.timing.validate()
-    }
-}
-
 /// What one check saw. A failed check is `Down`, never an `Err`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckOutcome {
+pub(crate) enum CheckOutcome {
     /// The check passed.
     Up {
         /// Time from the start of the check (connect) to its verdict (response and body checked).
@@ -285,19 +256,19 @@ pub enum CheckOutcome {
 
 impl CheckOutcome {
     /// Whether the check passed.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         matches!(self, CheckOutcome::Up { .. })
     }
 
     /// How long the check took.
-    pub fn rtt(&self) -> Duration {
+    pub(crate) fn rtt(&self) -> Duration {
         match self {
             CheckOutcome::Up { rtt } | CheckOutcome::Down { rtt, .. } => *rtt,
         }
     }
 
     /// Why the check failed, if it did.
-    pub fn reason(&self) -> Option<&Reason> {
+    pub(crate) fn reason(&self) -> Option<&Reason> {
         match self {
             CheckOutcome::Up { .. } => None,
             CheckOutcome::Down { reason, .. } => Some(reason),
@@ -307,7 +278,7 @@ impl CheckOutcome {
 
 /// Why a check failed. Small, cloneable and bounded: it is stored per target and shown to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// No verdict within the check's timeout (connect, TLS, response or body).
     Timeout,
     /// The node actively refused the connection (nothing listens on the port).
@@ -319,30 +290,27 @@ pub enum Reason {
     /// The TLS handshake failed: certificate not valid for the host, expired, unknown issuer,
     /// or the peer does not speak TLS.
     Tls(ReasonText),
-    /// Name resolution failed. Address-based checks never resolve names, so today's checkers do not
-    /// produce it; it exists for checkers that do.
-    Dns,
     /// Anything else (connection reset, malformed response, …).
     Other(ReasonText),
 }
 
 impl Reason {
     /// A fixed, low-cardinality name for metric labels: `timeout`, `refused`, `status`,
-    /// `body_mismatch`, `tls`, `dns` or `other`.
-    pub fn kind(&self) -> &'static str {
+    /// `body_mismatch`, `tls` or `other`.
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Reason::Timeout => "timeout",
             Reason::Refused => "refused",
             Reason::Status(_) => "status",
             Reason::BodyMismatch => "body_mismatch",
             Reason::Tls(_) => "tls",
-            Reason::Dns => "dns",
             Reason::Other(_) => "other",
         }
     }
 
     /// `Other` with `text` cut to [`MAX_REASON_TEXT`].
-    pub fn other(text: impl AsRef<str>) -> Self {
+    pub(crate) fn other(text: impl AsRef<str>) -> Self {
         Reason::Other(ReasonText::new(text))
     }
 }
@@ -355,7 +323,6 @@ impl fmt::Display for Reason {
             Reason::Status(status) => write!(f, "unexpected status {status}"),
             Reason::BodyMismatch => f.write_str("body does not contain the expected text"),
             Reason::Tls(text) => write!(f, "tls: {text}"),
-            Reason::Dns => f.write_str("name resolution failed"),
             Reason::Other(text) => f.write_str(text.as_str()),
         }
     }
@@ -363,11 +330,11 @@ impl fmt::Display for Reason {
 
 /// Free text inside a [`Reason`], at most [`MAX_REASON_TEXT`] bytes; cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ReasonText(Arc<str>);
+pub(crate) struct ReasonText(Arc<str>);
 
 impl ReasonText {
     /// Keeps at most [`MAX_REASON_TEXT`] bytes of `text`, cut at a character boundary.
-    pub fn new(text: impl AsRef<str>) -> Self {
+    pub(crate) fn new(text: impl AsRef<str>) -> Self {
         let text = text.as_ref();
         let mut end = text.len().min(MAX_REASON_TEXT);
         while !text.is_char_boundary(end) {
@@ -377,7 +344,7 @@ impl ReasonText {
     }
 
     /// The text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -429,7 +396,7 @@ pub enum CheckError {
 }
 
 /// The future a [`Checker`] returns.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckOutcome> + Send + 'a>>;
+pub(crate) type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckOutcome> + Send + 'a>>;
 
 /// Runs one check. Implementations must finish within `timeout` (returning
 /// `Down { reason: Timeout }`) and never panic on network input; the scheduler also enforces the
@@ -437,7 +404,7 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckOutcome> + Send + 'a
 ///
 /// Boxed futures rather than `async fn` so that the scheduler can hold an `Arc<dyn Checker>` and
 /// tests can substitute scripted checkers.
-pub trait Checker: Send + Sync {
+pub(crate) trait Checker: Send + Sync {
     /// Checks `spec` once, taking at most `timeout`. `slot` is the target's own: a checker may keep
     /// a connection there for the target's next check.
     fn check<'a>(&'a self, spec: &'a CheckSpec, timeout: Duration, slot: &'a mut ConnSlot) -> CheckFuture<'a>;
@@ -446,7 +413,7 @@ pub trait Checker: Send + Sync {
 /// Where one target keeps its open HTTP(S) connection between checks (see
 /// [`HttpSpec::connection_reuse`]). Empty by default; dropping it closes the connection.
 #[derive(Default)]
-pub struct ConnSlot {
+pub(crate) struct ConnSlot {
     kept: Option<http::Kept>,
 }
 
@@ -458,7 +425,8 @@ impl fmt::Debug for ConnSlot {
 
 impl ConnSlot {
     /// Whether a connection is kept for the next check.
-    pub fn is_kept(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_kept(&self) -> bool {
         self.kept.is_some()
     }
 }
@@ -466,14 +434,14 @@ impl ConnSlot {
 /// The production [`Checker`]: HTTP(S) specs go to an [`HttpChecker`], TCP specs to a
 /// [`TcpChecker`].
 #[derive(Debug, Clone)]
-pub struct NetChecker {
+pub(crate) struct NetChecker {
     http: HttpChecker,
     tcp: TcpChecker,
 }
 
 impl NetChecker {
     /// Combines the two protocol checkers.
-    pub fn new(http: HttpChecker, tcp: TcpChecker) -> Self {
+    pub(crate) fn new(http: HttpChecker, tcp: TcpChecker) -> Self {
         NetChecker { http, tcp }
     }
 }

@@ -30,11 +30,11 @@ use tokio_util::task::TaskTracker;
 use super::{CheckOutcome, Checker, ConnSlot, Reason, Target, TargetId, Timing};
 
 /// The shortest interval the scheduler runs, whatever a (not validated) target says.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A target's verdict and the evidence behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetState {
+pub(crate) struct TargetState {
     /// `Some(true)` up, `Some(false)` down, `None` not decided yet (fewer than `rise` successes or
     /// `fall` failures in a row since the target was added).
     pub up: Option<bool>,
@@ -54,7 +54,7 @@ pub struct TargetState {
 
 /// A change of a target's verdict, returned by [`TargetState::observe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// The verdict before: `None` for a target's first verdict.
     pub from: Option<bool>,
     /// The new verdict: `true` up, `false` down.
@@ -67,7 +67,7 @@ pub struct Transition {
 
 impl TargetState {
     /// An undecided target, created at `now_ms`.
-    pub fn new(now_ms: u64) -> Self {
+    pub(crate) fn new(now_ms: u64) -> Self {
         TargetState {
             up: None,
             consecutive_ok: 0,
@@ -83,7 +83,7 @@ impl TargetState {
     ///
     /// Down after `fall` failures in a row, up after `rise` successes in a row, also for the first
     /// verdict. Thresholds of 0 count as 1.
-    pub fn observe(&mut self, outcome: &CheckOutcome, rise: u32, fall: u32, now_ms: u64) -> Option<Transition> {
+    pub(crate) fn observe(&mut self, outcome: &CheckOutcome, rise: u32, fall: u32, now_ms: u64) -> Option<Transition> {
         self.last_check_ms = Some(now_ms);
         self.last_rtt = Some(outcome.rtt());
         self.last_reason = outcome.reason().cloned();
@@ -113,7 +113,7 @@ impl TargetState {
 
 /// Counters of a running scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SchedulerStats {
+pub(crate) struct SchedulerStats {
     /// Targets currently scheduled.
     pub targets: usize,
     /// Checks running right now.
@@ -130,7 +130,7 @@ pub struct SchedulerStats {
 
 /// What [`SchedulerHandle::update`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpdateSummary {
+pub(crate) struct UpdateSummary {
     /// New ids, started undecided.
     pub added: usize,
     /// Same id and same check and timing: untouched.
@@ -149,7 +149,7 @@ type ResultFn = dyn Fn(TargetId, &CheckOutcome) + Send + Sync;
 /// Controls a scheduler started by [`spawn_scheduler`]. Cheap to clone; the scheduler runs until
 /// its shutdown token is cancelled, not until the handles are dropped.
 #[derive(Clone)]
-pub struct SchedulerHandle {
+pub(crate) struct SchedulerHandle {
     shared: Arc<Shared>,
 }
 
@@ -195,7 +195,7 @@ struct Slot {
 /// (a panic stops that target's checks). Targets should be [validated](Target::validate); the
 /// scheduler clamps what it must (interval ≥ [`MIN_INTERVAL`], timeout ≤ interval). With
 /// duplicate ids the last target wins. Must be called inside a tokio runtime.
-pub fn spawn_scheduler<T, R>(
+pub(crate) fn spawn_scheduler<T, R>(
     targets: Vec<Target>,
     checker: Arc<dyn Checker>,
     max_in_flight: usize,
@@ -236,7 +236,7 @@ where
 impl SchedulerHandle {
     /// Replaces the set of targets (config reload). A target with the same id and the same spec
     /// keeps its state (and, with the same timing, its schedule); see [`UpdateSummary`].
-    pub fn update(&self, targets: Vec<Target>) -> UpdateSummary {
+    pub(crate) fn update(&self, targets: Vec<Target>) -> UpdateSummary {
         let shared = &self.shared;
         let now_ms = unix_ms();
         let mut summary = UpdateSummary::default();
@@ -284,7 +284,7 @@ impl SchedulerHandle {
     }
 
     /// Every target's current state, sorted by id.
-    pub fn snapshot(&self) -> Vec<(TargetId, TargetState)> {
+    pub(crate) fn snapshot(&self) -> Vec<(TargetId, TargetState)> {
         let mut all: Vec<_> =
             lock(&self.shared.slots).iter().map(|(id, slot)| (id.clone(), slot.state.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -292,12 +292,12 @@ impl SchedulerHandle {
     }
 
     /// One target's current state.
-    pub fn state(&self, id: &str) -> Option<TargetState> {
+    pub(crate) fn state(&self, id: &str) -> Option<TargetState> {
         lock(&self.shared.slots).get(id).map(|slot| slot.state.clone())
     }
 
     /// Current counters.
-    pub fn stats(&self) -> SchedulerStats {
+    pub(crate) fn stats(&self) -> SchedulerStats {
         let shared = &self.shared;
         SchedulerStats {
             targets: lock(&shared.slots).len(),

@@ -14,16 +14,16 @@ use super::{CheckOutcome, Reason, TcpSpec};
 
 /// Runs TCP connect checks. Stateless; cheap to copy.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TcpChecker;
+pub(crate) struct TcpChecker;
 
 impl TcpChecker {
     /// A TCP checker.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         TcpChecker
     }
 
     /// Connects to `spec.addr` once, within `timeout`.
-    pub async fn check_tcp(&self, spec: &TcpSpec, timeout: Duration) -> CheckOutcome {
+    pub(crate) async fn check_tcp(&self, spec: &TcpSpec, timeout: Duration) -> CheckOutcome {
         let start = Instant::now();
         match tokio::time::timeout(timeout, TcpStream::connect(spec.addr)).await {
             Ok(Ok(stream)) => {

@@ -32,7 +32,7 @@ pub(crate) struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn status(status: u16) -> Self {
+    pub(super) fn status(status: u16) -> Self {
         Behaviour { status, body: "ok".into(), delay: Duration::ZERO }
     }
 }
@@ -66,12 +66,12 @@ pub(crate) struct TestServer {
 }
 
 impl TestServer {
-    pub async fn http(behaviour: Behaviour) -> Self {
+    pub(super) async fn http(behaviour: Behaviour) -> Self {
         Self::start(behaviour, None).await
     }
 
     /// An HTTPS server with a self-signed certificate for `name`; also returns the certificate.
-    pub async fn https(name: &str, behaviour: Behaviour) -> (Self, CertificateDer<'static>) {
+    pub(super) async fn https(name: &str, behaviour: Behaviour) -> (Self, CertificateDer<'static>) {
         let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("certificate");
         let cert = certified.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
@@ -139,27 +139,27 @@ impl TestServer {
         TestServer { addr, scheme, state, _stop: stop.drop_guard() }
     }
 
-    pub fn set(&self, behaviour: Behaviour) {
+    pub(super) fn set(&self, behaviour: Behaviour) {
         *self.state.behaviour.lock().expect("lock") = behaviour;
     }
 
-    pub fn requests(&self) -> Vec<Seen> {
+    pub(super) fn requests(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("lock").clone()
     }
 
     /// Closes every connection open now, without a word (as a node's idle timeout does).
-    pub fn close_connections(&self) {
+    pub(super) fn close_connections(&self) {
         let mut kick = self.state.kick.lock().expect("lock");
         kick.cancel();
         *kick = CancellationToken::new();
     }
 
-    pub fn connections(&self) -> usize {
+    pub(super) fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
 
     /// The most requests the server was handling at once.
-    pub fn max_in_flight(&self) -> usize {
+    pub(super) fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }

@@ -3,7 +3,7 @@
 //! PowerDNS takes the first backend that returns records for a name and never asks the next one,
 //! so when geolb answers a name it manages it must return *every* record of that name: the
 //! geo-picked A/AAAA **and** the name's other records (MX, TXT, CAA, SRV, …), exactly as the hidden
-//! primary serves them (DESIGN.md, "How PowerDNS uses us"). This module reads the same zone files
+//! primary serves them (docs/architecture.md, "The PowerDNS contract"). This module reads the same zone files
 //! and keeps every record, indexed by lower-case owner name, already rendered in the PowerDNS
 //! remote-backend `content` format.
 //!
