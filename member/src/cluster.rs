@@ -132,12 +132,13 @@ impl Follower {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for the next fold (a gossip change or `refold`), then folds the gossip with `config`
-    /// against the last published fold. `None` once `shutdown` is cancelled. What it returns is
-    /// not published until [`Follower::publish`]: the caller may look at it (or amend it) first.
+    /// Waits for the next fold (a gossip change or `refold`), then folds the gossip with the
+    /// config `config()` returns then, against the last published fold. `None` once `shutdown`
+    /// is cancelled. What it returns is not published until [`Follower::publish`]: the caller
+    /// may look at it (or amend it) first.
     pub async fn next(
         &mut self,
-        config: &Config,
+        config: impl FnOnce() -> Arc<Config>,
         shutdown: &CancellationToken,
     ) -> Option<(GossipSnapshot, ClusterHealth)> {
         if let Some(last) = self.last {
@@ -155,7 +156,7 @@ impl Follower {
         self.last = Some(Instant::now());
         let snapshot = self.gossip.view().await;
         let previous = self.health().clone();
-        let next = fold_cluster(&snapshot, config, &previous, crate::unix_ms());
+        let next = fold_cluster(&snapshot, &config(), &previous, crate::unix_ms());
         Some((snapshot, next))
     }
 

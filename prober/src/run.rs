@@ -228,7 +228,7 @@ async fn follow_cluster(
     me: String,
     shutdown: CancellationToken,
 ) {
-    while let Some((snapshot, health)) = follower.next(&config.load(), &shutdown).await {
+    while let Some((snapshot, health)) = follower.next(|| config.load_full(), &shutdown).await {
         peer_share.set(peer_down_share(&snapshot, &me));
         follower.publish(health);
     }

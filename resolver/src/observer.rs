@@ -41,9 +41,14 @@ pub(crate) async fn observe(
     // first folds after a restart see no member and would otherwise undrain everything.
     let mut synced = false;
     loop {
-        // Keep the resolver's config in step with reloads (an `Arc`, no copy).
-        config.store(shared.config());
-        let Some((snapshot, mut next)) = follower.next(&config.load(), &shutdown).await else { return };
+        // Fold with the config of the moment, and keep the admin API's in step with reloads
+        // (an `Arc`, no copy).
+        let current_config = || {
+            let current = shared.config();
+            config.store(current.clone());
+            current
+        };
+        let Some((snapshot, mut next)) = follower.next(current_config, &shutdown).await else { return };
         synced |= snapshot.members.iter().any(|m| m.live && m.role == Some(Role::Prober));
         if !synced {
             next.drained = restored.drained.clone();
