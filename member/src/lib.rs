@@ -9,6 +9,7 @@
 //! * [`admin`]: the admin API (`/healthz`, `/readyz`, `/metrics`, `/api/v1/state`, drains).
 //! * [`metrics`]: every metric name, and the families read at scrape time.
 //! * [`process`]: command-line arguments, logging, the async runtime and signals.
+//! * [`versions`]: the fleet document's versions in `state_dir` (the embedded store).
 //!
 //! It knows neither program: the prober's checks and the resolver's answers stand on it.
 
@@ -18,6 +19,7 @@ pub mod drains;
 pub mod gossip;
 pub mod metrics;
 pub mod process;
+pub mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
