@@ -4,6 +4,7 @@
 //!
 //! Durations are integers with an `_ms` suffix. Every default is a named constant below.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -289,6 +290,15 @@ pub struct QuorumConfig {
     pub stale_after: Duration,
     /// How long a verdict is held when no prober can vote, before failing open.
     pub grace: Duration,
+    /// Each prober's weight in the quorum, by prober id; a prober not named weighs 1.
+    pub weights: BTreeMap<String, f64>,
+}
+
+impl QuorumConfig {
+    /// The weight of prober `id` in the quorum.
+    pub fn weight(&self, id: &str) -> f64 {
+        self.weights.get(id).copied().unwrap_or(1.0)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +308,8 @@ pub(crate) struct RawQuorum {
     min_down_voters: Option<usize>,
     stale_after_ms: Option<u64>,
     grace_ms: Option<u64>,
+    #[serde(default)]
+    weights: BTreeMap<String, f64>,
 }
 
 impl RawQuorum {
@@ -315,11 +327,17 @@ impl RawQuorum {
         if stale_after_ms == 0 {
             problems.push(("stale_after_ms", "stale_after_ms must be above 0: at 0 no prober could ever vote".into()));
         }
+        for (prober, weight) in &self.weights {
+            if !(weight.is_finite() && *weight >= 0.0) {
+                problems.push(("weights", format!("prober `{prober}` has weight {weight}: a weight is a number ≥ 0")));
+            }
+        }
         let config = QuorumConfig {
             down_quorum,
             min_down_voters,
             stale_after: Duration::from_millis(stale_after_ms),
             grace: Duration::from_millis(self.grace_ms.unwrap_or(DEFAULT_GRACE_MS)),
+            weights: self.weights.clone(),
         };
         (config, problems)
     }

@@ -75,7 +75,7 @@ pub fn fold_cluster(view: &GossipSnapshot, config: &Config, previous: &ClusterHe
         voters.push(Voter {
             id: Arc::from(member.id.as_str()),
             region: member.region.as_deref().map(Arc::from),
-            weight: 1.0,
+            weight: config.quorum.weight(&member.id),
             live: member.live,
             impaired: member.impaired,
             last_seen_ms: seen,
@@ -185,4 +185,60 @@ pub fn describe(d: &Decision) -> String {
         d.down_weight,
         d.eligible_weight
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::keys::MemberSnapshot;
+    use geolb_common::Health;
+    use geolb_common::verdict::Reason;
+
+    /// A live prober saying `up` about every node of `Config::for_test`.
+    fn prober(id: &str, up: bool, now_ms: u64) -> MemberSnapshot {
+        let verdict = Verdict {
+            up,
+            since_ms: now_ms - 1_000,
+            rtt_us: 100,
+            reason: if up { Reason::Ok } else { Reason::Timeout },
+        };
+        MemberSnapshot {
+            id: id.to_owned(),
+            generation: 1,
+            gossip_addr: "127.0.0.1:7946".parse().unwrap(),
+            live: true,
+            role: Some(Role::Prober),
+            region: Some("eu".to_owned()),
+            impaired: false,
+            heartbeat: 7,
+            verdicts: Config::for_test().nodes.iter().map(|n| (n.id.to_string(), verdict.encode())).collect(),
+        }
+    }
+
+    #[test]
+    fn probers_weigh_what_the_quorum_config_says() {
+        let now = 1_800_000_000_000;
+        // One prober says Down, two say Up: a third of the weight, under the 0.5 quorum.
+        let snapshot = GossipSnapshot {
+            members: vec![prober("heavy", false, now), prober("light-1", true, now), prober("light-2", true, now)],
+            ..GossipSnapshot::default()
+        };
+        let mut config = Config::for_test();
+        config.quorum.min_down_voters = 1;
+        let health = |config: &Config| {
+            let fold = fold_cluster(&snapshot, config, &ClusterHealth::default(), now);
+            let decision = fold.decisions.global.get(&NodeId::from("fra-1")).cloned();
+            (fold.voters.iter().map(|v| (v.id.to_string(), v.weight)).collect::<Vec<_>>(), decision)
+        };
+        let (voters, decision) = health(&config);
+        assert!(voters.iter().all(|(_, w)| *w == 1.0), "{voters:?}");
+        assert_eq!(decision.map(|d| d.health), Some(Health::Up));
+
+        // Weighed 3 to 1 + 1, the same verdicts are three fifths of the weight: Down.
+        config.quorum.weights.insert("heavy".to_owned(), 3.0);
+        let (voters, decision) = health(&config);
+        assert!(voters.contains(&("heavy".to_owned(), 3.0)), "{voters:?}");
+        let decision = decision.unwrap();
+        assert_eq!((decision.health, decision.down_weight, decision.eligible_weight), (Health::Down, 3.0, 5.0));
+    }
 }
