@@ -328,8 +328,11 @@ impl RawQuorum {
             problems.push(("stale_after_ms", "stale_after_ms must be above 0: at 0 no prober could ever vote".into()));
         }
         for (prober, weight) in &self.weights {
-            if !(weight.is_finite() && *weight >= 0.0) {
-                problems.push(("weights", format!("prober `{prober}` has weight {weight}: a weight is a number ≥ 0")));
+            if !(weight.is_finite() && *weight > 0.0) {
+                problems.push((
+                    "weights",
+                    format!("prober `{prober}` has weight {weight}: a weight is a number above 0 (a prober that should not vote: leave it out of the cluster)"),
+                ));
             }
         }
         let config = QuorumConfig {

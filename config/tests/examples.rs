@@ -318,25 +318,27 @@ fn prober_keys_changed_by_a_reload_are_named() {
 }
 
 #[test]
-fn prober_weights_default_to_one_and_must_be_numbers_at_least_zero() {
+fn prober_weights_default_to_one_and_must_be_numbers_above_zero() {
     let base = "default_location = { pop = \"fra\" }\n[[pops]]\nid = \"fra\"\nlat = 50.11\nlon = 8.68\n[[nodes]]\nid = \"fra-1\"\npop = \"fra\"\nipv4 = \"192.0.2.1\"\n";
     let config = geolb_config::parse(
-        &format!("{base}[quorum.weights]\n\"prober-fra\" = 2.5\n\"prober-syd\" = 0\n"),
+        &format!("{base}[quorum.weights]\n\"prober-fra\" = 2.5\n\"prober-syd\" = 0.25\n"),
         Path::new("/"),
     )
     .unwrap();
     assert_eq!(config.quorum.weight("prober-fra"), 2.5);
-    assert_eq!(config.quorum.weight("prober-syd"), 0.0);
+    assert_eq!(config.quorum.weight("prober-syd"), 0.25);
     assert_eq!(config.quorum.weight("prober-iad"), 1.0, "a prober not named weighs 1");
 
-    let err =
-        geolb_config::parse(&format!("{base}[quorum]\nweights = {{ a = -1.0, b = nan, c = inf }}\n"), Path::new("/"))
-            .unwrap_err();
+    let err = geolb_config::parse(
+        &format!("{base}[quorum]\nweights = {{ a = -1.0, b = nan, c = inf, d = 0 }}\n"),
+        Path::new("/"),
+    )
+    .unwrap_err();
     let problems = err.problems();
-    assert_eq!(problems.len(), 3, "{err}");
-    for (p, prober) in problems.iter().zip(["a", "b", "c"]) {
+    assert_eq!(problems.len(), 4, "{err}");
+    for (p, prober) in problems.iter().zip(["a", "b", "c", "d"]) {
         assert_eq!(p.path, "quorum.weights", "{err}");
-        assert!(p.message.contains(&format!("prober `{prober}`")) && p.message.contains("≥ 0"), "{err}");
+        assert!(p.message.contains(&format!("prober `{prober}`")) && p.message.contains("above 0"), "{err}");
     }
     let err = geolb_config::parse(&format!("{base}[quorum.weights]\np = \"heavy\"\n"), Path::new("/")).unwrap_err();
     assert!(err.to_string().contains("quorum.weights.p"), "{err}");

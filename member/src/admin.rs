@@ -29,8 +29,8 @@ pub struct AdminState {
     pub gossip: Arc<GossipHandle>,
     /// The current config (node list, quorum parameters, admin token).
     pub config: Arc<arc_swap::ArcSwap<geolb_config::Config>>,
-    /// The member's current fold, kept up to date by the resolver's observer or the prober's
-    /// heartbeat task; the state API shows it.
+    /// The member's current fold, kept up to date by its `cluster::Follower` (the resolver's
+    /// observer, the prober's `follow_cluster`); the state API shows it.
     pub health: Arc<std::sync::Mutex<ClusterHealth>>,
     /// This member's saved drains.
     pub drains: Arc<Drains>,
@@ -151,8 +151,7 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
     let view = state.gossip.view().await;
     let config = state.config.load();
     let now = crate::unix_ms();
-    // The fold this member acts on (kept current by the resolver's observer or the prober's
-    // heartbeat task), not a second one computed here.
+    // The fold this member acts on (kept current by its `cluster::Follower`), not a second one computed here.
     let health = state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let members = view
         .members

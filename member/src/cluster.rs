@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use geolb_common::NodeId;
-use geolb_common::quorum::{Decision, FoldInput, QuorumDecisions, QuorumParams, Voter, fold};
+use geolb_common::quorum::{FoldInput, QuorumDecisions, QuorumParams, Voter, fold};
 use geolb_common::verdict::Verdict;
 use geolb_config::Config;
 
@@ -172,19 +172,6 @@ async fn changed(changes: &mut watch::Receiver<()>) {
     if changes.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// A decision's one-line reason, for logs and the state API.
-pub fn describe(d: &Decision) -> String {
-    format!(
-        "{:?} ({}: {}/{} voters down, weight {:.1}/{:.1})",
-        d.health,
-        d.reason.as_str(),
-        d.down_voters,
-        d.eligible_voters,
-        d.down_weight,
-        d.eligible_weight
-    )
 }
 
 #[cfg(test)]

@@ -102,6 +102,9 @@ pub enum StoreError {
     /// A document must be UTF-8 text (JSON or TOML).
     #[error("a document must be UTF-8 text")]
     NotText,
+    /// Versions are numbered from 1.
+    #[error("version 0 does not exist: versions are numbered from 1")]
+    NoVersion,
     /// Reading or writing the file failed.
     #[error("config version store {}: {source}", path.display())]
     Io {
@@ -198,7 +201,7 @@ impl VersionStore {
     }
 
     /// Writes `document` as the version after `expected` (0 when there is none yet). Refused
-    /// with [`StoreError::Stale`] unless `expected` is the head.
+    /// with [`StoreError::Stale`] unless `expected` is the highest version number known.
     pub fn append(
         &mut self,
         expected: u64,
@@ -207,12 +210,15 @@ impl VersionStore {
         message: &str,
         at_ms: u64,
     ) -> Result<Version, StoreError> {
-        let head = self.head().map_or(0, |h| h.version);
+        // The highest number known, superseded or not: a head that fell back (its winner's line
+        // was corrupt) must not be written over with a second document under a known number.
+        let head = self.entries.iter().map(|e| e.meta.version).max().unwrap_or(0);
         if head != expected {
             return Err(StoreError::Stale { expected, head });
         }
+        let version = head.checked_add(1).ok_or(StoreError::Stale { expected, head })?;
         let meta = Version {
-            version: head + 1,
+            version,
             hash: hash(document),
             author: author.to_owned(),
             at_ms,
@@ -227,6 +233,9 @@ impl VersionStore {
     /// version already known is a no-op; a second document under a known number is kept too,
     /// and the one that loses ([`wins`]) is marked superseded. Returns whether anything changed.
     pub fn insert(&mut self, meta: Version, document: &[u8]) -> Result<bool, StoreError> {
+        if meta.version == 0 {
+            return Err(StoreError::NoVersion);
+        }
         let actual = hash(document);
         if actual != meta.hash {
             return Err(StoreError::HashMismatch { version: meta.version, announced: meta.hash, actual });
@@ -234,11 +243,14 @@ impl VersionStore {
         if self.entries.iter().any(|e| e.meta.version == meta.version && e.meta.hash == meta.hash) {
             return Ok(false);
         }
+        // The current winner under that number (also when a crash left a loser unmarked).
         let rival = self
             .entries
             .iter()
-            .find(|e| e.meta.version == meta.version && !e.meta.superseded)
-            .map(|e| e.meta.hash.clone());
+            .filter(|e| e.meta.version == meta.version && !e.meta.superseded)
+            .map(|e| &e.meta.hash)
+            .reduce(|best, h| if wins(h, best) { h } else { best })
+            .cloned();
         let meta = Version { superseded: false, ..meta };
         self.write_version(meta.clone(), document)?;
         if let Some(rival) = rival {
@@ -259,7 +271,9 @@ impl VersionStore {
         let mut line = vec![0u8; usize::try_from(entry.len).unwrap_or(usize::MAX)];
         file.read_exact(&mut line).map_err(io)?;
         match serde_json::from_slice::<Line>(&line) {
-            Ok(Line::Version { meta, document }) if meta.hash == self::hash(document.as_bytes()) => {
+            Ok(Line::Version { meta, document })
+                if meta.version == version && meta.hash == hash && self::hash(document.as_bytes()) == hash =>
+            {
                 Ok(Some(document.into_bytes()))
             }
             // Changed on disk since it was opened: treat it as missing, a peer has it.
@@ -301,9 +315,15 @@ impl VersionStore {
         bytes.push(b'\n');
         let offset = self.file.seek(SeekFrom::End(0)).map_err(io)?;
         // One write of the whole line: a crash leaves at most a torn last line, which `open`
-        // cuts off.
-        self.file.write_all(&bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        // cuts off. A write that fails here (a full disk) is cut off at once, so that the next
+        // line does not land after its fragment and both are lost at the next open.
+        let written = self.file.write_all(&bytes).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            if let Err(undo) = self.file.set_len(offset).and_then(|()| self.file.sync_data()) {
+                tracing::error!(path = %self.path.display(), error = %undo, "cannot cut off a failed config version write");
+            }
+            return Err(io(e));
+        }
         Ok((offset, bytes.len() as u64))
     }
 }
@@ -411,6 +431,9 @@ mod tests {
             let history: Vec<_> = store.history().map(|v| (v.hash.clone(), v.superseded)).collect();
             assert_eq!(history.len(), 2);
             assert!(history.iter().all(|(h, superseded)| *superseded == (*h != winner)), "{history:?}");
+            // A write must start from the highest number known.
+            let mut store = store;
+            assert!(matches!(store.append(0, b"c", "ops", "", 6), Err(StoreError::Stale { expected: 0, head: 1 })));
             heads.push(store.head().cloned());
         }
         assert_eq!(heads[0].as_ref().map(|h| &h.hash), heads[1].as_ref().map(|h| &h.hash));
@@ -457,7 +480,9 @@ mod tests {
             message: String::new(),
             superseded: false,
         };
-        assert!(matches!(store.insert(meta, b"received"), Err(StoreError::HashMismatch { version: 1, .. })));
+        assert!(matches!(store.insert(meta.clone(), b"received"), Err(StoreError::HashMismatch { version: 1, .. })));
+        let zero = Version { version: 0, hash: hash(b"x"), ..meta };
+        assert!(matches!(store.insert(zero, b"x"), Err(StoreError::NoVersion)));
         assert_eq!(store.head(), None);
         assert!(matches!(store.append(0, &[0xff, 0xfe], "ops", "", 1), Err(StoreError::NotText)));
         assert_eq!(store.history().count(), 0);

@@ -27,7 +27,7 @@ pub(crate) enum Source {
 /// Where a client is. Lookups use the vector and the prefix; the point and what decided are
 /// what the tests assert placement by.
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code, reason = "point and source are read by the tests (through PartialEq) only")]
+#[allow(dead_code, reason = "point and source are read by the tests only")]
 pub(crate) struct ClientLocation {
     /// Position.
     pub point: GeoPoint,
