@@ -186,13 +186,17 @@ impl VersionStore {
     /// The version every member applies: the highest number, and under it the document that
     /// [`wins`] (also when a crash came between a rival and its `superseded` line).
     pub fn head(&self) -> Option<&Version> {
-        self.entries.iter().map(|e| &e.meta).filter(|m| !m.superseded).reduce(|best, m| {
-            match m.version.cmp(&best.version) {
-                std::cmp::Ordering::Greater => m,
-                std::cmp::Ordering::Equal if wins(&m.hash, &best.hash) => m,
-                _ => best,
-            }
-        })
+        let top = self.entries.iter().filter(|e| !e.meta.superseded).map(|e| e.meta.version).max()?;
+        self.winner(top)
+    }
+
+    /// The document under `version` that [`wins`] among those not marked superseded.
+    fn winner(&self, version: u64) -> Option<&Version> {
+        self.entries
+            .iter()
+            .map(|e| &e.meta)
+            .filter(|m| m.version == version && !m.superseded)
+            .reduce(|best, m| if wins(&m.hash, &best.hash) { m } else { best })
     }
 
     /// Every version known, in the order this member learned them.
@@ -244,13 +248,7 @@ impl VersionStore {
             return Ok(false);
         }
         // The current winner under that number (also when a crash left a loser unmarked).
-        let rival = self
-            .entries
-            .iter()
-            .filter(|e| e.meta.version == meta.version && !e.meta.superseded)
-            .map(|e| &e.meta.hash)
-            .reduce(|best, h| if wins(h, best) { h } else { best })
-            .cloned();
+        let rival = self.winner(meta.version).map(|w| w.hash.clone());
         let meta = Version { superseded: false, ..meta };
         self.write_version(meta.clone(), document)?;
         if let Some(rival) = rival {
