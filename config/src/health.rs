@@ -505,30 +505,123 @@ impl RawMember {
     }
 }
 
-/// The admin API's access.
+/// The admin API's access: named bearer tokens, each read-only or read-write.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AdminConfig {
-    /// Bearer token required by the write endpoints (drain, undrain); `None` disables them.
-    pub token: Option<String>,
-    /// The file the token is read from (absolute): watched, so a new token takes effect at once.
-    pub token_file: Option<PathBuf>,
+    /// Every token, `token_file`'s first (named `admin`).
+    pub tokens: Vec<AdminToken>,
+}
+
+impl AdminConfig {
+    /// The files the tokens are read from: watched, so a new token takes effect at once.
+    pub fn token_files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.tokens.iter().map(|t| &t.file)
+    }
+
+    /// The token a bearer secret names, compared in constant time with every token (the
+    /// secrets are not to be guessed by timing).
+    pub fn token(&self, secret: &str) -> Option<&AdminToken> {
+        let mut found = None;
+        for t in &self.tokens {
+            let same = t.secret.len() == secret.len()
+                && t.secret.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if same && found.is_none() {
+                found = Some(t);
+            }
+        }
+        found
+    }
+}
+
+/// One admin API token.
+#[derive(Clone, PartialEq)]
+pub struct AdminToken {
+    /// Its name: recorded as the author of every change made with it.
+    pub name: String,
+    /// The bearer secret.
+    pub secret: String,
+    /// Whether it may change things (configuration, drains); otherwise it only reads.
+    pub write: bool,
+    /// The file the secret is read from (absolute).
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("name", &self.name)
+            .field("write", &self.write)
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a named token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    file: PathBuf,
+    access: Access,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+/// Shortest accepted token.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Reads one token's secret from `file`.
+fn read_token(base: &Path, file: &Path) -> (PathBuf, Result<String, String>) {
+    let path = if file.is_absolute() { file.to_path_buf() } else { base.join(file) };
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= MIN_TOKEN_LEN => Ok(t.trim().to_owned()),
+        Ok(_) => Err(format!("admin token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display())),
+        Err(e) => Err(format!("cannot read admin token {}: {e}", path.display())),
+    };
+    (path, secret)
 }
 
 impl RawAdmin {
     pub(crate) fn resolve(&self, base: &Path) -> (AdminConfig, Vec<(&'static str, String)>) {
-        let Some(file) = &self.token_file else { return (AdminConfig::default(), Vec::new()) };
-        let path = if file.is_absolute() { file.clone() } else { base.join(file) };
-        let (token, problem) = match std::fs::read_to_string(&path) {
-            Ok(t) if t.trim().len() >= 16 => (Some(t.trim().to_owned()), None),
-            Ok(_) => (None, Some(format!("admin token in {} is shorter than 16 characters", path.display()))),
-            Err(e) => (None, Some(format!("cannot read admin token {}: {e}", path.display()))),
-        };
-        (AdminConfig { token, token_file: Some(path) }, problem.map(|p| ("token_file", p)).into_iter().collect())
+        let mut problems = Vec::new();
+        let mut tokens: Vec<AdminToken> = Vec::new();
+        let named = self.token_file.iter().map(|f| ("admin", f, true, "token_file"));
+        let listed = self.tokens.iter().map(|t| (t.name.as_str(), &t.file, t.access == Access::ReadWrite, "tokens"));
+        for (name, file, write, key) in named.chain(listed) {
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                problems.push((key, format!("token name `{name}` must be 1 to 64 letters, digits, `-`, `_` or `.`")));
+                continue;
+            }
+            if tokens.iter().any(|t| t.name == name) {
+                problems.push((key, format!("two tokens are named `{name}` (`token_file` is named `admin`)")));
+                continue;
+            }
+            match read_token(base, file) {
+                (file, Ok(secret)) => {
+                    if tokens.iter().any(|t| t.secret == secret) {
+                        problems.push((key, format!("token `{name}` has the same secret as another token")));
+                    }
+                    tokens.push(AdminToken { name: name.to_owned(), secret, write, file });
+                }
+                (_, Err(problem)) => problems.push((key, problem)),
+            }
+        }
+        (AdminConfig { tokens }, problems)
     }
 }

@@ -14,6 +14,8 @@ use crate::health::{AdminConfig, CheckConfig, ClusterConfig, MemberConfig, Probe
 /// lower-case and absolute; coordinates are in range.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Where the fleet tables came from, and the document they were read from.
+    pub fleet: crate::fleet::FleetConfig,
     /// The gossip cluster, when this machine joins one.
     pub cluster: Option<ClusterConfig>,
     /// How verdicts are folded.

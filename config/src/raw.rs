@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::error::{ConfigError, Problem};
+use crate::fleet::{FLEET_TABLES, FleetConfig, FleetDocument, FleetStore};
 use crate::health::{ProberConfig, RawAdmin, RawCheck, RawCluster, RawMember, RawProber, RawQuorum};
 use crate::location::{KeyPath, line_col, span_of};
 use crate::model::*;
@@ -174,7 +175,9 @@ fn resolve_default_location(
             }
         }
         None => {
-            problems.at(&top, "missing `default_location` (e.g. `default_location = { pop = \"fra\" }`): where clients go when GeoIP cannot place them");
+            if !problems.pending {
+                problems.at_document("missing `default_location` (e.g. `default_location = { pop = \"fra\" }`): where clients go when GeoIP cannot place them");
+            }
             DefaultLocation::Point(GeoPoint::new(0.0, 0.0))
         }
     }
@@ -271,8 +274,8 @@ fn resolve_pops<'r>(raw: &'r [(usize, RawPop)], problems: &mut Problems<'_>) -> 
         parsed.insert(p.id.as_str());
         pops.push(Pop { id: PopId::from(p.id.as_str()), location, region: p.region.clone() });
     }
-    if raw.is_empty() && !problems.broken_ids.contains_key("pops") {
-        problems.at(&top, "no [[pops]] configured");
+    if raw.is_empty() && !problems.broken_ids.contains_key("pops") && !problems.pending {
+        problems.at_document("no [[pops]] configured");
     }
     // A PoP that failed to parse is reported once; references to it are not errors too.
     let broken = problems.broken_ids.get("pops").cloned().unwrap_or_default();
@@ -632,10 +635,18 @@ fn resolve_overrides(raw: &[(usize, RawOverride)], pops: &PopIds<'_>, problems: 
 /// `[prober]`: as [`RawProber::resolve`] checks it, and standing in a known PoP.
 fn resolve_prober(raw: &RawProber, base: &Path, pops: &PopIds<'_>, problems: &mut Problems<'_>) -> ProberConfig {
     let prober = problems.in_table("prober", raw.resolve(base));
-    if !pops.contains(&prober.pop) {
+    if !pops.contains(&prober.pop) && !problems.pending {
         problems.at(&KeyPath::default().key("prober").key("pop"), format!("unknown pop `{}`", prober.pop));
     }
     prober
+}
+
+/// `[fleet]`: where the fleet document comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    #[serde(default)]
+    store: FleetStore,
 }
 
 /// The document as read, before cross-checks.
@@ -647,6 +658,7 @@ struct RawConfig {
     prober: Option<RawProber>,
     member: Option<RawMember>,
     admin: RawAdmin,
+    fleet: RawFleet,
     resolver: RawResolver,
     geoip: RawGeoIp,
     default_location: Option<RawPlace>,
@@ -676,13 +688,27 @@ impl RawConfig {
         let cluster = self.cluster.as_ref().map(|c| problems.in_table("cluster", c.resolve(base)));
         let prober = self.prober.as_ref().map(|p| resolve_prober(p, base, &pop_ids, problems));
         let member = self.member.as_ref().map(|m| problems.in_table("member", m.resolve(base)));
+        if self.fleet.store == FleetStore::Embedded && prober.is_none() && member.is_none() {
+            problems.at(
+                &KeyPath::default().key("fleet").key("store"),
+                "the embedded store keeps the fleet document's versions in state_dir and shares them over the gossip: add [member] (or [prober]) and [cluster]",
+            );
+        }
         if (prober.is_some() || member.is_some()) && cluster.is_none() {
             problems.at(
                 &KeyPath::default(),
                 "[prober] and [member] join a gossip cluster: add a [cluster] table (id, key_file, seeds)",
             );
         }
+        let fleet = FleetConfig {
+            store: self.fleet.store,
+            document: Default::default(),
+            pending: problems.pending,
+            version: 0,
+            hash: String::new(),
+        };
         Config {
+            fleet,
             cluster,
             quorum,
             prober,
@@ -717,6 +743,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "prober",
     "member",
     "admin",
+    "fleet",
 ];
 
 /// Collects problems with their positions.
@@ -728,6 +755,10 @@ struct Problems<'a> {
     /// Ids of array elements that failed to deserialize, per section: references to them are
     /// not reported again as unknown (one mistake, one message).
     broken_ids: HashMap<String, HashSet<String>>,
+    /// The fleet tables come from a JSON document: their problems have a key path, no line.
+    fleet_from_json: bool,
+    /// No fleet document yet: nothing requires a PoP or a default location.
+    pending: bool,
 }
 
 impl<'a> Problems<'a> {
@@ -742,8 +773,29 @@ impl<'a> Problems<'a> {
     }
 
     fn at(&mut self, path: &KeyPath, message: impl Into<String>) {
+        let in_document =
+            matches!(path.0.first(), Some(crate::location::Seg::Key(k)) if FLEET_TABLES.contains(&k.as_str()));
+        if self.fleet_from_json && in_document {
+            let problem = Problem { path: path.to_string(), position: None, message: message.into() };
+            if !self.list.iter().any(|(_, p)| *p == problem) {
+                // After the local file's problems, in the order found.
+                self.list.push((self.text.len() + 1 + self.list.len(), problem));
+            }
+            return;
+        }
         let span = span_of(self.root, self.root_span.clone(), path);
         self.at_span(span, path, message.into());
+    }
+
+    /// Records a problem of the fleet tables as a whole (one that is missing): at the top of the
+    /// local file, or of the fleet document.
+    fn at_document(&mut self, message: &str) {
+        if self.fleet_from_json {
+            let problem = Problem { path: String::new(), position: None, message: message.to_owned() };
+            self.list.push((self.text.len() + 1 + self.list.len(), problem));
+        } else {
+            self.at(&KeyPath::default(), message);
+        }
     }
 
     /// Records the `(key, message)` problems a table's `resolve` returned (the shape of
@@ -758,15 +810,15 @@ impl<'a> Problems<'a> {
     }
 
     /// Deserializes one value, recording a problem on failure.
-    fn de<T: DeserializeOwned>(&mut self, value: &toml::Spanned<DeValue<'_>>, path: &KeyPath) -> Option<T> {
-        let mut value = value.clone();
-        value.get_mut().make_owned();
-        match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
+    fn de<T: DeserializeOwned, V: Input>(&mut self, value: &V, path: &KeyPath) -> Option<T> {
+        match value.read() {
             Ok(v) => Some(v),
-            Err(e) => {
-                let full = path.join_serde(e.path());
-                let span = e.inner().span().unwrap_or_else(|| span_of(self.root, self.root_span.clone(), &full));
-                self.at_span(span, &full, e.inner().message().to_owned());
+            Err((at, message, span)) => {
+                let full = path.join_serde(&at);
+                match span {
+                    Some(span) => self.at_span(span, &full, message),
+                    None => self.at(&full, message),
+                }
                 None
             }
         }
@@ -774,13 +826,9 @@ impl<'a> Problems<'a> {
 
     /// Deserializes an array of tables element by element, so one bad element does not hide
     /// the problems of the others. Keeps each element's index.
-    fn de_array<T: DeserializeOwned>(&mut self, value: &toml::Spanned<DeValue<'_>>, path: &KeyPath) -> Vec<(usize, T)> {
-        let Some(items) = value.get_ref().as_array() else {
-            self.at_span(
-                value.span(),
-                path,
-                format!("expected an array of tables, found {}", value.get_ref().type_str()),
-            );
+    fn de_array<T: DeserializeOwned, V: Input>(&mut self, value: &V, path: &KeyPath) -> Vec<(usize, T)> {
+        let Some(items) = value.items() else {
+            self.at(path, format!("expected an array of tables, found {}", value.kind()));
             return Vec::new();
         };
         items
@@ -788,19 +836,111 @@ impl<'a> Problems<'a> {
             .enumerate()
             .filter_map(|(i, item)| {
                 let parsed = self.de(item, &path.index(i));
-                if parsed.is_none() {
-                    let id = item.get_ref().as_table().and_then(|t| t.get("id")).and_then(|v| v.get_ref().as_str());
-                    if let (Some(id), Some(crate::location::Seg::Key(section))) = (id, path.0.last()) {
-                        self.broken_ids.entry(section.clone()).or_default().insert(id.to_owned());
-                    }
+                if parsed.is_none()
+                    && let (Some(id), Some(crate::location::Seg::Key(section))) = (item.id(), path.0.last())
+                {
+                    self.broken_ids.entry(section.clone()).or_default().insert(id.to_owned());
                 }
                 parsed.map(|v| (i, v))
             })
             .collect()
     }
+
+    /// Reads one top-level table into `raw`; false for a key that is no table.
+    fn table<V: Input>(&mut self, raw: &mut RawConfig, name: &str, value: &V) -> bool {
+        let path = KeyPath::default().key(name);
+        match name {
+            "resolver" => raw.resolver = self.de(value, &path).unwrap_or_default(),
+            "checks" => raw.checks = self.de(value, &path).unwrap_or_default(),
+            "cluster" => raw.cluster = self.de(value, &path),
+            "quorum" => raw.quorum = self.de(value, &path).unwrap_or_default(),
+            "prober" => raw.prober = self.de(value, &path),
+            "member" => raw.member = self.de(value, &path),
+            "admin" => raw.admin = self.de(value, &path).unwrap_or_default(),
+            "fleet" => raw.fleet = self.de(value, &path).unwrap_or_default(),
+            "geoip" => raw.geoip = self.de(value, &path).unwrap_or_default(),
+            "default_location" => raw.default_location = self.de(value, &path),
+            "zones" => raw.zones = self.de_array(value, &path),
+            "pops" => raw.pops = self.de_array(value, &path),
+            "nodes" => raw.nodes = self.de_array(value, &path),
+            "services" => raw.services = self.de_array(value, &path),
+            "overrides" => raw.overrides = self.de_array(value, &path),
+            _ => return false,
+        }
+        true
+    }
 }
 
-pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+/// Where the raw tables are read from: the local file's TOML (with spans), or the fleet
+/// document's JSON (key paths only).
+trait Input: Sized {
+    /// The value as `T`, or where in it and why not (and the span, for TOML).
+    fn read<T: DeserializeOwned>(&self) -> Result<T, (serde_path_to_error::Path, String, Option<Range<usize>>)>;
+    /// The elements, when it is an array.
+    fn items(&self) -> Option<&[Self]>;
+    /// Its `id` key, when it is a table with a string id.
+    fn id(&self) -> Option<&str>;
+    /// What kind of value it is, for messages.
+    fn kind(&self) -> &'static str;
+}
+
+impl Input for toml::Spanned<DeValue<'_>> {
+    fn read<T: DeserializeOwned>(&self) -> Result<T, (serde_path_to_error::Path, String, Option<Range<usize>>)> {
+        let mut value = self.clone();
+        value.get_mut().make_owned();
+        serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)).map_err(|e| {
+            let span = e.inner().span();
+            let message = e.inner().message().to_owned();
+            (e.path().clone(), message, span)
+        })
+    }
+
+    fn items(&self) -> Option<&[Self]> {
+        self.get_ref().as_array().map(|a| &a[..])
+    }
+
+    fn id(&self) -> Option<&str> {
+        self.get_ref().as_table().and_then(|t| t.get("id")).and_then(|v| v.get_ref().as_str())
+    }
+
+    fn kind(&self) -> &'static str {
+        self.get_ref().type_str()
+    }
+}
+
+impl Input for serde_json::Value {
+    fn read<T: DeserializeOwned>(&self) -> Result<T, (serde_path_to_error::Path, String, Option<Range<usize>>)> {
+        serde_path_to_error::deserialize::<_, T>(self).map_err(|e| {
+            let message = e.inner().to_string();
+            (e.path().clone(), message, None)
+        })
+    }
+
+    fn items(&self) -> Option<&[Self]> {
+        self.as_array().map(Vec::as_slice)
+    }
+
+    fn id(&self) -> Option<&str> {
+        self.get("id").and_then(serde_json::Value::as_str)
+    }
+
+    fn kind(&self) -> &'static str {
+        crate::fleet::kind(self)
+    }
+}
+
+/// Where the fleet tables of a config come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Fleet<'a> {
+    /// The local file's own tables (the `file` store, and the seed of the others).
+    File,
+    /// A fleet document; fleet tables in the local file are ignored.
+    Document(&'a std::sync::Arc<FleetDocument>),
+    /// None yet: the fleet tables are empty, and nothing requires them.
+    Pending,
+}
+
+pub(crate) fn parse(text: &str, base: &Path, fleet: Fleet<'_>) -> Result<Config, ConfigError> {
     let (root, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         let problems = syntax
@@ -815,35 +955,54 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
     }
     let root_span = root.span();
     let table = root.get_ref();
-    let mut problems = Problems { text, root: table, root_span, list: Vec::new(), broken_ids: HashMap::new() };
+    let from_file = matches!(fleet, Fleet::File);
+    let mut problems = Problems {
+        text,
+        root: table,
+        root_span,
+        list: Vec::new(),
+        broken_ids: HashMap::new(),
+        fleet_from_json: !from_file,
+        pending: matches!(fleet, Fleet::Pending),
+    };
     let mut raw = RawConfig::default();
-    let top = KeyPath::default();
+    let mut ignored = Vec::new();
     for (key, value) in table.iter() {
         let name = key.get_ref().as_ref();
-        let path = top.key(name);
-        match name {
-            "resolver" => raw.resolver = problems.de(value, &path).unwrap_or_default(),
-            "checks" => raw.checks = problems.de(value, &path).unwrap_or_default(),
-            "cluster" => raw.cluster = problems.de(value, &path),
-            "quorum" => raw.quorum = problems.de(value, &path).unwrap_or_default(),
-            "prober" => raw.prober = problems.de(value, &path),
-            "member" => raw.member = problems.de(value, &path),
-            "admin" => raw.admin = problems.de(value, &path).unwrap_or_default(),
-            "geoip" => raw.geoip = problems.de(value, &path).unwrap_or_default(),
-            "default_location" => raw.default_location = problems.de(value, &path),
-            "zones" => raw.zones = problems.de_array(value, &path),
-            "pops" => raw.pops = problems.de_array(value, &path),
-            "nodes" => raw.nodes = problems.de_array(value, &path),
-            "services" => raw.services = problems.de_array(value, &path),
-            "overrides" => raw.overrides = problems.de_array(value, &path),
-            other => problems.at_span(
+        if !from_file && FLEET_TABLES.contains(&name) {
+            ignored.push(name.to_owned());
+        } else if !problems.table(&mut raw, name, value) {
+            problems.at_span(
                 key.span(),
-                &path,
-                format!("unknown key `{other}`, expected one of {}", TOP_LEVEL_KEYS.join(", ")),
-            ),
+                &KeyPath::default().key(name),
+                format!("unknown key `{name}`, expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+            );
         }
     }
-    let config = raw.validate(base, &mut problems);
+    let document = match fleet {
+        Fleet::Document(document) => {
+            for (name, value) in document.tables() {
+                // Checked when the document was read: only fleet tables.
+                problems.table(&mut raw, name, value);
+            }
+            document.clone()
+        }
+        Fleet::Pending => Default::default(),
+        Fleet::File => std::sync::Arc::new(match toml::from_str::<toml::Table>(text) {
+            Ok(table) => FleetDocument::from_toml(&table),
+            Err(_) => FleetDocument::default(),
+        }),
+    };
+    let mut config = raw.validate(base, &mut problems);
+    config.fleet.document = document;
+    config.fleet.pending = problems.pending;
+    if !ignored.is_empty() {
+        config.warnings.push(format!(
+            "{} ignored: the fleet document comes from the {} store",
+            ignored.join(", "),
+            config.fleet.store.as_str()
+        ));
+    }
     if problems.list.is_empty() {
         Ok(config)
     } else {

@@ -155,6 +155,7 @@ fn base(role: &str) -> Vec<(String, Vec<String>)> {
         ),
         ("quorum", vec![]),
         ("admin", vec![]),
+        ("fleet", vec![]),
         ("zones[]", vec![r#"origin = "example.net.""#, r#"file = "example.net.zone""#]),
         ("pops[]", vec![r#"id = "fra""#, "lat = 50.11", "lon = 8.68"]),
         ("nodes[]", vec![r#"id = "fra-1""#, r#"pop = "fra""#, r#"ipv4 = "192.0.2.1""#, r#"ipv6 = "2001:db8::1""#]),
@@ -210,7 +211,8 @@ fn documented_defaults_are_the_code_defaults() {
                 geolb_config::parse(&text, &examples).map_err(|e| format!("{e}\n--- config ---\n{text}"))
             };
             match (load(&with), load(&without)) {
-                (Ok(a), Ok(b)) if a == b => checked += 1,
+                // The fleet document is the tables as written: it differs by the key itself.
+                (Ok(a), Ok(b)) if a == geolb_config::Config { fleet: a.fleet.clone(), ..b.clone() } => checked += 1,
                 (Ok(_), Ok(_)) => problems
                     .push(format!("{}.{key}: `{value}` is not what the code uses when it is omitted", section.path)),
                 (Err(e), _) | (_, Err(e)) => problems.push(format!("{}.{key} = {value}: {e}", section.path)),

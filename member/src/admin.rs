@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::cluster::ClusterHealth;
 use crate::drains::Drains;
+use crate::fleet::api::ApiError;
 use crate::gossip::GossipHandle;
 
 /// What the admin API reads and writes.
@@ -38,6 +39,8 @@ pub struct AdminState {
     pub drain_lock: Arc<tokio::sync::Mutex<()>>,
     /// Renders this program's metrics for `GET /metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Where the config comes from: the fleet document's versions, for `/api/v1/config`.
+    pub source: Arc<crate::fleet::ConfigSource>,
 }
 
 /// Time the admin API gets to finish its requests at shutdown.
@@ -76,6 +79,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/api/v1/nodes/{id}/drain", post(drain))
         .route("/api/v1/nodes/{id}/undrain", post(undrain))
+        .route(
+            "/api/v1/config",
+            get(crate::fleet::api::get_config)
+                .put(crate::fleet::api::put_config)
+                .patch(crate::fleet::api::patch_config),
+        )
+        .route("/api/v1/config/history", get(crate::fleet::api::get_history))
+        .route("/api/v1/config/versions/{version}", get(crate::fleet::api::get_version))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::fleet::MAX_DOCUMENT_BYTES))
         .with_state(state)
 }
 
@@ -219,22 +231,49 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
     Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), members, nodes, fenced })
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+/// What a request needs of its bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Any token.
+    Read,
+    /// Any token, or the peers' secret ([`crate::fleet::peer_secret`]).
+    Peer,
+    /// A read-write token.
+    Write,
+}
+
+/// The name of the token the request carries, if it may do what it asks; else the refusal.
+pub(crate) fn authorize(state: &AdminState, headers: &HeaderMap, need: Need) -> Result<String, ApiError> {
     let config = state.config.load();
-    let Some(token) = config.admin.token.as_deref() else {
-        return Err((StatusCode::FORBIDDEN, "drain and undrain need [admin] token_file in the config\n"));
-    };
+    let peer = if need == Need::Peer { crate::fleet::peer_secret(&config) } else { None };
+    if config.admin.tokens.is_empty() && peer.is_none() {
+        let why = "this endpoint needs a token: add [admin] token_file or [[admin.tokens]] to the config";
+        return Err(ApiError::new(StatusCode::FORBIDDEN, why));
+    }
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison: the token is a secret.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    let Some(given) = given else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
+    };
+    if let Some(token) = config.admin.token(given) {
+        if need == Need::Write && !token.write {
+            let why = format!("token `{}` is read-only", token.name);
+            return Err(ApiError::new(StatusCode::FORBIDDEN, &why));
+        }
+        return Ok(token.name.clone());
+    }
+    // Constant-time comparison: the secret is not to be guessed by timing.
+    let is_peer = peer.is_some_and(|p| {
+        p.len() == given.len() && p.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     });
-    if ok { Ok(()) } else { Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n")) }
+    if is_peer {
+        return Ok("peer".to_owned());
+    }
+    Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
 async fn set_drain(state: AdminState, headers: HeaderMap, id: String, drained: bool) -> Response {
-    if let Err(refusal) = authorized(&state, &headers) {
+    if let Err(refusal) = authorize(&state, &headers, Need::Write) {
         return refusal.into_response();
     }
     if state.config.load().node(&id).is_none() {

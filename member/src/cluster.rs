@@ -199,6 +199,9 @@ mod tests {
             impaired: false,
             heartbeat: 7,
             verdicts: Config::for_test().nodes.iter().map(|n| (n.id.to_string(), verdict.encode())).collect(),
+            config_head: None,
+            config_applied: None,
+            admin_addr: None,
         }
     }
 

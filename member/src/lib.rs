@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod drains;
+pub mod fleet;
 pub mod gossip;
 pub mod metrics;
 pub mod process;

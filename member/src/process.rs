@@ -89,10 +89,16 @@ pub fn init_tracing(level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Calls `reload` whenever one of the watched files changes or on SIGHUP, until `shutdown`.
-/// `reload` returns the files to watch from then on (a new config may name others).
-pub async fn reload_on_change<F, Fut>(files: Vec<PathBuf>, shutdown: CancellationToken, mut reload: F)
-where
+/// Calls `reload` whenever one of the watched files changes, on SIGHUP, or when `wake` is
+/// notified (a new fleet document is stored: [`crate::fleet::ConfigSource::reload_wanted`]),
+/// until `shutdown`. `reload` returns the files to watch from then on (a new config may name
+/// others). One loop, so reloads never overlap.
+pub async fn reload_on_change<F, Fut>(
+    files: Vec<PathBuf>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+    mut reload: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<PathBuf>>,
 {
@@ -106,6 +112,7 @@ where
                     tracing::info!("SIGHUP: reloading");
                 }
             }
+            _ = wake.notified() => tracing::debug!("new fleet document: reloading"),
         }
         watcher.set_files(reload().await);
     }

@@ -1,6 +1,5 @@
 //! `geolb-prober`: checks every CDN node from this PoP and gossips the verdicts.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -21,23 +20,42 @@ struct Cli {
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.common.init();
-    let mut config = match geolb_config::load(&cli.common.config) {
-        Ok(c) if c.prober.is_some() && c.cluster.is_some() => c,
+    if cli.common.check_config {
+        return match geolb_member::fleet::check(&cli.common.config) {
+            Ok(c) if c.prober.is_some() && c.cluster.is_some() => {
+                for w in &c.warnings {
+                    println!("warning: {w}");
+                }
+                println!("config ok: {} nodes to check", c.nodes.len());
+                ExitCode::SUCCESS
+            }
+            Ok(_) => {
+                eprintln!("Error: {}: a prober needs [prober] and [cluster] tables", cli.common.config.display());
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        };
+    }
+    let (source, mut config) = match geolb_member::fleet::ConfigSource::open(&cli.common.config) {
+        Ok((s, c)) if c.prober.is_some() && c.cluster.is_some() => (s, c),
         Ok(_) => {
             eprintln!("Error: {}: a prober needs [prober] and [cluster] tables", cli.common.config.display());
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
-        Err(e) => {
+        Err(geolb_member::fleet::OpenError::Config(e)) => {
             eprintln!("Error: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
-    };
-    if cli.common.check_config {
-        for w in &config.warnings {
-            println!("warning: {w}");
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
         }
-        println!("config ok: {} nodes to check", config.nodes.len());
-        return ExitCode::SUCCESS;
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
     if let Some(prober) = config.prober.as_mut() {
         if let Some(addr) = cli.common.gossip_listen {
@@ -47,7 +65,7 @@ fn main() -> ExitCode {
             prober.admin_listen = addr;
         }
     }
-    match serve(cli.common.config, config) {
+    match serve(source, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -56,7 +74,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config_path: PathBuf, config: geolb_config::Config) -> anyhow::Result<()> {
+fn serve(
+    source: std::sync::Arc<geolb_member::fleet::ConfigSource>,
+    config: geolb_config::Config,
+) -> anyhow::Result<()> {
     let threads = config.prober.as_ref().map_or(1, |p| p.threads);
     let runtime = geolb_member::process::runtime(threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
@@ -64,7 +85,7 @@ fn serve(config_path: PathBuf, config: geolb_config::Config) -> anyhow::Result<(
         let admin = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("failed to bind {addr}"))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(geolb_member::process::cancel_on_signal(shutdown.clone()));
-        geolb_prober::run::run(config_path, config, geolb_prober::run::Listeners { admin }, shutdown).await?;
+        geolb_prober::run::run(source, config, geolb_prober::run::Listeners { admin }, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -11,6 +11,7 @@ use geolb_config::Config;
 use geolb_member::admin::{AdminState, serve_admin};
 use geolb_member::cluster::{ClusterHealth, Follower};
 use geolb_member::drains::Drains;
+use geolb_member::fleet::{ConfigSource, advertised};
 use geolb_member::gossip::GossipHandle;
 use geolb_member::gossip::keys::Role;
 use geolb_member::metrics::{Families, Reloads};
@@ -70,7 +71,7 @@ impl PeerShare {
 
 /// Runs the prober until `shutdown`.
 pub async fn run(
-    config_path: PathBuf,
+    source: Arc<ConfigSource>,
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
@@ -153,12 +154,27 @@ pub async fn run(
         drains,
         drain_lock: Arc::default(),
         metrics,
+        source: source.clone(),
     };
+    let admin_addr = listeners
+        .admin
+        .local_addr()
+        .ok()
+        .map(|a| advertised(a, prober.gossip_advertise.unwrap_or(prober.gossip_listen)));
     tasks.spawn(serve_admin(listeners.admin, admin, shutdown.clone()));
+    tasks.spawn(geolb_member::fleet::follow(
+        source.clone(),
+        gossip.clone(),
+        config.clone(),
+        admin_addr,
+        shutdown.clone(),
+    ));
+    source.applied(&config.load());
+    let wake = source.reload_wanted();
     let reloader =
-        Reloader { config_path, config, scheduler: scheduler.clone(), gossip: gossip.clone(), check_metrics, reloads };
+        Reloader { source, config, scheduler: scheduler.clone(), gossip: gossip.clone(), check_metrics, reloads };
     let files = reloader.watched(&reloader.config.load());
-    tasks.spawn(geolb_member::process::reload_on_change(files, shutdown.clone(), move || {
+    tasks.spawn(geolb_member::process::reload_on_change(files, wake, shutdown.clone(), move || {
         let reloader = reloader.clone();
         async move { reloader.reload().await }
     }));
@@ -276,7 +292,7 @@ async fn watch_impairment(
 /// the verdicts of nodes that left, and the check series.
 #[derive(Clone)]
 struct Reloader {
-    config_path: PathBuf,
+    source: Arc<ConfigSource>,
     config: Arc<ArcSwap<Config>>,
     scheduler: SchedulerHandle,
     gossip: Arc<GossipHandle>,
@@ -287,17 +303,18 @@ struct Reloader {
 impl Reloader {
     /// The config and the admin token's file (a new token takes effect at once).
     fn watched(&self, config: &Config) -> Vec<PathBuf> {
-        [self.config_path.clone()].into_iter().chain(config.admin.token_file.clone()).collect()
+        [self.source.path().to_path_buf()].into_iter().chain(config.admin.token_files().cloned()).collect()
     }
 
     /// Loads the config again and applies it; a config that does not load is refused and the
     /// running one kept. Returns the files to watch next.
     async fn reload(&self) -> Vec<PathBuf> {
-        let new = match geolb_config::load(&self.config_path) {
+        let new = match self.source.load() {
             Ok(new) => new,
             Err(e) => {
                 self.reloads.record(false);
                 tracing::error!(error = %e, "reload refused, keeping the running config");
+                self.source.refused(&e.to_string());
                 return self.watched(&self.config.load());
             }
         };
@@ -320,6 +337,7 @@ impl Reloader {
             self.gossip.remove_verdict(gone.id.as_str()).await;
         }
         let files = self.watched(&new);
+        self.source.applied(&new);
         self.config.store(Arc::new(new));
         files
     }

@@ -27,13 +27,13 @@ pub mod server;
 pub mod state;
 pub mod zones;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use geolb_member::admin::{AdminState, serve_admin};
 use geolb_member::cluster::{ClusterHealth, Follower};
 use geolb_member::drains::Drains;
+use geolb_member::fleet::ConfigSource;
 use geolb_member::gossip::keys::Role;
 
 use tokio::net::TcpListener;
@@ -71,15 +71,17 @@ pub struct Listeners {
 
 /// Runs the resolver until `shutdown` is cancelled.
 ///
-/// `config_path` is watched (with every zone file, GeoIP database and admin token file it names) and reloaded on
-/// change or on [`state::Shared::reload`]; an invalid new config is refused and the old one kept.
+/// The source's local file is watched (with every zone file, GeoIP database and admin token file it names) and
+/// reloaded on change, on a new fleet document, or on [`state::Shared::reload`]; an invalid new config is refused
+/// and the old one kept.
 pub async fn run(
-    config_path: PathBuf,
+    source: Arc<ConfigSource>,
     config: geolb_config::Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let shared = Arc::new(Shared::start(config_path, config).await);
+    let shared = Arc::new(Shared::start(source.clone(), config).await);
+    source.applied(&shared.config());
     let registry = geolb_member::metrics::registry("resolver");
     let latency = metrics::latency_histogram(&registry);
     metrics::distance_histogram(&registry, &shared.counters);
@@ -104,16 +106,21 @@ pub async fn run(
         tracing::info!("listening on unix:{}", unix.path().display());
         tasks.spawn(server::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
     }
-    tasks.spawn(geolb_member::process::reload_on_change(shared.watched_files(), shutdown.clone(), {
-        let shared = shared.clone();
-        move || {
+    tasks.spawn(geolb_member::process::reload_on_change(
+        shared.watched_files(),
+        source.reload_wanted(),
+        shutdown.clone(),
+        {
             let shared = shared.clone();
-            async move {
-                let _ = shared.reload().await;
-                shared.watched_files()
+            move || {
+                let shared = shared.clone();
+                async move {
+                    let _ = shared.reload().await;
+                    shared.watched_files()
+                }
             }
-        }
-    }));
+        },
+    ));
     let gossip_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let member = shared.config().member.clone();
     if let Some(member) = member {
@@ -135,17 +142,22 @@ pub async fn run(
         let _ = member_state.set(metrics::MemberState { gossip: gossip.clone(), health: health.clone() });
         let follower = Follower::new(gossip.clone(), health.clone(), Duration::ZERO, observer::REFOLD);
         tasks.spawn(observer::observe(shared.clone(), follower, config.clone(), shutdown.clone()));
+        let mut admin_addr = None;
         if let Some(admin) = listeners.admin {
+            let advertise = member.gossip_advertise.unwrap_or(member.gossip_listen);
+            admin_addr = admin.local_addr().ok().map(|a| geolb_member::fleet::advertised(a, advertise));
             let state = AdminState {
                 gossip: gossip.clone(),
-                config,
+                config: config.clone(),
                 health,
                 drains,
                 drain_lock: Arc::default(),
                 metrics: render.clone(),
+                source: source.clone(),
             };
             tasks.spawn(serve_admin(admin, state, shutdown.clone()));
         }
+        tasks.spawn(geolb_member::fleet::follow(source.clone(), gossip.clone(), config, admin_addr, shutdown.clone()));
         let termination = gossip.termination();
         let shutdown = shutdown.clone();
         let gossip_failure = gossip_failure.clone();

@@ -28,16 +28,26 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.common.init();
 
-    let config = match geolb_config::load(&cli.common.config) {
-        Ok(c) => c,
-        Err(e) => {
+    if cli.common.check_config {
+        return match geolb_member::fleet::check(&cli.common.config) {
+            Ok(config) => check_config(&config),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        };
+    }
+    let (source, config) = match geolb_member::fleet::ConfigSource::open(&cli.common.config) {
+        Ok(opened) => opened,
+        Err(geolb_member::fleet::OpenError::Config(e)) => {
             eprintln!("Error: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    if cli.common.check_config {
-        return check_config(&config);
-    }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -45,7 +55,7 @@ fn main() -> ExitCode {
     if let (Some(member), Some(addr)) = (config.member.as_mut(), cli.common.gossip_listen) {
         member.gossip_listen = addr;
     }
-    match serve(cli, config) {
+    match serve(cli, source, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -103,7 +113,11 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
     }
 }
 
-fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
+fn serve(
+    cli: Cli,
+    source: std::sync::Arc<geolb_member::fleet::ConfigSource>,
+    config: geolb_config::Config,
+) -> anyhow::Result<()> {
     let runtime =
         geolb_member::process::runtime(config.resolver.threads).context("failed to start the async runtime")?;
     runtime.block_on(async move {
@@ -122,7 +136,7 @@ fn serve(cli: Cli, config: geolb_config::Config) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(geolb_member::process::cancel_on_signal(shutdown.clone()));
         let listeners = geolb_resolver::Listeners { http, unix, admin };
-        geolb_resolver::run(cli.common.config, config, listeners, shutdown).await?;
+        geolb_resolver::run(source, config, listeners, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })

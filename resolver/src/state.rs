@@ -55,7 +55,8 @@ pub struct Shared {
     pub engine: Arc<ArcSwap<Engine>>,
     /// Counters shared by every engine generation.
     pub counters: Arc<Counters>,
-    config_path: PathBuf,
+    /// Where the config comes from: the local file and the fleet document.
+    pub source: Arc<geolb_member::fleet::ConfigSource>,
     loaded: Mutex<Loaded>,
     /// Serializes reloads.
     reloading: tokio::sync::Mutex<()>,
@@ -65,7 +66,7 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config_path", &self.config_path).finish_non_exhaustive()
+        f.debug_struct("Shared").field("config", &self.source.path()).finish_non_exhaustive()
     }
 }
 
@@ -110,7 +111,7 @@ pub fn load_zones(config: &Config) -> Result<ZoneSet, crate::zones::ZoneError> {
 impl Shared {
     /// Loads GeoIP and zones for `config` and builds the first engine. Never fails: see the
     /// module docs for what a bad input does at start.
-    pub async fn start(config_path: PathBuf, config: Config) -> Shared {
+    pub async fn start(source: Arc<geolb_member::fleet::ConfigSource>, config: Config) -> Shared {
         let counters = Arc::new(Counters::default());
         // Stamp before loading: a file replaced while we load is then seen as changed.
         let geoip_stamp = stamp(&config.geoip);
@@ -165,7 +166,7 @@ impl Shared {
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             counters,
-            config_path,
+            source,
             loaded: Mutex::new(loaded),
             reloading: tokio::sync::Mutex::new(()),
             reloads: Default::default(),
@@ -216,10 +217,10 @@ impl Shared {
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let loaded = self.loaded();
-        let mut files = vec![self.config_path.clone()];
+        let mut files = vec![self.source.path().to_path_buf()];
         files.extend(zone_paths(&loaded.config));
         files.extend(loaded.config.geoip.iter().cloned());
-        files.extend(loaded.config.admin.token_file.iter().cloned());
+        files.extend(loaded.config.admin.token_files().cloned());
         files
     }
 
@@ -231,18 +232,21 @@ impl Shared {
         self.reloads.record(built.is_ok());
         match built {
             Ok(()) => {
-                tracing::info!(config = %self.config_path.display(), "reloaded");
+                let config = self.config();
+                self.source.applied(&config);
+                tracing::info!(config = %self.source.path().display(), fleet_version = config.fleet.version, "reloaded");
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(config = %self.config_path.display(), error = %e, "reload refused, keeping the running config");
+                tracing::error!(config = %self.source.path().display(), error = %e, "reload refused, keeping the running config");
+                self.source.refused(&e);
                 Err(e)
             }
         }
     }
 
     fn build_reload(&self) -> Result<(), String> {
-        let config = geolb_config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let config = self.source.load().map_err(|e| e.to_string())?;
         let (old_geoip, old_geoip_stamp, old_zones, old_zones_stamp, old_resolver) = {
             let l = self.loaded();
             (l.geoip.clone(), l.geoip_stamp.clone(), l.zones.clone(), l.zones_stamp.clone(), l.config.resolver.clone())

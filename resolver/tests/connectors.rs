@@ -76,14 +76,14 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     std::fs::write(dir.join("example.net.zone"), ZONE).unwrap();
     let config_path = dir.join("geolb.toml");
     std::fs::write(&config_path, config_text_with(&dir, zone_extra, "")).unwrap();
-    let config = geolb_config::load(&config_path).unwrap();
+    let (source, config) = geolb_member::fleet::ConfigSource::open(&config_path).unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
     let socket = dir.join("pdns.sock");
     let unix = Some(geolb_resolver::server::unix::bind(&socket, 0o660).unwrap());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(geolb_resolver::run(
-        config_path,
+        source,
         config,
         geolb_resolver::Listeners { http, unix, admin: None },
         shutdown.clone(),

@@ -8,6 +8,9 @@
 //! | `role` | `"prober"` or `"observer"` | at start |
 //! | `region` | region name | at start |
 //! | `drain:<node_id>` | `"<unix ms>,<1 drained / 0 undrained>"`: an operator override | by whichever member the operator asked |
+//! | `cfg` | `"<version>:<sha256>"`: the newest fleet document this member holds (and serves to peers) | when it changes |
+//! | `cfga` | `"<version>:<sha256>"`: the fleet document this member has applied | when it changes |
+//! | `adm` | the admin API's address, `ip:port`: where peers fetch documents | at start |
 //!
 //! Every value goes through one guard, [`set_checked`], that refuses values over
 //! [`MAX_VALUE_LEN`] bytes: chitchat 0.11.2 never sends a key/value that does not fit in one
@@ -39,6 +42,12 @@ pub const IMPAIRED_KEY: &str = "imp";
 pub const ROLE_KEY: &str = "role";
 /// Key of the member's region.
 pub const REGION_KEY: &str = "region";
+/// Key of the newest fleet document version this member holds.
+pub const CONFIG_HEAD_KEY: &str = "cfg";
+/// Key of the fleet document version this member has applied.
+pub const CONFIG_APPLIED_KEY: &str = "cfga";
+/// Key of the member's admin API address.
+pub const ADMIN_KEY: &str = "adm";
 /// Longest value any key may hold.
 pub const MAX_VALUE_LEN: usize = 512;
 /// Longest encoded verdict.
@@ -170,6 +179,39 @@ pub fn initial_key_values(role: Role, region: &str) -> Result<Vec<(String, Strin
     Ok(kvs)
 }
 
+/// A fleet document version as gossiped: its number and its SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigVersion {
+    /// From 1.
+    pub version: u64,
+    /// 64 lower-case hex digits.
+    pub hash: String,
+}
+
+impl ConfigVersion {
+    /// `"<version>:<hash>"`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.version, self.hash)
+    }
+
+    /// Parses `"<version>:<hash>"`; `None` unless the hash is 64 lower-case hex digits.
+    pub fn parse(value: &str) -> Option<ConfigVersion> {
+        let (version, hash) = value.split_once(':')?;
+        let ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return None;
+        }
+        Some(ConfigVersion { version: version.parse().ok()?, hash: hash.to_owned() })
+    }
+
+    /// Whether every member should prefer this version to `other`: a higher number, or under
+    /// one number the smaller hash (the rule of [`crate::versions::wins`]).
+    pub fn beats(&self, other: &ConfigVersion) -> bool {
+        self.version > other.version
+            || (self.version == other.version && crate::versions::wins(&self.hash, &other.hash))
+    }
+}
+
 /// Parses a drain value `"<unix ms>,<1|0>"`.
 pub fn parse_drain(value: &str) -> Option<(u64, bool)> {
     let (ms, flag) = value.split_once(',')?;
@@ -204,6 +246,12 @@ pub struct MemberSnapshot {
     pub heartbeat: u64,
     /// Its verdicts: node id → encoded verdict.
     pub verdicts: BTreeMap<String, String>,
+    /// The newest fleet document version it holds (`cfg`).
+    pub config_head: Option<ConfigVersion>,
+    /// The fleet document version it has applied (`cfga`).
+    pub config_applied: Option<ConfigVersion>,
+    /// Its admin API address (`adm`).
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// The whole cluster state as plain data, built under chitchat's lock and used outside it.
@@ -276,6 +324,9 @@ pub fn member_view(state: &NodeState, live: bool) -> MemberSnapshot {
         impaired: role != Some(Role::Observer) && state.get(IMPAIRED_KEY) != Some("0"),
         heartbeat: u64::from(state.heartbeat()),
         verdicts,
+        config_head: state.get(CONFIG_HEAD_KEY).and_then(ConfigVersion::parse),
+        config_applied: state.get(CONFIG_APPLIED_KEY).and_then(ConfigVersion::parse),
+        admin_addr: state.get(ADMIN_KEY).and_then(|a| a.parse().ok()),
     }
 }
 

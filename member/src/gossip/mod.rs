@@ -399,6 +399,37 @@ impl GossipHandle {
         Ok(self.chitchat.with_chitchat(|c| keys::write_drain(c.self_node_state(), node, drained, now_ms)).await?)
     }
 
+    /// Publishes the fleet document versions this member holds (`head`) and has applied.
+    /// Returns whether either changed.
+    pub async fn set_config_versions(
+        &self,
+        head: Option<&keys::ConfigVersion>,
+        applied: Option<&keys::ConfigVersion>,
+    ) -> Result<bool, GossipError> {
+        let (head, applied) = (head.map(keys::ConfigVersion::encode), applied.map(keys::ConfigVersion::encode));
+        Ok(self
+            .chitchat
+            .with_chitchat(|c| {
+                let state = c.self_node_state();
+                let mut changed = false;
+                for (key, value) in [(keys::CONFIG_HEAD_KEY, &head), (keys::CONFIG_APPLIED_KEY, &applied)] {
+                    if let Some(value) = value {
+                        changed |= keys::set_checked(state, key, value)?;
+                    }
+                }
+                Ok::<_, keys::KeyError>(changed)
+            })
+            .await?)
+    }
+
+    /// Publishes where this member's admin API is, for peers to fetch documents from.
+    pub async fn set_admin_addr(&self, addr: SocketAddr) -> Result<bool, GossipError> {
+        Ok(self
+            .chitchat
+            .with_chitchat(|c| keys::set_checked(c.self_node_state(), keys::ADMIN_KEY, &addr.to_string()))
+            .await?)
+    }
+
     /// A copy of the cluster state as plain data. Holds chitchat's lock only while copying.
     pub async fn view(&self) -> GossipSnapshot {
         self.chitchat
