@@ -998,7 +998,7 @@ pub(crate) fn parse(text: &str, base: &Path, fleet: Fleet<'_>) -> Result<Config,
     config.fleet.pending = problems.pending;
     if !ignored.is_empty() {
         config.warnings.push(format!(
-            "{} ignored: the fleet document comes from the {} store",
+            "{} in this file are not read: the fleet document comes from the {} store (the file's fleet tables seed it only while it is empty)",
             ignored.join(", "),
             config.fleet.store.as_str()
         ));

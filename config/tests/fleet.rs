@@ -86,7 +86,7 @@ fn a_member_without_a_document_is_pending_and_a_fleet_table_in_its_file_is_ignor
     let file = local(&dir, &text);
     let pending = file.compose(Fleet::Pending).unwrap();
     assert!(pending.fleet.pending && pending.pops.is_empty() && pending.services.is_empty());
-    assert!(pending.warnings.iter().any(|w| w.contains("pops ignored")), "{:?}", pending.warnings);
+    assert!(pending.warnings.iter().any(|w| w.contains("pops in this file are not read")), "{:?}", pending.warnings);
     // Its own tables, as a seed.
     let seed = file.compose(Fleet::File).unwrap_err();
     assert!(seed.to_string().contains("default_location"), "{seed}");

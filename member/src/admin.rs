@@ -96,9 +96,34 @@ struct StateDoc {
     now_ms: u64,
     /// This member's gossip traffic and rejected datagrams since it started.
     gossip: crate::gossip::transport::AuthCounters,
+    /// This member's fleet document: where it comes from, the newest version held, the one
+    /// applied, and the last one it refused.
+    config: ConfigDoc,
     members: Vec<MemberDoc>,
     nodes: BTreeMap<String, NodeDoc>,
     fenced: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ConfigDoc {
+    store: &'static str,
+    head: Option<VersionDoc>,
+    applied: Option<VersionDoc>,
+    refused: Option<crate::fleet::Refusal>,
+    /// Every member with the same applied version and hash as this one.
+    in_step: bool,
+}
+
+#[derive(Serialize, Clone, PartialEq)]
+struct VersionDoc {
+    version: u64,
+    hash: String,
+}
+
+impl From<crate::gossip::keys::ConfigVersion> for VersionDoc {
+    fn from(v: crate::gossip::keys::ConfigVersion) -> VersionDoc {
+        VersionDoc { version: v.version, hash: v.hash }
+    }
 }
 
 #[derive(Serialize)]
@@ -110,6 +135,9 @@ struct MemberDoc {
     impaired: bool,
     heartbeat_age_ms: Option<u64>,
     disagreement: Option<f64>,
+    /// The fleet document versions it holds and has applied (`None` until it says).
+    config_head: Option<VersionDoc>,
+    config_applied: Option<VersionDoc>,
 }
 
 #[derive(Serialize)]
@@ -181,8 +209,18 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
                 .filter(|(_, seen)| *seen > 0)
                 .map(|(_, seen)| now.saturating_sub(*seen)),
             disagreement: health.decisions.disagreement.get(m.id.as_str()).copied(),
+            config_head: m.config_head.clone().map(VersionDoc::from),
+            config_applied: m.config_applied.clone().map(VersionDoc::from),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let applied = state.source.applied_version().map(VersionDoc::from);
+    let config_doc = ConfigDoc {
+        store: state.source.store().as_str(),
+        head: state.source.head_version().map(VersionDoc::from),
+        in_step: members.iter().filter(|m| m.live).all(|m| m.config_applied == applied),
+        applied,
+        refused: state.source.refusal(),
+    };
     let nodes = config
         .nodes
         .iter()
@@ -228,7 +266,7 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
         })
         .collect();
     let fenced = health.decisions.fenced.iter().map(|f| f.to_string()).collect();
-    Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), members, nodes, fenced })
+    Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), config: config_doc, members, nodes, fenced })
 }
 
 /// What a request needs of its bearer token.

@@ -137,12 +137,17 @@ pub struct ClusterSpec {
     /// A prober that cannot reach any node (its checks go to a closed port), as if its uplink
     /// were cut: the others still reach every node.
     pub blind_prober: Option<usize>,
+    /// `[fleet] store = "embedded"`: the fleet tables of each member's file seed version 1 of
+    /// the document, which then changes over the admin API.
+    pub embedded: bool,
 }
 
 /// Cluster key and admin token used by the tests.
 pub const CLUSTER_KEY: &str = "6765 6f6c 6220 7465 7374 2063 6c75 7374 6572 206b 6579 2030 3132 3334 3536 3738";
 /// The admin token the tests' config names.
 pub const ADMIN_TOKEN: &str = "geolb-test-admin-token-0123456789";
+/// A read-only token the tests' config names `viewer`.
+pub const VIEWER_TOKEN: &str = "geolb-test-viewer-token-0123456789";
 
 /// Check, gossip and quorum timings of a cluster, and where its members advertise their gossip.
 /// [`Tuning::default`] is what the end-to-end tests run ([`Cluster::start`]); benchmarks pass
@@ -198,13 +203,17 @@ impl ClusterSpec {
     fn common_toml(&self, dir: &std::path::Path, seeds: &[SocketAddr], blind: bool, tuning: &Tuning) -> String {
         let mut t = String::new();
         t.push_str(&format!(
-            "default_location = {{ pop = \"{}\" }}\n[admin]\ntoken_file = \"{}\"\n[cluster]\nid = \"e2e\"\nkey_file = \"{}\"\ngossip_interval_ms = {}\nseeds = [{}]\n",
+            "default_location = {{ pop = \"{}\" }}\n[admin]\ntoken_file = \"{}\"\n[[admin.tokens]]\nname = \"viewer\"\nfile = \"{}\"\naccess = \"read-only\"\n[cluster]\nid = \"e2e\"\nkey_file = \"{}\"\ngossip_interval_ms = {}\nseeds = [{}]\n",
             self.pops[0].0,
             dir.join("admin.token").display(),
+            dir.join("viewer.token").display(),
             dir.join("cluster.key").display(),
             tuning.gossip_interval_ms,
             seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
         ));
+        if self.embedded {
+            t.push_str("[fleet]\nstore = \"embedded\"\n");
+        }
         t.push_str(&format!(
             "[quorum]\ndown_quorum = 0.5\nmin_down_voters = 2\nstale_after_ms = {}\ngrace_ms = {}\n",
             tuning.stale_after_ms, tuning.grace_ms
@@ -281,6 +290,7 @@ impl Cluster {
         let dir = TestDir::new("geolb-cluster")?;
         std::fs::write(dir.join("cluster.key"), CLUSTER_KEY.replace(' ', ""))?;
         std::fs::write(dir.join("admin.token"), ADMIN_TOKEN)?;
+        std::fs::write(dir.join("viewer.token"), VIEWER_TOKEN)?;
         let mut cluster = Cluster { dir, spec, probers: Vec::new(), resolvers: Vec::new(), tuning };
         for i in 0..probers {
             let m = cluster.start_prober(i).await?;
@@ -387,19 +397,34 @@ pub async fn http_with_body(
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+    let (status, _, body) = http_request(addr, method, path, &headers, body).await?;
+    Ok((status, body))
+}
+
+/// An HTTP/1.1 call with request headers: (status, response head, body). A chunked body is
+/// returned as sent.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await?;
     let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp)).await??;
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp)).await??;
     let text = String::from_utf8_lossy(&resp).to_string();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).context("no HTTP status")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or_default();
+    Ok((status, head, body))
 }
 
 /// `GET /api/v1/state` as JSON.
@@ -453,6 +478,16 @@ pub async fn start_two_pops(
     blind_prober: Option<usize>,
     fra_client: &'static str,
 ) -> Result<(Cluster, Vec<NodeServer>)> {
+    start_two_pops_with(probers, blind_prober, fra_client, false).await
+}
+
+/// [`start_two_pops`], with the fleet document in the embedded store when `embedded`.
+pub async fn start_two_pops_with(
+    probers: usize,
+    blind_prober: Option<usize>,
+    fra_client: &'static str,
+    embedded: bool,
+) -> Result<(Cluster, Vec<NodeServer>)> {
     let mut servers = Vec::new();
     for _ in 0..4 {
         servers.push(NodeServer::start().await?);
@@ -467,6 +502,7 @@ pub async fn start_two_pops(
         ],
         overrides: vec![(fra_client, "fra"), ("203.0.113.0/24", "syd")],
         blind_prober,
+        embedded,
     };
     let cluster = Cluster::start(spec, probers, 2).await?;
     Ok((cluster, servers))
