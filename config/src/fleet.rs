@@ -34,6 +34,9 @@ pub enum FleetStore {
     File,
     /// Versions kept by every member in its `state_dir`, changed over the admin API.
     Embedded,
+    /// Versions in a PostgreSQL (or CockroachDB) table: one linearizable writer; each member
+    /// mirrors them in its `state_dir`.
+    Postgres,
 }
 
 impl FleetStore {
@@ -42,6 +45,7 @@ impl FleetStore {
         match self {
             FleetStore::File => "file",
             FleetStore::Embedded => "embedded",
+            FleetStore::Postgres => "postgres",
         }
     }
 }
@@ -61,6 +65,19 @@ pub struct FleetConfig {
     pub version: u64,
     /// The SHA-256 of the document's canonical bytes, hex; set with `version`.
     pub hash: String,
+    /// The connection string of the `postgres` store (libpq key/value or URL form). Secret:
+    /// it may hold a password.
+    pub postgres: Option<Secret>,
+}
+
+/// A string that is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A fleet document: a JSON object holding only [`FLEET_TABLES`], in canonical form.

@@ -16,7 +16,7 @@ mod raw;
 pub mod watch;
 
 pub use error::{ConfigError, Problem};
-pub use fleet::{FleetConfig, FleetDocument, FleetStore};
+pub use fleet::{FleetConfig, FleetDocument, FleetStore, Secret};
 pub use model::{
     AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, RESERVED_NODE_PREFIX,
     RecordTypes, ResolverConfig, Service, ZoneFile,

@@ -647,6 +647,42 @@ fn resolve_prober(raw: &RawProber, base: &Path, pops: &PopIds<'_>, problems: &mu
 struct RawFleet {
     #[serde(default)]
     store: FleetStore,
+    postgres: Option<String>,
+    postgres_file: Option<PathBuf>,
+}
+
+impl RawFleet {
+    /// The store and its connection string: given for `postgres` (inline or from a file), and
+    /// only there.
+    fn resolve(&self, base: &Path) -> (Option<crate::fleet::Secret>, Vec<(&'static str, String)>) {
+        let mut problems = Vec::new();
+        let given = match (&self.postgres, &self.postgres_file) {
+            (Some(text), None) => Some(text.trim().to_owned()),
+            (None, Some(file)) => match std::fs::read_to_string(absolute(base, file)) {
+                Ok(text) => Some(text.trim().to_owned()),
+                Err(e) => {
+                    problems.push(("postgres_file", format!("cannot read {}: {e}", absolute(base, file).display())));
+                    None
+                }
+            },
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                problems.push(("postgres", "give one of `postgres` and `postgres_file`, not both".to_owned()));
+                None
+            }
+        };
+        match (self.store, &given) {
+            (FleetStore::Postgres, None) if problems.is_empty() => problems.push((
+                "postgres",
+                "the postgres store needs `postgres` (e.g. \"host=db.example port=5432 user=geolb dbname=geolb\") or `postgres_file`".to_owned(),
+            )),
+            (FleetStore::File | FleetStore::Embedded, Some(_)) => {
+                problems.push(("postgres", format!("`postgres` is only read with store = \"postgres\", not \"{}\"", self.store.as_str())))
+            }
+            _ => {}
+        }
+        (given.filter(|g| !g.is_empty()).map(crate::fleet::Secret), problems)
+    }
 }
 
 /// The document as read, before cross-checks.
@@ -688,10 +724,10 @@ impl RawConfig {
         let cluster = self.cluster.as_ref().map(|c| problems.in_table("cluster", c.resolve(base)));
         let prober = self.prober.as_ref().map(|p| resolve_prober(p, base, &pop_ids, problems));
         let member = self.member.as_ref().map(|m| problems.in_table("member", m.resolve(base)));
-        if self.fleet.store == FleetStore::Embedded && prober.is_none() && member.is_none() {
+        if self.fleet.store != FleetStore::File && prober.is_none() && member.is_none() {
             problems.at(
                 &KeyPath::default().key("fleet").key("store"),
-                "the embedded store keeps the fleet document's versions in state_dir and shares them over the gossip: add [member] (or [prober]) and [cluster]",
+                format!("the {} store keeps the fleet document's versions in state_dir and shows them over the gossip: add [member] (or [prober]) and [cluster]", self.fleet.store.as_str()),
             );
         }
         if (prober.is_some() || member.is_some()) && cluster.is_none() {
@@ -700,7 +736,9 @@ impl RawConfig {
                 "[prober] and [member] join a gossip cluster: add a [cluster] table (id, key_file, seeds)",
             );
         }
+        let postgres = problems.in_table("fleet", self.fleet.resolve(base));
         let fleet = FleetConfig {
+            postgres,
             store: self.fleet.store,
             document: Default::default(),
             pending: problems.pending,

@@ -112,6 +112,8 @@ struct ConfigDoc {
     refused: Option<crate::fleet::Refusal>,
     /// Every member with the same applied version and hash as this one.
     in_step: bool,
+    /// The `postgres` store's database: reachable or since when not.
+    database: Option<crate::fleet::DatabaseStatus>,
 }
 
 #[derive(Serialize, Clone, PartialEq)]
@@ -172,8 +174,19 @@ async fn get_readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         let health = state.health.lock().unwrap_or_else(|p| p.into_inner());
         (health.voters.iter().filter(|v| v.may_vote(now, &params)).count(), health.voters.len())
     };
+    // Not a reason to withdraw: the member serves its last applied version meanwhile.
+    let database = match state.source.database() {
+        Some(db) if !db.up => {
+            let applied = state.source.applied_version().map_or(0, |v| v.version);
+            format!(
+                "; the config database is unreachable ({}), serving version {applied}",
+                db.error.unwrap_or_default()
+            )
+        }
+        _ => String::new(),
+    };
     if eligible > 0 {
-        (StatusCode::OK, format!("ready: {eligible} of {total} probers can vote\n"))
+        (StatusCode::OK, format!("ready: {eligible} of {total} probers can vote{database}\n"))
     } else {
         let why = format!(
             "not ready: none of {total} probers can vote (live, not impaired, heard from within {} ms)\n",
@@ -220,6 +233,7 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
         in_step: members.iter().filter(|m| m.live).all(|m| m.config_applied == applied),
         applied,
         refused: state.source.refusal(),
+        database: state.source.database(),
     };
     let nodes = config
         .nodes

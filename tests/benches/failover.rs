@@ -482,7 +482,7 @@ async fn run(p: Params) -> Result<()> {
         nodes: servers.iter().enumerate().map(|(k, s)| (format!("n{k}"), pop_ids[k % pops], s.addr)).collect(),
         overrides: vec![(CLIENT, pop_ids[p.client_pop])],
         blind_prober: None,
-        embedded: false,
+        fleet: None,
     };
     let members = p.probers + p.resolvers;
     let relay = Relay::start(members).await?;

@@ -137,9 +137,10 @@ pub struct ClusterSpec {
     /// A prober that cannot reach any node (its checks go to a closed port), as if its uplink
     /// were cut: the others still reach every node.
     pub blind_prober: Option<usize>,
-    /// `[fleet] store = "embedded"`: the fleet tables of each member's file seed version 1 of
-    /// the document, which then changes over the admin API.
-    pub embedded: bool,
+    /// The body of every member's `[fleet]` table (e.g. `store = "embedded"`): the fleet tables
+    /// of each member's file then seed version 1 of the document, which changes over the admin
+    /// API. `None`: the file is the document.
+    pub fleet: Option<String>,
 }
 
 /// Cluster key and admin token used by the tests.
@@ -211,8 +212,8 @@ impl ClusterSpec {
             tuning.gossip_interval_ms,
             seeds.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
         ));
-        if self.embedded {
-            t.push_str("[fleet]\nstore = \"embedded\"\n");
+        if let Some(fleet) = &self.fleet {
+            t.push_str(&format!("[fleet]\n{fleet}\n"));
         }
         t.push_str(&format!(
             "[quorum]\ndown_quorum = 0.5\nmin_down_voters = 2\nstale_after_ms = {}\ngrace_ms = {}\n",
@@ -478,15 +479,15 @@ pub async fn start_two_pops(
     blind_prober: Option<usize>,
     fra_client: &'static str,
 ) -> Result<(Cluster, Vec<NodeServer>)> {
-    start_two_pops_with(probers, blind_prober, fra_client, false).await
+    start_two_pops_with(probers, blind_prober, fra_client, None).await
 }
 
-/// [`start_two_pops`], with the fleet document in the embedded store when `embedded`.
+/// [`start_two_pops`], with `fleet` as the body of every member's `[fleet]` table.
 pub async fn start_two_pops_with(
     probers: usize,
     blind_prober: Option<usize>,
     fra_client: &'static str,
-    embedded: bool,
+    fleet: Option<String>,
 ) -> Result<(Cluster, Vec<NodeServer>)> {
     let mut servers = Vec::new();
     for _ in 0..4 {
@@ -502,7 +503,7 @@ pub async fn start_two_pops_with(
         ],
         overrides: vec![(fra_client, "fra"), ("203.0.113.0/24", "syd")],
         blind_prober,
-        embedded,
+        fleet,
     };
     let cluster = Cluster::start(spec, probers, 2).await?;
     Ok((cluster, servers))

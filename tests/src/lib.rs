@@ -37,6 +37,7 @@
 //! - `GEOLB_QUIET_LOGS=1`: print child logs on drop only while panicking (see [`KillOnDrop`]).
 
 pub mod cluster;
+pub mod postgres;
 pub mod stack;
 
 mod dns;

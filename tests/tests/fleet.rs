@@ -108,7 +108,8 @@ async fn history(admin: std::net::SocketAddr) -> Result<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_made_on_any_member_reaches_every_answer_and_refusals_store_nothing() -> Result<()> {
-    let (mut cluster, servers) = start_two_pops_with(3, None, FRA_CLIENT, true).await?;
+    let (mut cluster, servers) =
+        start_two_pops_with(3, None, FRA_CLIENT, Some("store = \"embedded\"".to_owned())).await?;
     let fra: Vec<IpAddr> = servers[..2].iter().map(|s| s.addr.ip()).collect();
     let syd: Vec<IpAddr> = servers[2..].iter().map(|s| s.addr.ip()).collect();
     until_answers(&cluster, Duration::from_secs(20), &fra).await?;
@@ -240,5 +241,93 @@ async fn a_change_made_on_any_member_reaches_every_answer_and_refusals_store_not
     ensure!(log.contains("fleet document fetched"), "{log}");
     ensure!(log.to_lowercase().contains("hash") || log.contains("skipped"), "the corrupt line is reported: {log}");
     until_answers(&cluster, Duration::from_secs(10), &fra).await?;
+    Ok(())
+}
+
+/// PUTs `document` on `admin` at `if_match` until the member takes writes again (or `within`).
+async fn put_when_writable(
+    admin: std::net::SocketAddr,
+    if_match: &str,
+    document: &Value,
+    within: Duration,
+) -> Result<Value> {
+    let auth = bearer(ADMIN_TOKEN);
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = write(admin, "PUT", &[("Authorization", &auth), ("If-Match", if_match)], document).await?;
+        if status == 200 {
+            return Ok(body);
+        }
+        ensure!(status == 503 && Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_takes_one_writer_and_members_serve_through_its_outage() -> Result<()> {
+    let mut pg = geolb_tests::postgres::Postgres::start().await?;
+    let fleet = format!("store = \"postgres\"\npostgres = \"{}\"", pg.conninfo());
+    let (mut cluster, servers) = start_two_pops_with(2, None, FRA_CLIENT, Some(fleet)).await?;
+    let fra: Vec<IpAddr> = servers[..2].iter().map(|s| s.addr.ip()).collect();
+    let syd: Vec<IpAddr> = servers[2..].iter().map(|s| s.addr.ip()).collect();
+    let admin_r0 = cluster.resolvers[0].admin;
+    // The members seed the empty table once, compare-and-swap, and all apply it.
+    until_in_step(admin_r0, 1, Duration::from_secs(20)).await?;
+    until_answers(&cluster, Duration::from_secs(20), &fra).await?;
+    ensure!(pg.psql("SELECT count(*), max(author) FROM geolb_config_versions")? == "1|file");
+
+    // Two members accept a write on version 1 at once: the database takes exactly one.
+    let (_, _, doc) = get_config(admin_r0, VIEWER_TOKEN).await?;
+    let mut to_syd = doc.clone();
+    to_syd["overrides"] = json!([{ "cidr": FRA_CLIENT, "pop": "syd" }]);
+    let mut to_syd_ttl = to_syd.clone();
+    to_syd_ttl["services"][0]["ttl"] = json!(7);
+    let auth = bearer(ADMIN_TOKEN);
+    let headers = [("Authorization", auth.as_str()), ("If-Match", "\"1\"")];
+    let (a, b) = tokio::join!(
+        write(cluster.probers[0].admin, "PUT", &headers, &to_syd),
+        write(admin_r0, "PUT", &headers, &to_syd_ttl)
+    );
+    let mut statuses = [a?.0, b?.0];
+    statuses.sort_unstable();
+    ensure!(statuses == [200, 412], "two writers of version 2: {statuses:?}");
+    ensure!(pg.psql("SELECT count(*) FROM geolb_config_versions")? == "2");
+    let moved = until_answers(&cluster, Duration::from_secs(10), &syd).await?;
+    eprintln!("PUT into PostgreSQL -> every PowerDNS answering with the change in {moved:?}");
+    until_in_step(admin_r0, 2, Duration::from_secs(10)).await?;
+
+    // The database goes away: members keep serving version 2 and say so; writes answer 503.
+    pg.stop().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = state(admin_r0).await?;
+        if s["config"]["database"]["up"] == false {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the outage is not shown: {:#}", s["config"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, etag, _) = get_config(admin_r0, VIEWER_TOKEN).await?;
+    ensure!(status == 200 && etag == "\"2\"", "GET during the outage: {status} {etag}");
+    let (status, body) = write(admin_r0, "PUT", &[("Authorization", &auth), ("If-Match", "\"2\"")], &doc).await?;
+    ensure!(status == 503, "a write during the outage: {status} {body}");
+    let (status, _, ready) = http_request(admin_r0, "GET", "/readyz", &[], "").await?;
+    ensure!(
+        status == 200 && ready.contains("config database is unreachable") && ready.contains("version 2"),
+        "{status} {ready}"
+    );
+    // A restart during the outage serves the mirrored version at once.
+    cluster.resolvers[0].process.kill()?;
+    let restarted = cluster.start_resolver(0).await?;
+    cluster.resolvers[0] = restarted;
+    let first = answers(&cluster).await?;
+    ensure!(first.iter().all(|ip| syd.contains(ip)), "answers after a restart without the database: {first:?}");
+
+    // Back: writes work again and reach every answer.
+    pg.resume().await?;
+    let body = put_when_writable(cluster.resolvers[0].admin, "\"2\"", &doc, Duration::from_secs(15)).await?;
+    ensure!(body["version"] == 3, "{body}");
+    until_answers(&cluster, Duration::from_secs(10), &fra).await?;
+    ensure!(pg.psql("SELECT count(*) FROM geolb_config_versions")? == "3");
     Ok(())
 }

@@ -59,7 +59,9 @@ pub(crate) async fn get_config(State(state): State<AdminState>, headers: HeaderM
 /// The newest document: the store's head, or the local file's tables.
 fn newest(state: &AdminState) -> Option<(u64, String, std::sync::Arc<FleetDocument>)> {
     match state.source.store() {
-        FleetStore::Embedded => state.source.head().map(|(meta, doc)| (meta.version, meta.hash, doc)),
+        FleetStore::Embedded | FleetStore::Postgres => {
+            state.source.head().map(|(meta, doc)| (meta.version, meta.hash, doc))
+        }
         FleetStore::File => {
             let config = state.config.load();
             Some((0, config.fleet.hash.clone(), config.fleet.document.clone()))
@@ -162,7 +164,9 @@ async fn write(
             (StatusCode::PRECONDITION_FAILED, Json(body)).into_response()
         }
         Err(e @ WriteError::FileStore) => error(StatusCode::CONFLICT, &e.to_string()),
-        Err(e @ WriteError::Store(_)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e @ (WriteError::Store(_) | WriteError::Unavailable(_))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
     }
 }
 

@@ -21,6 +21,9 @@
 
 pub(crate) mod api;
 mod fetch;
+mod postgres;
+
+pub use postgres::DatabaseStatus;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +84,9 @@ pub enum WriteError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// The database is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A version this member could not apply, and why.
@@ -115,6 +121,10 @@ pub struct ConfigSource {
     path: PathBuf,
     store: FleetStore,
     versions: Option<Mutex<VersionStore>>,
+    /// The `postgres` store's database (the versions are mirrored into `versions`).
+    database: Option<Arc<postgres::Database>>,
+    /// The local file's fleet tables, written as version 1 into an empty database.
+    seed: Option<Arc<FleetDocument>>,
     applied: Mutex<Option<ConfigVersion>>,
     refused: Mutex<Option<Refusal>>,
     reload: Arc<Notify>,
@@ -134,6 +144,8 @@ impl ConfigSource {
             path: path.to_path_buf(),
             store: boot.fleet.store,
             versions,
+            database: None,
+            seed: None,
             applied: Mutex::default(),
             refused: Mutex::default(),
             reload: Arc::default(),
@@ -153,6 +165,23 @@ impl ConfigSource {
                     tracing::error!(store = %dir.display(), "{problem}; a peer has the version");
                 }
                 let source = Arc::new(source(Some(Mutex::new(opened.store))));
+                let config = source.start_embedded(&local)?;
+                Ok((source, config))
+            }
+            FleetStore::Postgres => {
+                let dir = state_dir(&boot).unwrap_or_else(|| PathBuf::from("."));
+                let opened = postgres::open_mirror(&dir)?;
+                for problem in &opened.problems {
+                    tracing::error!(store = %dir.display(), "{problem}; it is read from the database again");
+                }
+                let conninfo = boot.fleet.postgres.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+                let seed = local.compose(Fleet::File).ok().map(|c| c.fleet.document).filter(|d| !d.is_empty());
+                let source = ConfigSource {
+                    database: Some(Arc::new(postgres::Database::new(conninfo))),
+                    seed,
+                    ..source(Some(Mutex::new(opened.store)))
+                };
+                let source = Arc::new(source);
                 let config = source.start_embedded(&local)?;
                 Ok((source, config))
             }
@@ -181,6 +210,11 @@ impl ConfigSource {
         }
         let seed = local.compose(Fleet::File);
         match seed {
+            // The database seeds itself (once, compare-and-swap) when it is empty.
+            Ok(_) if self.database.is_some() => {
+                tracing::warn!("no fleet document mirrored yet: serving no names until the database is read");
+                Ok(local.compose(Fleet::Pending)?)
+            }
             Ok(config) if winners.is_empty() && !config.fleet.document.is_empty() => {
                 let document = config.fleet.document.clone();
                 let message = format!("seeded from {}", self.path.display());
@@ -208,7 +242,7 @@ impl ConfigSource {
         let local = LocalFile::read(&self.path)?;
         match self.store {
             FleetStore::File => self.compose_file(&local),
-            FleetStore::Embedded => match self.head() {
+            FleetStore::Embedded | FleetStore::Postgres => match self.head() {
                 Some((meta, document)) => {
                     let composed = compose_version(&local, &meta, &document);
                     if let Err(e) = &composed {
@@ -336,6 +370,9 @@ impl ConfigSource {
         if self.store == FleetStore::File {
             return Err(WriteError::FileStore);
         }
+        if let Some(database) = &self.database {
+            return self.write_database(database, expected, document, author, message).await;
+        }
         let this = self.clone();
         let (author, message) = (author.to_owned(), message.to_owned());
         let written = tokio::task::spawn_blocking(move || {
@@ -357,6 +394,37 @@ impl ConfigSource {
             self.reload.notify_one();
         }
         written
+    }
+
+    async fn write_database(
+        self: &Arc<Self>,
+        database: &postgres::Database,
+        expected: u64,
+        document: FleetDocument,
+        author: &str,
+        message: &str,
+    ) -> Result<Version, WriteError> {
+        let this = self.clone();
+        let document = Arc::new(document);
+        let checked = document.clone();
+        tokio::task::spawn_blocking(move || {
+            let local = LocalFile::read(&this.path).map_err(WriteError::Invalid)?;
+            local.compose(Fleet::Document(&checked)).map_err(WriteError::Invalid).map(drop)
+        })
+        .await
+        .map_err(|e| WriteError::Unavailable(e.to_string()))??;
+        let meta = database.write(expected, document.canonical(), author, message).await?;
+        tracing::info!(version = meta.version, hash = %meta.hash, author = %meta.author, "fleet document written to the database");
+        if let Err(e) = self.learn(meta.clone(), document.canonical()) {
+            tracing::warn!(error = %e, "cannot mirror the version just written; it is read back from the database");
+        }
+        self.reload.notify_one();
+        Ok(meta)
+    }
+
+    /// The database's state, for the `postgres` store.
+    pub fn database(&self) -> Option<DatabaseStatus> {
+        self.database.as_ref().map(|d| d.status())
     }
 
     /// Keeps a version a peer sent, once its bytes match the hash and form a fleet document.
@@ -455,6 +523,9 @@ pub async fn follow(
         && let Err(e) = gossip.set_admin_addr(addr).await
     {
         tracing::warn!(error = %e, "cannot publish the admin address");
+    }
+    if let Some(database) = source.database.clone() {
+        tokio::spawn(database.run(source.clone(), shutdown.clone()));
     }
     let mut changes = gossip.watch();
     let mut tick = tokio::time::interval(FOLLOW_TICK);
