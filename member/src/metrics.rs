@@ -18,6 +18,19 @@ pub mod names {
     pub const BUILD_INFO: &str = "geolb_build_info";
     /// Config reloads by `result` (`applied`, `refused`).
     pub const CONFIG_RELOADS_TOTAL: &str = "geolb_config_reloads_total";
+    /// The fleet document version this member applied (0: the `file` store, or none yet).
+    pub const CONFIG_VERSION: &str = "geolb_config_version";
+    /// `{store, hash}` = 1: the fleet document this member applied. Members that disagree show
+    /// more than one hash.
+    pub const CONFIG_INFO: &str = "geolb_config_info";
+    /// The newest fleet document version this member holds.
+    pub const CONFIG_HEAD_VERSION: &str = "geolb_config_head_version";
+    /// Fleet documents fetched from peers, by `result` (`stored`, `failed`, `hash_mismatch`).
+    pub const CONFIG_FETCHES_TOTAL: &str = "geolb_config_fetches_total";
+    /// Fleet document versions this member could not apply.
+    pub const CONFIG_REFUSED_TOTAL: &str = "geolb_config_refused_total";
+    /// 1 while the `postgres` store's database is reachable.
+    pub const CONFIG_DATABASE_UP: &str = "geolb_config_database_up";
 
     /// Checks this prober completed, by `node` and `result` (`up`, `down`).
     pub const PROBER_CHECKS_TOTAL: &str = "geolb_prober_checks_total";
@@ -264,6 +277,58 @@ impl Families {
         );
     }
 
+    /// Where this member's fleet document stands.
+    pub fn fleet(&mut self, source: &crate::fleet::ConfigSource) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let applied = source.applied_version();
+        let version = applied.as_ref().map_or(0, |v| v.version);
+        self.gauge(
+            names::CONFIG_VERSION,
+            "The fleet document version this member applied",
+            &[],
+            [(Vec::new(), version as f64)],
+        );
+        let hash = applied.map(|v| v.hash).unwrap_or_default();
+        self.gauge(
+            names::CONFIG_INFO,
+            "The fleet document this member applied: its store and hash",
+            &["store", "hash"],
+            [(vec![source.store().as_str().to_owned(), hash], 1.0)],
+        );
+        let head = source.head_version().map_or(0, |v| v.version);
+        self.gauge(
+            names::CONFIG_HEAD_VERSION,
+            "The newest fleet document version this member holds",
+            &[],
+            [(Vec::new(), head as f64)],
+        );
+        let c = &source.counters;
+        self.counter(
+            names::CONFIG_FETCHES_TOTAL,
+            "Fleet documents fetched from peers, by result",
+            &["result"],
+            [
+                (vec!["stored".to_owned()], c.fetched.load(Relaxed)),
+                (vec!["failed".to_owned()], c.fetch_failures.load(Relaxed)),
+                (vec!["hash_mismatch".to_owned()], c.hash_mismatches.load(Relaxed)),
+            ],
+        );
+        self.counter(
+            names::CONFIG_REFUSED_TOTAL,
+            "Fleet document versions this member could not apply",
+            &[],
+            [(Vec::new(), c.refused.load(Relaxed))],
+        );
+        if let Some(db) = source.database() {
+            self.gauge(
+                names::CONFIG_DATABASE_UP,
+                "1 while the postgres store's database is reachable",
+                &[],
+                [(Vec::new(), if db.up { 1.0 } else { 0.0 })],
+            );
+        }
+    }
+
     /// Renders `registry`'s metrics and these families in the Prometheus text format.
     pub fn render(mut self, registry: &Registry) -> String {
         self.0.extend(registry.gather());
@@ -285,9 +350,15 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 26] = [
+    const ALL: [&str; 32] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
+        names::CONFIG_VERSION,
+        names::CONFIG_INFO,
+        names::CONFIG_HEAD_VERSION,
+        names::CONFIG_FETCHES_TOTAL,
+        names::CONFIG_REFUSED_TOTAL,
+        names::CONFIG_DATABASE_UP,
         names::PROBER_CHECKS_TOTAL,
         names::PROBER_CHECK_DURATION_SECONDS,
         names::PROBER_CHECKS_SKIPPED_TOTAL,

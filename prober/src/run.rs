@@ -137,11 +137,12 @@ pub async fn run(
     // Admin API.
     let metrics = {
         let (gossip, scheduler, health, me) = (gossip.clone(), scheduler.clone(), health.clone(), prober.id.clone());
-        let reloads = reloads.clone();
+        let (reloads, source) = (reloads.clone(), source.clone());
         Arc::new(move || {
             let mut f = Families::default();
             prober_families(&mut f, &scheduler, &me);
             f.reloads(&reloads);
+            f.fleet(&source);
             f.cluster(&health.lock().unwrap_or_else(|p| p.into_inner()));
             f.gossip(&gossip.stats().snapshot());
             f.render(&registry)

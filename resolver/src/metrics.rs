@@ -96,6 +96,7 @@ pub(crate) fn render(registry: &Registry, shared: &Shared, member: Option<&Membe
         single(&c.geoip_errors),
     );
     f.reloads(&shared.reloads);
+    f.fleet(&shared.source);
     let computed = shared.view().computed_ms;
     f.gauge(
         names::RESOLVER_VIEW_AGE_SECONDS,
