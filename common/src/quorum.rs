@@ -168,6 +168,10 @@ pub enum DecisionReason {
     FailOpen,
     /// No eligible voter has ever judged this node: [`Health::Unknown`].
     NeverSeen,
+    /// An operator forced the node Up, whatever the voters say.
+    ForcedUp,
+    /// An operator forced the node Down, whatever the voters say.
+    ForcedDown,
 }
 
 impl DecisionReason {
@@ -179,6 +183,8 @@ impl DecisionReason {
             DecisionReason::NoVoters => "no_voters",
             DecisionReason::FailOpen => "fail_open",
             DecisionReason::NeverSeen => "never_seen",
+            DecisionReason::ForcedUp => "forced_up",
+            DecisionReason::ForcedDown => "forced_down",
         }
     }
 }

@@ -79,6 +79,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/api/v1/nodes/{id}/drain", post(drain))
         .route("/api/v1/nodes/{id}/undrain", post(undrain))
+        .route("/api/v1/overrides", get(get_overrides).post(post_override))
         .route(
             "/api/v1/config",
             get(crate::fleet::api::get_config)
@@ -102,6 +103,8 @@ struct StateDoc {
     members: Vec<MemberDoc>,
     nodes: BTreeMap<String, NodeDoc>,
     fenced: Vec<String>,
+    /// Operators' overrides in force.
+    overrides: Vec<crate::gossip::keys::Override>,
 }
 
 #[derive(Serialize)]
@@ -280,7 +283,16 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
         })
         .collect();
     let fenced = health.decisions.fenced.iter().map(|f| f.to_string()).collect();
-    Json(StateDoc { now_ms: now, gossip: state.gossip.stats().snapshot(), config: config_doc, members, nodes, fenced })
+    let overrides = view.overrides.values().filter(|o| o.active(now)).cloned().collect();
+    Json(StateDoc {
+        now_ms: now,
+        gossip: state.gossip.stats().snapshot(),
+        config: config_doc,
+        members,
+        nodes,
+        fenced,
+        overrides,
+    })
 }
 
 /// What a request needs of its bearer token.
@@ -351,4 +363,78 @@ async fn drain(State(state): State<AdminState>, headers: HeaderMap, Path(id): Pa
 
 async fn undrain(State(state): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     set_drain(state, headers, id, false).await
+}
+
+/// Longest an override may last by itself: 30 days.
+const MAX_OVERRIDE_TTL_S: u64 = 30 * 24 * 3600;
+
+/// `POST /api/v1/overrides`: a request to set one.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideRequest {
+    /// `node:<id>` or `pop:<id>`.
+    target: String,
+    action: crate::gossip::keys::OverrideAction,
+    /// Why: required, shown beside it.
+    why: String,
+    /// Seconds until it ends by itself.
+    ttl_s: Option<u64>,
+}
+
+/// `GET /api/v1/overrides`: the overrides in force.
+async fn get_overrides(State(state): State<AdminState>) -> Json<Vec<crate::gossip::keys::Override>> {
+    let now = crate::unix_ms();
+    Json(state.gossip.view().await.overrides.into_values().filter(|o| o.active(now)).collect())
+}
+
+/// `POST /api/v1/overrides`: forces a node Up or Down, drains a node or a PoP, or clears the
+/// override of a target. Gossiped to every member and saved in this member's `state_dir`.
+async fn post_override(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    use crate::gossip::keys::{MAX_WHY_LEN, Override, OverrideAction, OverrideTarget};
+    let by = match authorize(&state, &headers, Need::Write) {
+        Ok(by) => by,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let request: OverrideRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!(
+                "expected {{\"target\": \"node:<id>\" or \"pop:<id>\", \"action\": \"up\"|\"down\"|\"drain\"|\"clear\", \"why\": \"…\", \"ttl_s\": optional}}: {e}"
+            );
+            return ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why).into_response();
+        }
+    };
+    let config = state.config.load();
+    let refuse = |why: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why).into_response();
+    let target = match OverrideTarget::parse(&request.target) {
+        Some(OverrideTarget::Node(id)) if config.node(&id).is_none() => return refuse(format!("unknown node `{id}`")),
+        Some(OverrideTarget::Pop(id)) if config.pop(&id).is_none() => return refuse(format!("unknown pop `{id}`")),
+        Some(OverrideTarget::Pop(_)) if matches!(request.action, OverrideAction::Up | OverrideAction::Down) => {
+            return refuse("a PoP can be drained or cleared; force its nodes one by one".to_owned());
+        }
+        Some(t) => t,
+        None => return refuse(format!("target `{}` is not `node:<id>` or `pop:<id>`", request.target)),
+    };
+    let why = request.why.trim().to_owned();
+    if why.is_empty() || why.chars().count() > MAX_WHY_LEN || why.chars().any(char::is_control) {
+        return refuse(format!("`why` must say why, in 1 to {MAX_WHY_LEN} characters on one line"));
+    }
+    let ttl_s = request.ttl_s.unwrap_or(0);
+    if ttl_s > MAX_OVERRIDE_TTL_S {
+        return refuse(format!("ttl_s {ttl_s} is over 30 days ({MAX_OVERRIDE_TTL_S} s)"));
+    }
+    let now = crate::unix_ms();
+    let until_ms = (ttl_s > 0).then(|| now + ttl_s * 1000);
+    let o = Override { target, action: request.action, at_ms: now, until_ms, by, why };
+    let _serialized = state.drain_lock.lock().await;
+    if let Err(e) = state.drains.set_override(&o) {
+        tracing::warn!(target = %o.target.encode(), error = %e, "cannot save the override; it holds until restart");
+    }
+    match state.gossip.set_override(&o).await {
+        Ok(_) => {
+            tracing::info!(target = %o.target.encode(), action = o.action.as_str(), by = %o.by, why = %o.why, "operator override");
+            (StatusCode::OK, Json(o)).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -97,9 +97,55 @@ pub fn fold_cluster(view: &GossipSnapshot, config: &Config, previous: &ClusterHe
         now_ms,
         params: &params,
     });
-    let drained =
+    let mut drained: BTreeSet<NodeId> =
         view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
+    let mut decisions = decisions;
+    apply_overrides(view, config, now_ms, &mut decisions, &mut drained);
     ClusterHealth { decisions, drained, bad_verdicts, heartbeats, voters }
+}
+
+/// The operators' active overrides over the fold: a node forced Up or Down is so globally and
+/// in every region; a drained node or PoP joins the drained set.
+fn apply_overrides(
+    view: &GossipSnapshot,
+    config: &Config,
+    now_ms: u64,
+    decisions: &mut QuorumDecisions,
+    drained: &mut BTreeSet<NodeId>,
+) {
+    use crate::gossip::keys::{OverrideAction, OverrideTarget};
+    use geolb_common::Health;
+    use geolb_common::quorum::DecisionReason;
+    for o in view.overrides.values().filter(|o| o.active(now_ms)) {
+        match (&o.target, o.action) {
+            (OverrideTarget::Node(id), OverrideAction::Drain) => {
+                drained.insert(NodeId::from(id.as_str()));
+            }
+            (OverrideTarget::Pop(pop), OverrideAction::Drain) => {
+                drained.extend(config.nodes.iter().filter(|n| n.pop.as_str() == pop).map(|n| n.id.clone()));
+            }
+            (OverrideTarget::Node(id), action @ (OverrideAction::Up | OverrideAction::Down)) => {
+                let (health, reason) = if action == OverrideAction::Up {
+                    (Health::Up, DecisionReason::ForcedUp)
+                } else {
+                    (Health::Down, DecisionReason::ForcedDown)
+                };
+                let node = NodeId::from(id.as_str());
+                let maps = std::iter::once(&mut decisions.global).chain(decisions.regional.values_mut());
+                for map in maps {
+                    if let Some(d) = map.get_mut(&node) {
+                        if d.health != health {
+                            d.since_ms = o.at_ms.max(d.since_ms);
+                        }
+                        d.health = health;
+                        d.reason = reason;
+                    }
+                }
+            }
+            // A PoP is drained, not forced; a clear is not active.
+            (OverrideTarget::Pop(_), _) | (_, OverrideAction::Clear) => {}
+        }
+    }
 }
 
 /// Follows the gossip: folds it when it changes (at most once per `min_gap`) and at least every

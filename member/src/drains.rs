@@ -1,5 +1,5 @@
-//! Operator drains this member was told about, saved so they survive a restart of every member:
-//! at start the member publishes them again into its gossip state.
+//! Operator drains and overrides this member was told about, saved so they survive a restart of
+//! every member: at start the member publishes them again into its gossip state.
 
 use std::collections::BTreeMap;
 use std::fs::TryLockError;
@@ -27,14 +27,17 @@ pub struct StateDirInUse {
 #[derive(Debug)]
 pub struct Drains {
     path: Option<PathBuf>,
-    entries: Mutex<BTreeMap<String, (u64, bool)>>,
+    entries: Mutex<Saved>,
     /// The state directory's lock, held while this lives (see [`Drains::open`]).
     _lock: Option<std::fs::File>,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct File {
+/// What is saved: drains, and overrides as their gossip key → value.
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+struct Saved {
     drains: BTreeMap<String, (u64, bool)>,
+    #[serde(default)]
+    overrides: BTreeMap<String, String>,
 }
 
 impl Drains {
@@ -43,8 +46,8 @@ impl Drains {
         let entries = path
             .as_ref()
             .and_then(|p| match std::fs::read(p) {
-                Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
-                    Ok(f) => Some(f.drains),
+                Ok(bytes) => match serde_json::from_slice::<Saved>(&bytes) {
+                    Ok(f) => Some(f),
                     Err(e) => {
                         tracing::warn!(path = %p.display(), error = %e, "ignoring unreadable drains file");
                         None
@@ -75,23 +78,43 @@ impl Drains {
         Ok(Drains { _lock: lock, ..Drains::load(Some(state_dir.join("drains.json"))) })
     }
 
-    /// Every saved entry.
+    /// Every saved drain.
     pub fn entries(&self) -> BTreeMap<String, (u64, bool)> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).drains.clone()
+    }
+
+    /// Every saved override that still parses.
+    pub fn overrides(&self) -> Vec<crate::gossip::keys::Override> {
+        let saved = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        saved.overrides.iter().filter_map(|(k, v)| crate::gossip::keys::Override::parse(k, v)).collect()
     }
 
     /// Records a drain or undrain and saves the file (write then rename).
     pub fn set(&self, node: &str, drained: bool, now_ms: u64) -> std::io::Result<()> {
+        self.save(|saved| {
+            saved.drains.insert(node.to_owned(), (now_ms, drained));
+        })
+    }
+
+    /// Records an override (a clear too: it must win over an older one after a restart) and
+    /// saves the file.
+    pub fn set_override(&self, o: &crate::gossip::keys::Override) -> std::io::Result<()> {
+        self.save(|saved| {
+            saved.overrides.insert(o.key(), o.encode());
+        })
+    }
+
+    fn save(&self, change: impl FnOnce(&mut Saved)) -> std::io::Result<()> {
         // The lock is held across the write and the rename: concurrent calls can neither
         // interleave in the temporary file nor rename an older snapshot over a newer one.
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(node.to_owned(), (now_ms, drained));
+        change(&mut entries);
         let Some(path) = &self.path else { return Ok(()) };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(&File { drains: entries.clone() }).map_err(std::io::Error::other)?;
+        let bytes = serde_json::to_vec(&*entries).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }
@@ -121,9 +144,19 @@ mod tests {
         let d = Drains::load(Some(path.clone()));
         d.set("fra-1", true, 5).unwrap();
         d.set("fra-2", false, 6).unwrap();
+        let o = crate::gossip::keys::Override {
+            target: crate::gossip::keys::OverrideTarget::Node("fra-1".into()),
+            action: crate::gossip::keys::OverrideAction::Down,
+            at_ms: 7,
+            until_ms: None,
+            by: "admin".into(),
+            why: "disk".into(),
+        };
+        d.set_override(&o).unwrap();
         let again = Drains::load(Some(path));
         assert_eq!(again.entries().get("fra-1"), Some(&(5, true)));
         assert_eq!(again.entries().len(), 2);
+        assert_eq!(again.overrides(), vec![o]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -73,6 +73,11 @@ pub async fn join(
             tracing::warn!(node = %node, error = %e, "cannot republish a saved drain");
         }
     }
+    for o in drains.overrides() {
+        if let Err(e) = gossip.set_override(&o).await {
+            tracing::warn!(target = %o.target.encode(), error = %e, "cannot republish a saved override");
+        }
+    }
     tracing::info!(addr = %gossip.listen_addr(), "gossip listening on {}", gossip.listen_addr());
     Ok(gossip)
 }

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, NodeServer, healths, http, metric, metrics, start_two_pops, state};
+use geolb_tests::cluster::{
+    ADMIN_TOKEN, Cluster, NodeServer, healths, http, http_with_body, metric, metrics, start_two_pops, state,
+};
 use ipnet::IpNet;
 use tokio::time::Instant;
 
@@ -447,5 +449,89 @@ async fn both_programs_export_what_they_do_as_prometheus_metrics() -> Result<()>
         ensure!(value(&text, "geolb_cluster_node_up", &[("node", "syd-1")])? == 1.0);
         ensure!(value(&text, "geolb_gossip_datagrams_total", &[("direction", "sent")])? > 0.0);
     }
+    Ok(())
+}
+
+/// `POST /api/v1/overrides` with the admin token: (status, body).
+async fn set_override(admin: std::net::SocketAddr, body: serde_json::Value) -> Result<(u16, String)> {
+    http_with_body(admin, "POST", "/api/v1/overrides", Some(ADMIN_TOKEN), &body.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_overrides_force_a_node_and_drain_a_pop_on_every_resolver_and_expire() -> Result<()> {
+    let (cluster, mut servers) = start(3).await?;
+    all_up(&cluster, Duration::from_secs(20)).await?;
+    let victim = answers(&cluster).await?[0];
+    let index = servers.iter().position(|s| s.addr.ip() == victim).context("answer is not a node")?;
+    let other = servers[1 - index].addr.ip();
+    let victim_id = cluster.node_of(victim).context("victim id")?.to_owned();
+    let other_id = cluster.node_of(other).context("other id")?.to_owned();
+    let syd: Vec<IpAddr> = servers[2..].iter().map(|s| s.addr.ip()).collect();
+    let p0 = cluster.probers[0].admin;
+
+    // Refusals: an unknown node, a PoP forced up, no reason, a read-only caller.
+    let (status, body) =
+        set_override(p0, serde_json::json!({"target": "node:nope", "action": "down", "why": "x"})).await?;
+    ensure!(status == 422 && body.contains("unknown node"), "{status} {body}");
+    let (status, body) = set_override(p0, serde_json::json!({"target": "pop:fra", "action": "up", "why": "x"})).await?;
+    ensure!(status == 422, "{status} {body}");
+    let (status, body) =
+        set_override(p0, serde_json::json!({"target": format!("node:{victim_id}"), "action": "down", "why": " "}))
+            .await?;
+    ensure!(status == 422 && body.contains("why"), "{status} {body}");
+    let (status, _) = http_with_body(
+        p0,
+        "POST",
+        "/api/v1/overrides",
+        Some(geolb_tests::cluster::VIEWER_TOKEN),
+        &serde_json::json!({"target": "pop:fra", "action": "drain", "why": "x"}).to_string(),
+    )
+    .await?;
+    ensure!(status == 403, "a read-only token set an override: {status}");
+
+    // Forced down on one prober's API: every resolver stops answering the node.
+    let (status, body) = set_override(
+        p0,
+        serde_json::json!({"target": format!("node:{victim_id}"), "action": "down", "why": "disk replacement"}),
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    until_answers(&cluster, Duration::from_secs(5), |ip| ip == other).await?;
+    let s = state(cluster.resolvers[1].admin).await?;
+    ensure!(s["nodes"][&victim_id]["reason"] == "forced_down", "{:#}", s["nodes"][&victim_id]);
+    let o = s["overrides"].as_array().context("overrides")?;
+    ensure!(o.len() == 1 && o[0]["by"] == "admin" && o[0]["why"] == "disk replacement", "{o:?}");
+
+    // The whole PoP drained: its clients go to syd.
+    let (status, body) =
+        set_override(p0, serde_json::json!({"target": "pop:fra", "action": "drain", "why": "fra maintenance"})).await?;
+    ensure!(status == 200, "{status} {body}");
+    until_answers(&cluster, Duration::from_secs(5), |ip| syd.contains(&ip)).await?;
+    for target in ["pop:fra".to_owned(), format!("node:{victim_id}")] {
+        let (status, body) = set_override(
+            cluster.resolvers[0].admin,
+            serde_json::json!({"target": target, "action": "clear", "why": "done"}),
+        )
+        .await?;
+        ensure!(status == 200, "{status} {body}");
+    }
+    until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
+
+    // Forced up for 3 s: the node stays answered though it is stopped, then the probers' Down
+    // takes over by itself.
+    let (status, body) = set_override(
+        p0,
+        serde_json::json!({"target": format!("node:{victim_id}"), "action": "up", "why": "checks are wrong", "ttl_s": 3}),
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    until_answers(&cluster, Duration::from_secs(5), |ip| ip == victim).await?;
+    servers[index].stop();
+    let held = tokio::time::Instant::now();
+    let moved = until_answers(&cluster, Duration::from_secs(10), |ip| ip == other).await?;
+    ensure!(held.elapsed() >= Duration::from_millis(1500), "the forced Up did not hold: moved after {moved:?}");
+    let s = state(cluster.resolvers[0].admin).await?;
+    ensure!(s["nodes"][&victim_id]["health"] == "down", "{:#}", s["nodes"][&victim_id]);
+    ensure!(s["nodes"][&other_id]["health"] == "up", "{:#}", s["nodes"][&other_id]);
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! | `role` | `"prober"` or `"observer"` | at start |
 //! | `region` | region name | at start |
 //! | `drain:<node_id>` | `"<unix ms>,<1 drained / 0 undrained>"`: an operator override | by whichever member the operator asked |
+//! | `ovr:node:<id>`, `ovr:pop:<id>` | `"<unix ms>,<up/down/drain/clear>,<until unix ms or 0>,<by>,<why>"`: an operator override ([`Override`]) | by whichever member the operator asked |
 //! | `cfg` | `"<version>:<sha256>"`: the newest fleet document this member holds (and serves to peers) | when it changes |
 //! | `cfga` | `"<version>:<sha256>"`: the fleet document this member has applied | when it changes |
 //! | `adm` | the admin API's address, `ip:port`: where peers fetch documents | at start |
@@ -36,6 +37,10 @@ use chitchat::{ChitchatId, ClusterStateSnapshot, NodeState};
 pub const VERDICT_PREFIX: &str = "v:";
 /// Prefix of drain keys: `drain:<node_id>`.
 pub const DRAIN_PREFIX: &str = "drain:";
+/// Prefix of operator override keys: `ovr:node:<id>`, `ovr:pop:<id>`.
+pub const OVERRIDE_PREFIX: &str = "ovr:";
+/// Longest reason an override may give.
+pub const MAX_WHY_LEN: usize = 200;
 /// Key of the impaired flag.
 pub const IMPAIRED_KEY: &str = "imp";
 /// Key of the member's role.
@@ -212,6 +217,126 @@ impl ConfigVersion {
     }
 }
 
+/// What an operator override applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum OverrideTarget {
+    /// One node.
+    Node(String),
+    /// Every node of a PoP.
+    Pop(String),
+}
+
+impl OverrideTarget {
+    /// `node:<id>` or `pop:<id>`, as in the key and the API.
+    pub fn encode(&self) -> String {
+        match self {
+            OverrideTarget::Node(id) => format!("node:{id}"),
+            OverrideTarget::Pop(id) => format!("pop:{id}"),
+        }
+    }
+
+    /// Parses `node:<id>` or `pop:<id>`.
+    pub fn parse(text: &str) -> Option<OverrideTarget> {
+        let (kind, id) = text.split_once(':')?;
+        check_name("override target", id).ok()?;
+        match kind {
+            "node" => Some(OverrideTarget::Node(id.to_owned())),
+            "pop" => Some(OverrideTarget::Pop(id.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// What an operator override does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideAction {
+    /// The node is Up whatever the probers say (a node only).
+    Up,
+    /// The node is Down whatever the probers say (a node only).
+    Down,
+    /// No new answers go to the node, or to every node of the PoP.
+    Drain,
+    /// Ends the override of the target.
+    Clear,
+}
+
+impl OverrideAction {
+    /// The name used in the value and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverrideAction::Up => "up",
+            OverrideAction::Down => "down",
+            OverrideAction::Drain => "drain",
+            OverrideAction::Clear => "clear",
+        }
+    }
+
+    fn parse(text: &str) -> Option<OverrideAction> {
+        [OverrideAction::Up, OverrideAction::Down, OverrideAction::Drain, OverrideAction::Clear]
+            .into_iter()
+            .find(|a| a.as_str() == text)
+    }
+}
+
+/// An operator override: who set what on which target, why, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Override {
+    /// The node or PoP.
+    pub target: OverrideTarget,
+    /// What it does.
+    pub action: OverrideAction,
+    /// When it was set, unix ms (the newest per target wins across members).
+    pub at_ms: u64,
+    /// When it ends by itself, unix ms.
+    pub until_ms: Option<u64>,
+    /// The token name that set it.
+    pub by: String,
+    /// The reason given.
+    pub why: String,
+}
+
+impl Override {
+    /// The gossip key.
+    pub fn key(&self) -> String {
+        format!("{OVERRIDE_PREFIX}{}", self.target.encode())
+    }
+
+    /// The gossip value `"<at>,<action>,<until or 0>,<by>,<why>"`.
+    pub fn encode(&self) -> String {
+        format!("{},{},{},{},{}", self.at_ms, self.action.as_str(), self.until_ms.unwrap_or(0), self.by, self.why)
+    }
+
+    /// Reads a key and value back.
+    pub fn parse(key: &str, value: &str) -> Option<Override> {
+        let target = OverrideTarget::parse(key.strip_prefix(OVERRIDE_PREFIX)?)?;
+        let mut parts = value.splitn(5, ',');
+        let at_ms = parts.next()?.parse().ok()?;
+        let action = OverrideAction::parse(parts.next()?)?;
+        let until_ms = match parts.next()?.parse::<u64>().ok()? {
+            0 => None,
+            t => Some(t),
+        };
+        let by = parts.next()?.to_owned();
+        let why = parts.next()?.to_owned();
+        Some(Override { target, action, at_ms, until_ms, by, why })
+    }
+
+    /// Whether it acts at `now_ms`: not a clear, and not expired.
+    pub fn active(&self, now_ms: u64) -> bool {
+        self.action != OverrideAction::Clear && self.until_ms.is_none_or(|u| now_ms < u)
+    }
+}
+
+/// Writes an operator override into this member's state.
+pub fn write_override(state: &mut NodeState, o: &Override) -> Result<bool, KeyError> {
+    if o.why.chars().count() > MAX_WHY_LEN || o.why.chars().any(char::is_control) || o.by.contains(',') {
+        return Err(KeyError::BadName { what: "override reason", value: o.why.clone() });
+    }
+    set_checked(state, &o.key(), &o.encode())
+}
+
 /// Parses a drain value `"<unix ms>,<1|0>"`.
 pub fn parse_drain(value: &str) -> Option<(u64, bool)> {
     let (ms, flag) = value.split_once(',')?;
@@ -261,7 +386,10 @@ pub struct GossipSnapshot {
     pub members: Vec<MemberSnapshot>,
     /// Operator overrides: node id → (unix ms, drained), newest across all members.
     pub drains: BTreeMap<String, (u64, bool)>,
-    /// Values that did not parse (bad drains); they are ignored.
+    /// Operator overrides: target → the newest across all members (clears and expired ones
+    /// included: readers ask [`Override::active`]).
+    pub overrides: BTreeMap<OverrideTarget, Override>,
+    /// Values that did not parse (bad drains and overrides); they are ignored.
     pub ignored_values: usize,
 }
 
@@ -270,6 +398,7 @@ impl GossipSnapshot {
     pub fn from_node_states<'a>(states: impl IntoIterator<Item = (&'a NodeState, bool)>) -> GossipSnapshot {
         let mut newest: BTreeMap<&str, (&'a NodeState, bool)> = BTreeMap::new();
         let mut drains: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+        let mut overrides: BTreeMap<OverrideTarget, Override> = BTreeMap::new();
         let mut ignored_values = 0;
         for (state, live) in states {
             for (key, value) in state.iter_prefix(DRAIN_PREFIX) {
@@ -282,6 +411,18 @@ impl GossipSnapshot {
                     None => ignored_values += 1,
                 }
             }
+            for (key, value) in state.iter_prefix(OVERRIDE_PREFIX) {
+                match Override::parse(key, &value.value) {
+                    Some(o) => match overrides.get(&o.target) {
+                        // Newest wins; a tie goes to the larger encoding, the same on every reader.
+                        Some(seen) if (seen.at_ms, seen.encode()) >= (o.at_ms, o.encode()) => {}
+                        _ => {
+                            overrides.insert(o.target.clone(), o);
+                        }
+                    },
+                    None => ignored_values += 1,
+                }
+            }
             let id = state.chitchat_id();
             match newest.get(&*id.node_id) {
                 Some((seen, _)) if seen.chitchat_id().generation_id >= id.generation_id => {}
@@ -291,7 +432,7 @@ impl GossipSnapshot {
             }
         }
         let members = newest.into_values().map(|(state, live)| member_view(state, live)).collect();
-        GossipSnapshot { members, drains, ignored_values }
+        GossipSnapshot { members, drains, overrides, ignored_values }
     }
 
     /// Builds the view from a [`ClusterStateSnapshot`]; `live` lists the live members.
@@ -455,6 +596,33 @@ mod tests {
         assert_eq!(view.drains["n2"], (100, true), "a tie goes to drained");
         assert_eq!(view.ignored_values, 1);
         assert!(view.member("p3").is_none());
+    }
+
+    #[test]
+    fn overrides_round_trip_and_the_newest_per_target_wins_in_any_order() {
+        let o = Override {
+            target: OverrideTarget::Pop("fra".into()),
+            action: OverrideAction::Drain,
+            at_ms: 700,
+            until_ms: Some(9_000),
+            by: "ops".into(),
+            why: "fibre cut, see ticket 12, again".into(),
+        };
+        assert_eq!(Override::parse(&o.key(), &o.encode()), Some(o.clone()));
+        assert!(o.active(8_999) && !o.active(9_000));
+        assert!(Override::parse("ovr:zone:x", "1,drain,0,a,b").is_none());
+        assert!(Override::parse("ovr:node:n1", "1,reboot,0,a,b").is_none());
+        let a = state("p1", 1, 1, &[("ovr:node:n1", "500,down,0,ops,maintenance"), ("ovr:pop:fra", "x")]);
+        let b = state("p2", 1, 2, &[("ovr:node:n1", "600,clear,0,ops,done")]);
+        let c = state("p3", 1, 3, &[("ovr:node:n1", "550,up,0,ops,flaky checks")]);
+        let orders: [[&NodeState; 3]; 2] = [[&a, &b, &c], [&c, &b, &a]];
+        let views: Vec<GossipSnapshot> =
+            orders.iter().map(|o| GossipSnapshot::from_node_states(o.iter().map(|s| (*s, true)))).collect();
+        assert_eq!(views[0], views[1], "order must not matter");
+        let n1 = &views[0].overrides[&OverrideTarget::Node("n1".into())];
+        assert_eq!((n1.action, n1.at_ms), (OverrideAction::Clear, 600));
+        assert!(!n1.active(601));
+        assert_eq!(views[0].ignored_values, 1);
     }
 
     #[test]

@@ -399,6 +399,11 @@ impl GossipHandle {
         Ok(self.chitchat.with_chitchat(|c| keys::write_drain(c.self_node_state(), node, drained, now_ms)).await?)
     }
 
+    /// Publishes an operator override. Readers take the newest per target across all members.
+    pub async fn set_override(&self, o: &keys::Override) -> Result<bool, GossipError> {
+        Ok(self.chitchat.with_chitchat(|c| keys::write_override(c.self_node_state(), o)).await?)
+    }
+
     /// Publishes the fleet document versions this member holds (`head`) and has applied.
     /// Returns whether either changed.
     pub async fn set_config_versions(
