@@ -254,7 +254,10 @@ impl Drop for AbortOnDrop {
 
 /// The running gossip member. Dropping it stops gossip; [`GossipHandle::shutdown`] waits for it.
 pub struct GossipHandle {
-    chitchat: ChitchatHandle,
+    chitchat: Arc<ChitchatHandle>,
+    /// Wakes [`push_changes`]: this member wrote a key.
+    push: Arc<tokio::sync::Notify>,
+    _pusher: AbortOnDrop,
     node_id: String,
     generation: u64,
     listen: SocketAddr,
@@ -327,8 +330,13 @@ async fn spawn_with_datagram_bound(
         })
         .await;
     let forwarder = tokio::spawn(forward_liveness(live_nodes, Arc::clone(&changes_tx)));
+    let chitchat = Arc::new(chitchat);
+    let push = Arc::new(tokio::sync::Notify::new());
+    let pusher = tokio::spawn(push_changes(Arc::clone(&chitchat), Arc::clone(&push)));
     Ok(GossipHandle {
         chitchat,
+        push,
+        _pusher: AbortOnDrop(pusher),
         node_id: config.node_id,
         generation: config.generation,
         listen,
@@ -339,6 +347,34 @@ async fn spawn_with_datagram_bound(
         _key_listener: key_listener,
         _liveness_forwarder: AbortOnDrop(forwarder),
     })
+}
+
+/// A burst of writes (a PoP's verdicts flipping together) goes out in one push.
+const PUSH_COALESCE: Duration = Duration::from_millis(2);
+/// Most peers one push reaches; the others hear it in the next gossip rounds.
+const MAX_PUSH_PEERS: usize = 64;
+
+/// Pushes this member's own changes (a verdict flip, a drain, an override, a new fleet
+/// document version) to its live peers when they happen: a gossip exchange with each, started
+/// at once instead of at the next round (chitchat's `gossip(addr)`: our digest goes out, the
+/// peer answers with what it lacks, and our reply carries the change). Rounds stay as they
+/// are, so the steady traffic does not change.
+async fn push_changes(chitchat: Arc<ChitchatHandle>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(PUSH_COALESCE).await;
+        let peers: Vec<SocketAddr> = chitchat
+            .with_chitchat(|c| {
+                let me = c.self_chitchat_id().clone();
+                c.live_nodes().filter(|id| **id != me).map(|id| id.gossip_advertise_addr).take(MAX_PUSH_PEERS).collect()
+            })
+            .await;
+        for addr in peers {
+            if chitchat.gossip(addr).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Turns chitchat's live-set changes (members joining, dying, or changing keys) into our
@@ -375,7 +411,8 @@ impl GossipHandle {
 
     /// Publishes our verdict on `node` (≤ 64 bytes). A no-op returning `false` if unchanged.
     pub async fn set_verdict(&self, node: &str, encoded: &str) -> Result<bool, GossipError> {
-        Ok(self.chitchat.with_chitchat(|c| keys::write_verdict(c.self_node_state(), node, encoded)).await?)
+        let changed = self.chitchat.with_chitchat(|c| keys::write_verdict(c.self_node_state(), node, encoded)).await?;
+        Ok(self.pushed(changed))
     }
 
     /// Withdraws our verdict on `node` (it left the config). Returns whether there was one.
@@ -385,23 +422,27 @@ impl GossipHandle {
             // chitchat's key listeners do not fire for deletions.
             self.notify.send_replace(());
         }
-        removed
+        self.pushed(removed)
     }
 
     /// Publishes whether we are impaired. Returns whether it changed.
     pub async fn set_impaired(&self, impaired: bool) -> bool {
-        self.chitchat.with_chitchat(|c| keys::write_impaired(c.self_node_state(), impaired)).await
+        let changed = self.chitchat.with_chitchat(|c| keys::write_impaired(c.self_node_state(), impaired)).await;
+        self.pushed(changed)
     }
 
     /// Publishes an operator drain (`drained = true`) or undrain of `node`, stamped `now_ms`.
     /// Readers take the newest stamp per node across all members.
     pub async fn set_drain(&self, node: &str, drained: bool, now_ms: u64) -> Result<bool, GossipError> {
-        Ok(self.chitchat.with_chitchat(|c| keys::write_drain(c.self_node_state(), node, drained, now_ms)).await?)
+        let changed =
+            self.chitchat.with_chitchat(|c| keys::write_drain(c.self_node_state(), node, drained, now_ms)).await?;
+        Ok(self.pushed(changed))
     }
 
     /// Publishes an operator override. Readers take the newest per target across all members.
     pub async fn set_override(&self, o: &keys::Override) -> Result<bool, GossipError> {
-        Ok(self.chitchat.with_chitchat(|c| keys::write_override(c.self_node_state(), o)).await?)
+        let changed = self.chitchat.with_chitchat(|c| keys::write_override(c.self_node_state(), o)).await?;
+        Ok(self.pushed(changed))
     }
 
     /// Publishes the fleet document versions this member holds (`head`) and has applied.
@@ -412,7 +453,7 @@ impl GossipHandle {
         applied: Option<&keys::ConfigVersion>,
     ) -> Result<bool, GossipError> {
         let (head, applied) = (head.map(keys::ConfigVersion::encode), applied.map(keys::ConfigVersion::encode));
-        Ok(self
+        let changed = self
             .chitchat
             .with_chitchat(|c| {
                 let state = c.self_node_state();
@@ -424,7 +465,16 @@ impl GossipHandle {
                 }
                 Ok::<_, keys::KeyError>(changed)
             })
-            .await?)
+            .await?;
+        Ok(self.pushed(changed))
+    }
+
+    /// Wakes the pusher when this member's state changed; returns `changed`.
+    fn pushed(&self, changed: bool) -> bool {
+        if changed {
+            self.push.notify_one();
+        }
+        changed
     }
 
     /// Publishes where this member's admin API is, for peers to fetch documents from.
@@ -467,7 +517,9 @@ impl GossipHandle {
 
     /// Stops gossip and waits for the task to end.
     pub async fn shutdown(self) -> Result<(), GossipError> {
-        self.chitchat.shutdown().await.map_err(|err| GossipError::Stopped(format!("{err:#}")))
+        let terminated = self.chitchat.termination_watcher();
+        self.chitchat.initiate_shutdown().map_err(|err| GossipError::Stopped(format!("{err:#}")))?;
+        terminated.await.map_err(|err| GossipError::Stopped(format!("{err:#}")))
     }
 }
 
