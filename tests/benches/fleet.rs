@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use geolb_tests::QueryOptions;
-use geolb_tests::cluster::{ADMIN_TOKEN, Cluster, CLUSTER_KEY, http_request, start_two_pops_with};
+use geolb_tests::cluster::{ADMIN_TOKEN, CLUSTER_KEY, Cluster, http_request, start_two_pops_with};
 use geolb_tests::postgres::Postgres;
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -145,7 +145,13 @@ async fn put(admin: SocketAddr, version: u64, doc: &Value) -> Result<u64> {
 
 /// Samples of PUT → every answer moved, alternating the client between the PoPs, the PUT going
 /// to each member in turn.
-async fn samples(cluster: &Cluster, base: &Value, pops: [(&str, &[IpAddr]); 2], count: usize, check: &[&str]) -> Result<Vec<Duration>> {
+async fn samples(
+    cluster: &Cluster,
+    base: &Value,
+    pops: [(&str, &[IpAddr]); 2],
+    count: usize,
+    check: &[&str],
+) -> Result<Vec<Duration>> {
     let admins: Vec<SocketAddr> = cluster.probers.iter().chain(&cluster.resolvers).map(|m| m.admin).collect();
     let mut out = Vec::new();
     let (mut version, _) = get(admins[0]).await?;
@@ -199,7 +205,10 @@ async fn change_to_answers(store: &str) -> Result<(Vec<Duration>, Vec<Duration>)
     until_answers(&cluster, &last, &[fra.clone(), syd.clone()].concat(), Duration::from_secs(20)).await?;
     let big_samples =
         samples(&cluster, &big, [("syd", &syd), ("fra", &fra)], BIG_SAMPLES, &["cdn.example.net.", &last]).await?;
-    summary(&format!("PUT of a {BIG_NAMES}-name document ({} KB) -> every PowerDNS answer", bytes / 1024), &big_samples);
+    summary(
+        &format!("PUT of a {BIG_NAMES}-name document ({} KB) -> every PowerDNS answer", bytes / 1024),
+        &big_samples,
+    );
     drop(cluster);
     drop(pg);
     Ok((small, big_samples))
@@ -211,7 +220,11 @@ struct Member {
     _dir: geolb_tests::TestDir,
 }
 
-async fn start_member(i: usize, seeds: &[SocketAddr], shutdown: &tokio_util::sync::CancellationToken) -> Result<(Member, SocketAddr)> {
+async fn start_member(
+    i: usize,
+    seeds: &[SocketAddr],
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(Member, SocketAddr)> {
     use geolb_member::admin::{AdminState, serve_admin};
     let dir = geolb_tests::TestDir::new("fleet-member")?;
     let key = dir.join("cluster.key");
@@ -255,7 +268,13 @@ async fn start_member(i: usize, seeds: &[SocketAddr], shutdown: &tokio_util::syn
         source: source.clone(),
     };
     tokio::spawn(serve_admin(listener, state, shutdown.clone()));
-    tokio::spawn(geolb_member::fleet::follow(source.clone(), gossip.clone(), config.clone(), Some(admin_addr), shutdown.clone()));
+    tokio::spawn(geolb_member::fleet::follow(
+        source.clone(),
+        gossip.clone(),
+        config.clone(),
+        Some(admin_addr),
+        shutdown.clone(),
+    ));
     // The program's part: apply each version stored.
     let (wake, applier, stop) = (source.reload_wanted(), source.clone(), shutdown.clone());
     tokio::spawn(async move {
@@ -298,7 +317,8 @@ async fn converge(count: usize) -> Result<Vec<Duration>> {
         let start = Instant::now();
         let meta = members[0].source.write(head.version, document, "bench", "converge").await?;
         loop {
-            let behind = members.iter().filter(|m| m.source.applied_version().map(|v| v.version) != Some(meta.version)).count();
+            let behind =
+                members.iter().filter(|m| m.source.applied_version().map(|v| v.version) != Some(meta.version)).count();
             if behind == 0 {
                 break;
             }

@@ -331,3 +331,46 @@ async fn the_postgres_store_takes_one_writer_and_members_serve_through_its_outag
     ensure!(pg.psql("SELECT count(*) FROM geolb_config_versions")? == "3");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_document_of_10000_names_works_end_to_end() -> Result<()> {
+    let (cluster, servers) = start_two_pops_with(2, None, FRA_CLIENT, Some("store = \"embedded\"".to_owned())).await?;
+    let fra: Vec<IpAddr> = servers[..2].iter().map(|s| s.addr.ip()).collect();
+    until_answers(&cluster, Duration::from_secs(20), &fra).await?;
+    let (_, etag, mut doc) = get_config(cluster.resolvers[0].admin, VIEWER_TOKEN).await?;
+    let mut template = doc["services"][0].clone();
+    let nodes: Vec<Value> = doc["nodes"].as_array().context("nodes")?.iter().map(|n| n["id"].clone()).collect();
+    template["nodes"] = json!(nodes);
+    let services: Vec<Value> = (0..10_000)
+        .map(|i| {
+            let mut s = template.clone();
+            s["name"] = json!(format!("name-{i:05}.example.net."));
+            s["tie_band_km"] = json!(25.5);
+            s
+        })
+        .chain(std::iter::once(template.clone()))
+        .collect();
+    doc["services"] = json!(services);
+    let text = doc.to_string();
+    ensure!(text.len() > 1_000_000, "{} bytes", text.len());
+    let auth = bearer(ADMIN_TOKEN);
+    let (status, _, body) = http_request(
+        cluster.probers[0].admin,
+        "PUT",
+        "/api/v1/config",
+        &[("Authorization", &auth), ("If-Match", &etag)],
+        &text,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    // Every member applies it (before a query: PowerDNS would cache the NXDOMAIN of a name asked
+    // too early for the zone's negative TTL).
+    let s = until_in_step(cluster.resolvers[1].admin, 2, Duration::from_secs(30)).await?;
+    ensure!(s["config"]["refused"].is_null(), "{:#}", s["config"]);
+    let net: IpNet = FRA_CLIENT.parse()?;
+    for r in &cluster.resolvers {
+        let resp = r.pdns.as_ref().context("no pdns")?.query("name-09999.example.net.", "A", Some(net)).await?;
+        ensure!(resp.addresses().first().is_some_and(|ip| fra.contains(ip)), "the last of 10,000 names: {resp}");
+    }
+    Ok(())
+}

@@ -612,3 +612,93 @@ pub(crate) struct VersionBody {
     pub(crate) meta: Version,
     pub(crate) document: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: &str = r#"
+default_location = { pop = "fra" }
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[fleet]
+store = "embedded"
+[cluster]
+id = "t"
+key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+[member]
+id = "m"
+gossip_listen = "127.0.0.1:0"
+state_dir = "state"
+"#;
+
+    fn open(dir: &tempfile::TempDir) -> (Arc<ConfigSource>, Config) {
+        let path = dir.path().join("geolb.toml");
+        std::fs::write(&path, LOCAL).unwrap();
+        ConfigSource::open(&path).unwrap()
+    }
+
+    /// A peer that answers every request with `body`.
+    async fn peer(body: String) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_new_member_seeds_version_1_from_its_file_and_restarts_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, config) = open(&dir);
+        assert_eq!((config.fleet.version, config.pops.len()), (1, 1));
+        assert_eq!(source.history()[0].author, "file");
+        drop(source);
+        let (source, config) = open(&dir);
+        assert_eq!(config.fleet.version, 1);
+        assert_eq!(source.history().len(), 1, "a restart does not seed again");
+    }
+
+    #[tokio::test]
+    async fn a_peer_serving_a_document_that_does_not_match_its_hash_is_rejected_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, _) = open(&dir);
+        let (head, document) = source.head().unwrap();
+        let mut value = document.to_value();
+        value["pops"][0]["lat"] = serde_json::json!(51.0);
+        let real = FleetDocument::from_value(value).unwrap();
+        let announced = ConfigVersion { version: 2, hash: crate::versions::hash(real.canonical()) };
+        let meta = Version {
+            version: 2,
+            hash: announced.hash.clone(),
+            author: "x".into(),
+            at_ms: 1,
+            message: String::new(),
+            superseded: false,
+        };
+        // The bytes differ from what the hash was announced for.
+        let forged =
+            VersionBody { meta: meta.clone(), document: String::from_utf8(document.canonical().to_vec()).unwrap() };
+        let bad = peer(serde_json::to_string(&forged).unwrap()).await;
+        assert!(!fetch_from(&source, &announced, &[("forger".into(), bad)], "secret").await);
+        assert_eq!(source.counters.hash_mismatches.load(Ordering::Relaxed), 1);
+        assert_eq!(source.head_version().unwrap().version, head.version, "nothing stored");
+        // The right bytes from an honest peer are kept.
+        let honest = VersionBody { meta, document: String::from_utf8(real.canonical().to_vec()).unwrap() };
+        let good = peer(serde_json::to_string(&honest).unwrap()).await;
+        assert!(fetch_from(&source, &announced, &[("forger".into(), bad), ("honest".into(), good)], "secret").await);
+        assert_eq!(source.head_version(), Some(announced));
+        assert_eq!(source.counters.fetched.load(Ordering::Relaxed), 1);
+        assert_eq!(source.load().unwrap().pops[0].location.lat, 51.0);
+    }
+}
