@@ -98,6 +98,12 @@ fn drive(child: &mut Child) -> Result<()> {
     ensure!(!away.contains("PoP lhr") && away.contains("PoP fra"), "with lhr empty, London goes to fra: {away}");
     let back = out.until("   London → ", startup)?;
     ensure!(back.contains("PoP lhr"), "London comes back to lhr: {back}");
+    // A change of the fleet configuration on a prober's API moves London at the resolver, and
+    // its rollback brings it back.
+    let placed = out.until("   London → ", startup)?;
+    ensure!(placed.contains("PoP fra"), "the fleet change places London at fra: {placed}");
+    let rolled = out.until("   London → ", startup)?;
+    ensure!(rolled.contains("PoP lhr"), "the rollback brings London back to lhr: {rolled}");
     out.until("Commands here:", startup)?;
     let started = pids(&out.seen);
     ensure!(started.len() >= 4, "the demo should list its processes with pids: {started:?}");

@@ -200,7 +200,15 @@ async fn change_to_answers(store: &str) -> Result<(Vec<Duration>, Vec<Duration>)
     let bytes = big.to_string().len();
     // The first PUT of the large document adds the names; then time the changes.
     let (version, _) = get(cluster.resolvers[0].admin).await?;
-    put(cluster.probers[0].admin, version, &big).await?;
+    let added = put(cluster.probers[0].admin, version, &big).await?;
+    // Every resolver applies it before its names are asked (PowerDNS would cache an NXDOMAIN).
+    for r in &cluster.resolvers {
+        let start = Instant::now();
+        while geolb_tests::cluster::state(r.admin).await?["config"]["applied"]["version"] != added {
+            ensure!(start.elapsed() < Duration::from_secs(30), "the large document is not applied");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let last = format!("s{:05}.example.net.", BIG_NAMES - 2);
     until_answers(&cluster, &last, &[fra.clone(), syd.clone()].concat(), Duration::from_secs(20)).await?;
     let big_samples =

@@ -128,6 +128,8 @@ pub struct ConfigSource {
     applied: Mutex<Option<ConfigVersion>>,
     refused: Mutex<Option<Refusal>>,
     reload: Arc<Notify>,
+    /// Wakes [`follow`] to publish: a version stored, applied or refused here.
+    changed: Notify,
     /// Counters for metrics and the state API.
     pub counters: FleetCounters,
 }
@@ -149,6 +151,7 @@ impl ConfigSource {
             applied: Mutex::default(),
             refused: Mutex::default(),
             reload: Arc::default(),
+            changed: Notify::new(),
             counters: FleetCounters::default(),
         };
         match boot.fleet.store {
@@ -270,6 +273,7 @@ impl ConfigSource {
             *refused = None;
         }
         *lock(&self.applied) = version;
+        self.changed.notify_one();
     }
 
     /// Records that a reload failed: the newest version, unless it is the one applied, is
@@ -285,6 +289,7 @@ impl ConfigSource {
     fn refuse(&self, version: u64, hash: &str, error: String) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
         *lock(&self.refused) = Some(Refusal { version, hash: hash.to_owned(), error, at_ms: crate::unix_ms() });
+        self.changed.notify_one();
     }
 
     /// Where the document comes from.
@@ -392,6 +397,7 @@ impl ConfigSource {
         if let Ok(meta) = &written {
             tracing::info!(version = meta.version, hash = %meta.hash, author = %meta.author, "fleet document written");
             self.reload.notify_one();
+            self.changed.notify_one();
         }
         written
     }
@@ -435,7 +441,11 @@ impl ConfigSource {
             return Err(StoreError::HashMismatch { version: meta.version, announced: meta.hash, actual }.to_string());
         }
         FleetDocument::from_json(bytes).map_err(|e| format!("not a fleet document: {e}"))?;
-        self.with_store(|s| s.insert(meta, bytes)).unwrap_or(Ok(false)).map_err(|e| e.to_string())
+        let stored = self.with_store(|s| s.insert(meta, bytes)).unwrap_or(Ok(false)).map_err(|e| e.to_string())?;
+        if stored {
+            self.changed.notify_one();
+        }
+        Ok(stored)
     }
 
     fn stored(&self, meta: &Version) -> Result<Arc<FleetDocument>, String> {
@@ -563,6 +573,7 @@ pub async fn follow(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = changes.changed() => {}
+            _ = source.changed.notified() => {}
             _ = tick.tick() => {}
         }
     }
