@@ -154,8 +154,8 @@ enum NodesCommand {
     },
 }
 
-/// A change message as the `Geolb-Message` header carries it: the API reads visible ASCII
-/// only (and silently drops anything else), so anything else is refused here.
+/// A change message as the `Geolb-Message` header carries it. The API takes UTF-8 on one line;
+/// this client sends header values as visible ASCII only, so anything else is refused here.
 fn parse_message(text: &str) -> Result<String, String> {
     if let Some(c) = text.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
         return Err(format!("{c:?} cannot be sent: the message must be printable ASCII on one line"));

@@ -24,6 +24,8 @@ use crate::admin::{AdminState, Need, authorize};
 
 /// The header a writer puts its change's description in.
 pub(crate) const MESSAGE_HEADER: &str = "geolb-message";
+/// Longest change description.
+const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// `GET /api/v1/config`.
 pub(crate) async fn get_config(State(state): State<AdminState>, headers: HeaderMap) -> Response {
@@ -146,8 +148,17 @@ async fn write(
     expected: u64,
     document: FleetDocument,
 ) -> Response {
-    let message =
-        headers.get(MESSAGE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("").chars().take(1000).collect::<String>();
+    let message = match headers.get(MESSAGE_HEADER).map(|v| std::str::from_utf8(v.as_bytes())) {
+        None => String::new(),
+        Some(Ok(text)) if !text.chars().any(char::is_control) && text.chars().count() <= MAX_MESSAGE_CHARS => {
+            text.trim().to_owned()
+        }
+        Some(_) => {
+            let why =
+                format!("{MESSAGE_HEADER} must be UTF-8 text on one line, at most {MAX_MESSAGE_CHARS} characters");
+            return error(StatusCode::BAD_REQUEST, &why);
+        }
+    };
     match state.source.write(expected, document, &author, &message).await {
         Ok(meta) => {
             let mut response =
