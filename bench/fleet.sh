@@ -3,7 +3,8 @@
 # answers with it (embedded store and PostgreSQL, a small and a 10,000-name document), and 100
 # members converging on a new version. Builds the release binaries, then runs
 # tests/benches/fleet.rs against them. Needs pdns_server and PostgreSQL 15 (scripts/setup.sh);
-# everything listens on 127.0.0.0/8. CARGO_BUILD_JOBS (default 1) sets build parallelism.
+# everything listens on 127.0.0.0/8. CARGO_BUILD_JOBS (default 1) sets build parallelism;
+# GEOLB_BENCH_ONLY=answers or =converge runs one part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="${CARGO_BUILD_JOBS:-1}"

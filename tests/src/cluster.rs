@@ -482,13 +482,14 @@ pub async fn start_two_pops(
     start_two_pops_with(probers, blind_prober, fra_client, None).await
 }
 
-/// [`start_two_pops`], with `fleet` as the body of every member's `[fleet]` table.
-pub async fn start_two_pops_with(
-    probers: usize,
+/// Four node stand-ins and the spec of two PoPs over them: fra (fra-1, fra-2, and
+/// `fra_client`'s network) and syd (syd-1, syd-2, and 203.0.113.0/24); `fleet` is the body of
+/// every member's `[fleet]` table.
+pub async fn two_pops(
     blind_prober: Option<usize>,
     fra_client: &'static str,
     fleet: Option<String>,
-) -> Result<(Cluster, Vec<NodeServer>)> {
+) -> Result<(ClusterSpec, Vec<NodeServer>)> {
     let mut servers = Vec::new();
     for _ in 0..4 {
         servers.push(NodeServer::start().await?);
@@ -505,6 +506,17 @@ pub async fn start_two_pops_with(
         blind_prober,
         fleet,
     };
+    Ok((spec, servers))
+}
+
+/// [`start_two_pops`], with `fleet` as the body of every member's `[fleet]` table.
+pub async fn start_two_pops_with(
+    probers: usize,
+    blind_prober: Option<usize>,
+    fra_client: &'static str,
+    fleet: Option<String>,
+) -> Result<(Cluster, Vec<NodeServer>)> {
+    let (spec, servers) = two_pops(blind_prober, fra_client, fleet).await?;
     let cluster = Cluster::start(spec, probers, 2).await?;
     Ok((cluster, servers))
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::cluster::{Cluster, ClusterSpec, NodeServer, state};
+use geolb_tests::cluster::{Cluster, ClusterSpec, NodeServer, state, two_pops};
 use geolb_tests::{unique_loopback, workspace_bin};
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -153,22 +153,7 @@ fn editor(dir: &Path, name: &str, body: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geolbctl_reads_writes_diffs_rolls_back_and_reports_every_refusal() -> Result<()> {
-    let mut servers = Vec::new();
-    for _ in 0..4 {
-        servers.push(NodeServer::start().await?);
-    }
-    let spec = ClusterSpec {
-        pops: vec![("fra", 50.11, 8.68, "eu"), ("syd", -33.87, 151.21, "apac")],
-        nodes: vec![
-            ("fra-1".into(), "fra", servers[0].addr),
-            ("fra-2".into(), "fra", servers[1].addr),
-            ("syd-1".into(), "syd", servers[2].addr),
-            ("syd-2".into(), "syd", servers[3].addr),
-        ],
-        overrides: vec![(FRA_CLIENT, "fra"), ("203.0.113.0/24", "syd")],
-        blind_prober: None,
-        fleet: Some("store = \"embedded\"".to_owned()),
-    };
+    let (spec, servers) = two_pops(None, FRA_CLIENT, Some("store = \"embedded\"".to_owned())).await?;
     let cluster = Cluster::start(spec, 2, 1).await?;
     let fra: Vec<IpAddr> = servers[..2].iter().map(|s| s.addr.ip()).collect();
     let syd: Vec<IpAddr> = servers[2..].iter().map(|s| s.addr.ip()).collect();

@@ -130,6 +130,8 @@ pub struct ConfigSource {
     reload: Arc<Notify>,
     /// Wakes [`follow`] to publish: a version stored, applied or refused here.
     changed: Notify,
+    /// A version was written here and not yet published: [`follow`] pushes it to the peers.
+    written: std::sync::atomic::AtomicBool,
     /// Counters for metrics and the state API.
     pub counters: FleetCounters,
 }
@@ -152,6 +154,7 @@ impl ConfigSource {
             refused: Mutex::default(),
             reload: Arc::default(),
             changed: Notify::new(),
+            written: std::sync::atomic::AtomicBool::new(false),
             counters: FleetCounters::default(),
         };
         match boot.fleet.store {
@@ -396,10 +399,16 @@ impl ConfigSource {
         .map_err(|e| WriteError::Store(StoreError::Io { path: self.path.clone(), source: std::io::Error::other(e) }))?;
         if let Ok(meta) = &written {
             tracing::info!(version = meta.version, hash = %meta.hash, author = %meta.author, "fleet document written");
-            self.reload.notify_one();
-            self.changed.notify_one();
+            self.announce_written();
         }
         written
+    }
+
+    /// A version was written here: reload, and push its number to the peers.
+    fn announce_written(&self) {
+        self.written.store(true, Ordering::Relaxed);
+        self.reload.notify_one();
+        self.changed.notify_one();
     }
 
     async fn write_database(
@@ -424,7 +433,7 @@ impl ConfigSource {
         if let Err(e) = self.learn(meta.clone(), document.canonical()) {
             tracing::warn!(error = %e, "cannot mirror the version just written; it is read back from the database");
         }
-        self.reload.notify_one();
+        self.announce_written();
         Ok(meta)
     }
 
@@ -542,7 +551,8 @@ pub async fn follow(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let head = source.head_version();
-        if let Err(e) = gossip.set_config_versions(head.as_ref(), source.applied_version().as_ref()).await {
+        let push = source.written.swap(false, Ordering::Relaxed);
+        if let Err(e) = gossip.set_config_versions(head.as_ref(), source.applied_version().as_ref(), push).await {
             tracing::warn!(error = %e, "cannot publish the fleet document version");
         }
         if source.store() == FleetStore::Embedded {

@@ -174,14 +174,7 @@ impl Database {
 
     async fn head(&self, client: &Client) -> Option<Version> {
         let row = timed(client.query_opt(HEAD, &[])).await.ok().flatten()?;
-        Some(Version {
-            version: from_i64(row.get(0)),
-            hash: row.get(1),
-            author: row.get(2),
-            at_ms: from_i64(row.get(3)),
-            message: row.get(4),
-            superseded: false,
-        })
+        Some(version_of(&row))
     }
 
     /// Keeps the connection (reconnecting) and the mirror in step until `shutdown`.
@@ -270,14 +263,7 @@ impl Database {
             }
             let count = rows.len();
             for row in rows {
-                let meta = Version {
-                    version: from_i64(row.get(0)),
-                    hash: row.get(1),
-                    author: row.get(2),
-                    at_ms: from_i64(row.get(3)),
-                    message: row.get(4),
-                    superseded: false,
-                };
+                let meta = version_of(&row);
                 let document: String = row.get(5);
                 let version = meta.version;
                 match source.learn(meta, document.as_bytes()) {
@@ -337,6 +323,18 @@ impl std::fmt::Display for TimedError {
             },
             TimedError::Timeout => write!(f, "no answer within {STATEMENT_TIMEOUT:?}"),
         }
+    }
+}
+
+/// A version's columns, in the order `HEAD` and `SINCE` select them.
+fn version_of(row: &tokio_postgres::Row) -> Version {
+    Version {
+        version: from_i64(row.get(0)),
+        hash: row.get(1),
+        author: row.get(2),
+        at_ms: from_i64(row.get(3)),
+        message: row.get(4),
+        superseded: false,
     }
 }
 

@@ -352,7 +352,7 @@ async fn spawn_with_datagram_bound(
 /// A burst of writes (a PoP's verdicts flipping together) goes out in one push.
 const PUSH_COALESCE: Duration = Duration::from_millis(2);
 /// Most peers one push reaches; the others hear it in the next gossip rounds.
-const MAX_PUSH_PEERS: usize = 64;
+const MAX_PUSH_PEERS: usize = 128;
 
 /// Pushes this member's own changes (a verdict flip, a drain, an override, a new fleet
 /// document version) to its live peers when they happen: a gossip exchange with each, started
@@ -445,12 +445,15 @@ impl GossipHandle {
         Ok(self.pushed(changed))
     }
 
-    /// Publishes the fleet document versions this member holds (`head`) and has applied.
-    /// Returns whether either changed.
+    /// Publishes the fleet document versions this member holds (`head`) and has applied;
+    /// pushed to the peers at once when `push` (a version written here: the others fetch it from
+    /// this member, and would otherwise hear of it only at the next gossip rounds). Returns
+    /// whether either changed.
     pub async fn set_config_versions(
         &self,
         head: Option<&keys::ConfigVersion>,
         applied: Option<&keys::ConfigVersion>,
+        push: bool,
     ) -> Result<bool, GossipError> {
         let (head, applied) = (head.map(keys::ConfigVersion::encode), applied.map(keys::ConfigVersion::encode));
         let changed = self
@@ -466,7 +469,7 @@ impl GossipHandle {
                 Ok::<_, keys::KeyError>(changed)
             })
             .await?;
-        Ok(self.pushed(changed))
+        Ok(if push { self.pushed(changed) } else { changed })
     }
 
     /// Wakes the pusher when this member's state changed; returns `changed`.
