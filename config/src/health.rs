@@ -523,14 +523,17 @@ impl AdminConfig {
     pub fn token(&self, secret: &str) -> Option<&AdminToken> {
         let mut found = None;
         for t in &self.tokens {
-            let same = t.secret.len() == secret.len()
-                && t.secret.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            if same && found.is_none() {
+            if same_secret(&t.secret, secret) && found.is_none() {
                 found = Some(t);
             }
         }
         found
     }
+}
+
+/// Whether two secrets are equal, compared in constant time for a given length.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One admin API token.

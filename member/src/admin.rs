@@ -327,9 +327,7 @@ pub(crate) fn authorize(state: &AdminState, headers: &HeaderMap, need: Need) -> 
         return Ok(token.name.clone());
     }
     // Constant-time comparison: the secret is not to be guessed by timing.
-    let is_peer = peer.is_some_and(|p| {
-        p.len() == given.len() && p.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
+    let is_peer = peer.is_some_and(|p| geolb_config::health::same_secret(&p, given));
     if is_peer {
         return Ok("peer".to_owned());
     }

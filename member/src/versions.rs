@@ -190,8 +190,17 @@ impl VersionStore {
         self.winner(top)
     }
 
+    /// The winner under each version number (see [`VersionStore::winner`]), newest first.
+    pub fn winners(&self) -> Vec<&Version> {
+        let mut numbers: Vec<u64> =
+            self.entries.iter().filter(|e| !e.meta.superseded).map(|e| e.meta.version).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        numbers.dedup();
+        numbers.into_iter().filter_map(|n| self.winner(n)).collect()
+    }
+
     /// The document under `version` that [`wins`] among those not marked superseded.
-    fn winner(&self, version: u64) -> Option<&Version> {
+    pub fn winner(&self, version: u64) -> Option<&Version> {
         self.entries
             .iter()
             .map(|e| &e.meta)

@@ -197,7 +197,7 @@ impl ConfigSource {
     /// The newest stored version that applies, else a seed from the local file's fleet
     /// tables, else pending.
     fn start_embedded(&self, local: &LocalFile) -> Result<Config, OpenError> {
-        let winners = self.with_store(winners).unwrap_or_default();
+        let winners: Vec<Version> = self.with_store(|s| s.winners().into_iter().cloned().collect()).unwrap_or_default();
         for meta in &winners {
             let composed = self
                 .stored(meta)
@@ -349,17 +349,12 @@ impl ConfigSource {
     /// canonical bytes.
     pub fn version(&self, version: u64, hash: Option<&str>) -> Option<(Version, Vec<u8>)> {
         self.with_store(|s| {
-            let meta = s
-                .history()
-                .filter(|m| m.version == version && hash.is_none_or(|h| h == m.hash))
-                .reduce(|best, m| {
-                    if !m.superseded && (best.superseded || crate::versions::wins(&m.hash, &best.hash)) {
-                        m
-                    } else {
-                        best
-                    }
-                })?
-                .clone();
+            // Under a number alone: its winner, else (all superseded) any document it had.
+            let meta = match hash {
+                Some(h) => s.history().find(|m| m.version == version && m.hash == h),
+                None => s.winner(version).or_else(|| s.history().find(|m| m.version == version)),
+            }?
+            .clone();
             let bytes = s.document(meta.version, &meta.hash).ok().flatten()?;
             Some((meta, bytes))
         })
@@ -469,20 +464,6 @@ impl ConfigSource {
     fn with_store<T>(&self, f: impl FnOnce(&mut VersionStore) -> T) -> Option<T> {
         self.versions.as_ref().map(|m| f(&mut lock(m)))
     }
-}
-
-/// The winner under each version number, newest first.
-fn winners(store: &mut VersionStore) -> Vec<Version> {
-    let mut out: Vec<Version> = Vec::new();
-    for meta in store.history().filter(|m| !m.superseded) {
-        match out.iter_mut().find(|o| o.version == meta.version) {
-            Some(o) if crate::versions::wins(&meta.hash, &o.hash) => *o = meta.clone(),
-            Some(_) => {}
-            None => out.push(meta.clone()),
-        }
-    }
-    out.sort_by_key(|v| std::cmp::Reverse(v.version));
-    out
 }
 
 fn compose_version(local: &LocalFile, meta: &Version, document: &Arc<FleetDocument>) -> Result<Config, ConfigError> {
