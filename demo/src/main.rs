@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use geolb_common::GeoPoint;
 use geolb_config::Config;
-use geolb_tests::cluster::{NodeServer, healths, http, http_request, http_with_body, state};
+use geolb_tests::cluster::{NodeServer, fleet_get, fleet_put, healths, http, http_with_body, state};
 use geolb_tests::{KillOnDrop, Launch, Pdns, PdnsOptions, TestDir, pdns_installed, quiet_logs, workspace_bin};
 use ipnet::IpNet;
 use tokio::io::AsyncBufReadExt;
@@ -347,7 +347,7 @@ impl Stack {
     async fn fleet_change(&self, city: &City, home: &str) -> Result<()> {
         let (_, _, ip) = PROBERS.iter().find(|(_, pop, _)| *pop == "fra").context("no fra prober")?;
         let admin: SocketAddr = format!("{ip}:9100").parse()?;
-        let (version, doc) = get_config(admin).await?;
+        let (version, doc) = fleet_get(admin, ADMIN_TOKEN.trim()).await?;
         let mut changed = doc.clone();
         let overrides = changed["overrides"].as_array().cloned().unwrap_or_default();
         let rule = serde_json::json!({ "cidr": city.v4, "pop": "fra" });
@@ -357,10 +357,10 @@ impl Stack {
             city.name
         );
         println!("   (PUT /api/v1/config, If-Match: \"{version}\"); the resolver fetches and applies it …");
-        let written = put_config(admin, version, &changed, "place London at fra").await?;
+        let written = fleet_put(admin, ADMIN_TOKEN.trim(), version, &changed, "place London at fra").await?;
         self.wait_answer(city, |a| a.pop == "fra").await?;
         println!("5. Rolling back: version {version}'s document written again as version {} …", written + 1);
-        put_config(admin, written, &doc, "roll back").await?;
+        fleet_put(admin, ADMIN_TOKEN.trim(), written, &doc, "roll back").await?;
         self.wait_answer(city, |a| a.pop == home).await?;
         Ok(())
     }
@@ -530,29 +530,6 @@ fn lookup_body(subnet: &str) -> String {
 }
 
 /// Asks the resolver's connector as PowerDNS would; the A records' addresses.
-/// The fleet document at `admin` and its version.
-async fn get_config(admin: SocketAddr) -> Result<(u64, serde_json::Value)> {
-    let auth = format!("Bearer {}", ADMIN_TOKEN.trim());
-    let (status, head, body) = http_request(admin, "GET", "/api/v1/config", &[("Authorization", &auth)], "").await?;
-    ensure!(status == 200, "GET /api/v1/config: {status} {body}");
-    let version = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag:").map(|v| v.trim().trim_matches('"').to_owned()))
-        .context("no ETag")?;
-    Ok((version.parse()?, serde_json::from_str(&body)?))
-}
-
-/// Writes `doc` as the version after `version`; the new version.
-async fn put_config(admin: SocketAddr, version: u64, doc: &serde_json::Value, message: &str) -> Result<u64> {
-    let auth = format!("Bearer {}", ADMIN_TOKEN.trim());
-    let if_match = format!("\"{version}\"");
-    let headers = [("Authorization", auth.as_str()), ("If-Match", if_match.as_str()), ("Geolb-Message", message)];
-    let (status, _, body) = http_request(admin, "PUT", "/api/v1/config", &headers, &doc.to_string()).await?;
-    ensure!(status == 200, "PUT /api/v1/config: {status} {body}");
-    let reply: serde_json::Value = serde_json::from_str(body.trim())?;
-    reply["version"].as_u64().context("no version in the reply")
-}
-
 async fn ask_connector(addr: SocketAddr, subnet: &str) -> Result<Vec<IpAddr>> {
     let (status, body) = http_with_body(addr, "POST", "/dns", None, &lookup_body(subnet)).await?;
     if status != 200 {

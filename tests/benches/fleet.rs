@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use geolb_tests::QueryOptions;
-use geolb_tests::cluster::{ADMIN_TOKEN, CLUSTER_KEY, Cluster, http_request, start_two_pops_with};
+use geolb_tests::cluster::{ADMIN_TOKEN, CLUSTER_KEY, Cluster, fleet_get, fleet_put, start_two_pops_with};
 use geolb_tests::postgres::Postgres;
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -125,26 +125,12 @@ async fn until_answers(cluster: &Cluster, qname: &str, want: &[IpAddr], within: 
 
 /// `GET /api/v1/config`: (version, document).
 async fn get(admin: SocketAddr) -> Result<(u64, Value)> {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let (status, head, body) = http_request(admin, "GET", "/api/v1/config", &[("Authorization", &auth)], "").await?;
-    ensure!(status == 200, "GET: {status} {body}");
-    let version = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag:").map(|v| v.trim().trim_matches('"').to_owned()))
-        .context("no ETag")?
-        .parse()?;
-    Ok((version, serde_json::from_str(&body)?))
+    fleet_get(admin, ADMIN_TOKEN).await
 }
 
 /// `PUT /api/v1/config` at `version`; the new version.
 async fn put(admin: SocketAddr, version: u64, doc: &Value) -> Result<u64> {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let if_match = format!("\"{version}\"");
-    let headers = [("Authorization", auth.as_str()), ("If-Match", if_match.as_str())];
-    let (status, _, body) = http_request(admin, "PUT", "/api/v1/config", &headers, &doc.to_string()).await?;
-    ensure!(status == 200, "PUT: {status} {body}");
-    let reply: Value = serde_json::from_str(body.trim())?;
-    reply["version"].as_u64().context("no version")
+    fleet_put(admin, ADMIN_TOKEN, version, doc, "bench").await
 }
 
 /// Samples of PUT → every answer moved, alternating the client between the PoPs, the PUT going

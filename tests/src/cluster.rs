@@ -428,6 +428,41 @@ pub async fn http_request(
     Ok((status, head, body))
 }
 
+/// `GET /api/v1/config` with `token`: (version, document).
+pub async fn fleet_get(admin: SocketAddr, token: &str) -> Result<(u64, serde_json::Value)> {
+    let auth = format!("Bearer {token}");
+    let (status, head, body) = http_request(admin, "GET", "/api/v1/config", &[("Authorization", &auth)], "").await?;
+    if status != 200 {
+        bail!("GET /api/v1/config: {status} {body}");
+    }
+    let version = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag:").map(|v| v.trim().trim_matches('"').to_owned()))
+        .context("no ETag")?
+        .parse()?;
+    Ok((version, serde_json::from_str(&body)?))
+}
+
+/// `PUT /api/v1/config` of `doc` at `version` with `token` and the change `message`; the new
+/// version.
+pub async fn fleet_put(
+    admin: SocketAddr,
+    token: &str,
+    version: u64,
+    doc: &serde_json::Value,
+    message: &str,
+) -> Result<u64> {
+    let auth = format!("Bearer {token}");
+    let if_match = format!("\"{version}\"");
+    let headers = [("Authorization", auth.as_str()), ("If-Match", if_match.as_str()), ("Geolb-Message", message)];
+    let (status, _, body) = http_request(admin, "PUT", "/api/v1/config", &headers, &doc.to_string()).await?;
+    if status != 200 {
+        bail!("PUT /api/v1/config: {status} {body}");
+    }
+    let reply: serde_json::Value = serde_json::from_str(body.trim())?;
+    reply["version"].as_u64().context("no version in the reply")
+}
+
 /// `GET /api/v1/state` as JSON.
 pub async fn state(admin: SocketAddr) -> Result<serde_json::Value> {
     let (status, body) = http(admin, "GET", "/api/v1/state", None).await?;
