@@ -16,8 +16,9 @@ CACHE="${HOME}/.cache/geolb"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# prometheus: the dashboard test evaluates every panel's query on a real one.
-packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils prometheus postgresql-15 postgresql-client-15)
+# prometheus: the dashboard test evaluates every panel's query on a real one. bind9: the hidden
+# primary of the zone-transfer tests (named); bind9-dnsutils: delv, the DNSSEC validator.
+packages=(pdns-server pdns-backend-remote pdns-backend-bind pdns-backend-lmdb dnsutils bind9-dnsutils bind9 prometheus postgresql-15 postgresql-client-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

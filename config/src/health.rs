@@ -488,18 +488,23 @@ fn default_member_admin() -> SocketAddr {
 }
 
 impl RawMember {
+    /// `state_dir`, absolute (`/var/lib/geolb` when not given).
+    pub(crate) fn state_dir(&self, base: &Path) -> PathBuf {
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/geolb"));
+        if state_dir.is_absolute() { state_dir } else { base.join(state_dir) }
+    }
+
     pub(crate) fn resolve(&self, base: &Path) -> (MemberConfig, Vec<(&'static str, String)>) {
         let mut problems = Vec::new();
         if self.id.is_empty() {
             problems.push(("id", "member id is empty".into()));
         }
-        let state_dir = self.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/geolb"));
         let config = MemberConfig {
             id: self.id.clone(),
             gossip_listen: self.gossip_listen,
             gossip_advertise: self.gossip_advertise,
             admin_listen: self.admin_listen,
-            state_dir: if state_dir.is_absolute() { state_dir } else { base.join(state_dir) },
+            state_dir: self.state_dir(base),
         };
         (config, problems)
     }

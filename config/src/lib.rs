@@ -18,10 +18,10 @@ pub mod watch;
 pub use error::{ConfigError, Problem};
 pub use fleet::{FleetConfig, FleetDocument, FleetStore, Secret};
 pub use model::{
-    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, RESERVED_NODE_PREFIX,
-    RecordTypes, ResolverConfig, Service, ZoneFile,
+    AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, PrimarySource,
+    RESERVED_NODE_PREFIX, RecordTypes, ResolverConfig, Service, TsigKey, TsigSecret, ZoneFile,
 };
-pub use raw::Fleet;
+pub use raw::{Fleet, in_zone};
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! The validated config: what the programs run on. Every invariant listed on a type holds.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use geolb_common::{GeoPoint, NodeId, PopId};
@@ -59,19 +59,22 @@ pub struct ResolverConfig {
     pub threads: usize,
     /// Largest request body accepted from PowerDNS; larger ones are refused.
     pub max_request_bytes: usize,
+    /// UDP address where NOTIFY from the zones' primaries is taken, if any.
+    pub notify_listen: Option<SocketAddr>,
 }
 
 impl ResolverConfig {
     /// The keys whose value differs in `other`. Every `[resolver]` key is read at start only, so
     /// a reload uses this to say which changes wait for the next restart.
     pub fn changed_keys(&self, other: &ResolverConfig) -> Vec<&'static str> {
-        let ResolverConfig { listen, socket, socket_mode, threads, max_request_bytes } = self;
+        let ResolverConfig { listen, socket, socket_mode, threads, max_request_bytes, notify_listen } = self;
         changed([
             ("listen", *listen != other.listen),
             ("socket", *socket != other.socket),
             ("socket_mode", *socket_mode != other.socket_mode),
             ("threads", *threads != other.threads),
             ("max_request_bytes", *max_request_bytes != other.max_request_bytes),
+            ("notify_listen", *notify_listen != other.notify_listen),
         ])
     }
 }
@@ -81,18 +84,73 @@ pub(crate) fn changed<const N: usize>(pairs: [(&'static str, bool); N]) -> Vec<&
     pairs.into_iter().filter_map(|(key, changed)| changed.then_some(key)).collect()
 }
 
-/// One zone file.
+/// One zone: its file and, when it comes from a hidden primary, how to follow the primary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneFile {
     /// The zone's origin, lower-case and absolute (`example.net.`).
     pub origin: String,
-    /// The zone file, absolute.
+    /// The zone file, absolute. For a zone from a [`PrimarySource`], the resolver writes it:
+    /// it is the last good transferred copy, served at the next start.
     pub file: PathBuf,
+    /// The hidden primary the zone is transferred from (`None`: the file is the source).
+    pub primary: Option<PrimarySource>,
     /// The zone's PowerDNS domain metadata (`pdnsutil get-meta`), kind → values. PowerDNS reads
     /// all of a zone's metadata from the first backend that answers, and the remote backend
     /// always answers: geolb must hand back the zone's real metadata (NSEC3PARAM, PRESIGNED,
     /// SOA-EDIT, …) or DNSSEC settings kept in the next backend are lost.
     pub metadata: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// A zone followed from its hidden primary by SOA polls, NOTIFY and IXFR/AXFR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimarySource {
+    /// The primary's addresses, tried in order (at least one).
+    pub primaries: Vec<SocketAddr>,
+    /// Source addresses a NOTIFY for this zone is taken from (the primaries' by default).
+    pub allow_notify: Vec<IpAddr>,
+    /// The TSIG key that signs transfers, SOA polls and NOTIFY, if any.
+    pub tsig: Option<TsigKey>,
+    /// Poll interval for the SOA serial; `None` follows the zone's SOA refresh.
+    pub refresh_ms: Option<u64>,
+    /// How long one SOA query or transfer may take.
+    pub transfer_timeout_ms: u64,
+}
+
+/// A TSIG key (RFC 8945).
+#[derive(Clone, PartialEq)]
+pub struct TsigKey {
+    /// The key's name, lower-case and absolute, as the primary knows it.
+    pub name: String,
+    /// `hmac-sha256` (default), `hmac-sha1`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    /// Where the base64 secret is.
+    pub secret: TsigSecret,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("TsigKey").field("name", &self.name).field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+/// A TSIG secret, base64: in the config or in a file (read by the resolver).
+#[derive(Clone, PartialEq)]
+pub enum TsigSecret {
+    /// Written in the config.
+    Inline(String),
+    /// In this file (absolute), surrounding whitespace ignored.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TsigSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The secret stays out of logs.
+            TsigSecret::Inline(_) => f.write_str("Inline(..)"),
+            TsigSecret::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// Where unlocated clients are placed.

@@ -82,6 +82,7 @@ struct RawResolver {
     max_request_bytes: usize,
     #[serde(default = "default_resolver_threads")]
     threads: usize,
+    notify_listen: Option<SocketAddr>,
 }
 
 impl Default for RawResolver {
@@ -92,6 +93,7 @@ impl Default for RawResolver {
             socket_mode: default_socket_mode(),
             max_request_bytes: default_max_request_bytes(),
             threads: default_resolver_threads(),
+            notify_listen: None,
         }
     }
 }
@@ -125,6 +127,7 @@ impl RawResolver {
             socket_mode: self.socket_mode,
             max_request_bytes: self.max_request_bytes,
             threads: self.threads,
+            notify_listen: self.notify_listen,
         };
         (config, problems)
     }
@@ -187,15 +190,127 @@ fn resolve_default_location(
 #[serde(deny_unknown_fields)]
 struct RawZone {
     origin: String,
-    file: PathBuf,
+    file: Option<PathBuf>,
+    primary: Option<Vec<String>>,
+    allow_notify: Option<Vec<std::net::IpAddr>>,
+    tsig: Option<RawTsig>,
+    refresh_ms: Option<u64>,
+    #[serde(default = "default_transfer_timeout_ms")]
+    transfer_timeout_ms: u64,
     #[serde(default)]
     metadata: BTreeMap<String, Vec<String>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsig {
+    name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    algorithm: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
+}
+
+fn default_transfer_timeout_ms() -> u64 {
+    30_000
+}
+
+/// The TSIG algorithms a `[[zones]]` key may name (those `domain`'s TSIG implements).
+const TSIG_ALGORITHMS: &[&str] = &["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+/// A primary's address: `ip:port`, `[v6]:port`, or a bare IP (port 53).
+fn primary_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>().or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53))).map_err(
+        |_| format!("`{text}` is not an IP address with an optional port (e.g. `192.0.2.53` or `192.0.2.53:53`)"),
+    )
+}
+
+impl RawZone {
+    /// The `primary` source of a zone: addresses, NOTIFY sources and the TSIG key.
+    fn resolve_primary(
+        &self,
+        addrs: &[String],
+        path: &KeyPath,
+        base: &Path,
+        problems: &mut Problems<'_>,
+    ) -> PrimarySource {
+        let mut primaries = Vec::new();
+        if addrs.is_empty() {
+            problems.at(&path.key("primary"), "`primary` lists no address: give the hidden primary's address(es)");
+        }
+        for (i, text) in addrs.iter().enumerate() {
+            match primary_addr(text) {
+                Ok(addr) => primaries.push(addr),
+                Err(e) => problems.at(&path.key("primary").index(i), e),
+            }
+        }
+        let allow_notify = match &self.allow_notify {
+            Some(list) => list.clone(),
+            None => {
+                let mut ips: Vec<std::net::IpAddr> = Vec::new();
+                for ip in primaries.iter().map(SocketAddr::ip) {
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
+                ips
+            }
+        };
+        let tsig = self.tsig.as_ref().map(|t| {
+            let tsig_path = path.key("tsig");
+            let name = match normalize_name(&t.name) {
+                Ok(name) => name,
+                Err(e) => {
+                    problems.at(&tsig_path.key("name"), e);
+                    String::new()
+                }
+            };
+            if !TSIG_ALGORITHMS.contains(&t.algorithm.as_str()) {
+                problems.at(
+                    &tsig_path.key("algorithm"),
+                    format!("tsig algorithm `{}` is not one of {}", t.algorithm, TSIG_ALGORITHMS.join(", ")),
+                );
+            }
+            let secret = match (&t.secret, &t.secret_file) {
+                (Some(secret), None) => TsigSecret::Inline(secret.trim().to_owned()),
+                (None, Some(file)) => TsigSecret::File(absolute(base, file)),
+                _ => {
+                    problems.at(&tsig_path, "give exactly one of `secret` (base64) and `secret_file`");
+                    TsigSecret::Inline(String::new())
+                }
+            };
+            TsigKey { name, algorithm: t.algorithm.clone(), secret }
+        });
+        if self.refresh_ms == Some(0) {
+            problems.at(&path.key("refresh_ms"), "refresh_ms must be above 0 (leave it out to follow the SOA refresh)");
+        }
+        if self.transfer_timeout_ms < 100 {
+            problems.at(&path.key("transfer_timeout_ms"), "transfer_timeout_ms must be at least 100");
+        }
+        PrimarySource {
+            primaries,
+            allow_notify,
+            tsig,
+            refresh_ms: self.refresh_ms,
+            transfer_timeout_ms: self.transfer_timeout_ms,
+        }
+    }
+}
+
 /// `[[zones]]`: each origin a valid name given once, each metadata kind a PowerDNS one; the
 /// files are made absolute (only named here: the resolver reads them). A zone whose origin is
-/// not a name is left out.
-fn resolve_zones(raw: &[(usize, RawZone)], base: &Path, problems: &mut Problems<'_>) -> Vec<ZoneFile> {
+/// not a name is left out. A zone from a `primary` keeps its copy in `file`, by default
+/// `state_dir/zones/<origin>zone` of `[member]`.
+fn resolve_zones(
+    raw: &[(usize, RawZone)],
+    base: &Path,
+    state_dir: Option<&Path>,
+    problems: &mut Problems<'_>,
+) -> Vec<ZoneFile> {
     let mut zones = Vec::new();
     let mut origins = HashSet::new();
     for (i, z) in raw {
@@ -217,7 +332,34 @@ fn resolve_zones(raw: &[(usize, RawZone)], base: &Path, problems: &mut Problems<
                         );
                     }
                 }
-                zones.push(ZoneFile { origin, file: absolute(base, &z.file), metadata: z.metadata.clone() });
+                let primary = z.primary.as_ref().map(|addrs| z.resolve_primary(addrs, &path, base, problems));
+                if primary.is_none() {
+                    for (key, set) in [
+                        ("allow_notify", z.allow_notify.is_some()),
+                        ("tsig", z.tsig.is_some()),
+                        ("refresh_ms", z.refresh_ms.is_some()),
+                    ] {
+                        if set {
+                            problems.at(&path.key(key), format!("`{key}` applies only to a zone with a `primary`"));
+                        }
+                    }
+                }
+                let file = match (&z.file, &primary, state_dir) {
+                    (Some(file), _, _) => absolute(base, file),
+                    (None, Some(_), Some(dir)) => dir.join("zones").join(format!("{origin}zone")),
+                    (None, Some(_), None) => {
+                        problems.at(
+                            &path,
+                            "a zone from a `primary` keeps its last good copy in `file`: set `file`, or add [member] (the copy then goes to state_dir/zones/)",
+                        );
+                        PathBuf::new()
+                    }
+                    (None, None, _) => {
+                        problems.at(&path, "give the zone's `file`, or its hidden `primary` to transfer it from");
+                        PathBuf::new()
+                    }
+                };
+                zones.push(ZoneFile { origin, file, primary, metadata: z.metadata.clone() });
             }
             Err(e) => problems.at(&path.key("origin"), e),
         }
@@ -712,7 +854,8 @@ impl RawConfig {
         let mut warnings = Vec::new();
         let resolver = problems.in_table("resolver", self.resolver.resolve(base));
         let geoip = self.geoip.resolve(base, &mut warnings);
-        let zones = resolve_zones(&self.zones, base, problems);
+        let member_state_dir = self.member.as_ref().map(|m| m.state_dir(base));
+        let zones = resolve_zones(&self.zones, base, member_state_dir.as_deref(), problems);
         let (pops, pop_ids) = resolve_pops(&self.pops, problems);
         let nodes = resolve_nodes(&self.nodes, &self.checks, &pop_ids, problems);
         let refs = ServiceRefs { zones: &zones, pops: &pop_ids, nodes: &nodes };
@@ -1110,6 +1253,6 @@ fn place_point(
 }
 
 /// Whether `name` is `origin` or below it (both lower-case, absolute).
-pub(crate) fn in_zone(name: &str, origin: &str) -> bool {
+pub fn in_zone(name: &str, origin: &str) -> bool {
     name == origin || (name.ends_with(origin) && name.as_bytes().get(name.len() - origin.len() - 1) == Some(&b'.'))
 }

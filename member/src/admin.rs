@@ -41,6 +41,16 @@ pub struct AdminState {
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
     /// Where the config comes from: the fleet document's versions, for `/api/v1/config`.
     pub source: Arc<crate::fleet::ConfigSource>,
+    /// What the program adds to `/api/v1/state` and `/readyz` (the resolver's zones), if anything.
+    pub extension: Option<Arc<dyn AdminExtension>>,
+}
+
+/// What a program adds to the admin API beyond the cluster's state.
+pub trait AdminExtension: Send + Sync {
+    /// Top-level fields added to `GET /api/v1/state`.
+    fn state(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// Problems `/readyz` names after its own line: `(fatal, why)`; a fatal one answers 503.
+    fn readiness(&self) -> Vec<(bool, String)>;
 }
 
 /// Time the admin API gets to finish its requests at shutdown.
@@ -105,6 +115,9 @@ struct StateDoc {
     fenced: Vec<String>,
     /// Operators' overrides in force.
     overrides: Vec<crate::gossip::keys::Override>,
+    /// The program's own fields ([`AdminExtension::state`]).
+    #[serde(flatten)]
+    extension: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -188,7 +201,7 @@ async fn get_readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         }
         _ => String::new(),
     };
-    if eligible > 0 {
+    let (mut status, mut text) = if eligible > 0 {
         (StatusCode::OK, format!("ready: {eligible} of {total} probers can vote{database}\n"))
     } else {
         let why = format!(
@@ -196,7 +209,16 @@ async fn get_readyz(State(state): State<AdminState>) -> (StatusCode, String) {
             params.stale_after_ms
         );
         (StatusCode::SERVICE_UNAVAILABLE, why)
+    };
+    for (fatal, why) in state.extension.as_ref().map(|e| e.readiness()).unwrap_or_default() {
+        if fatal && status == StatusCode::OK {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            text = format!("not ready: {why}\n{text}");
+        } else {
+            text.push_str(&format!("{why}\n"));
+        }
     }
+    (status, text)
 }
 
 async fn get_metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -292,6 +314,7 @@ async fn get_state(State(state): State<AdminState>) -> Json<StateDoc> {
         nodes,
         fenced,
         overrides,
+        extension: state.extension.as_ref().map(|e| e.state()).unwrap_or_default(),
     })
 }
 

@@ -84,6 +84,19 @@ pub mod names {
     pub const RESOLVER_GEOIP_ERRORS_TOTAL: &str = "geolb_resolver_geoip_errors_total";
     /// Seconds since the health view the resolver answers from was computed.
     pub const RESOLVER_VIEW_AGE_SECONDS: &str = "geolb_resolver_view_age_seconds";
+    /// `{zone}`: the SOA serial served for a zone followed from its primary.
+    pub const ZONE_SERIAL: &str = "geolb_zone_serial";
+    /// `{zone}`: when the served copy was transferred (unix seconds; absent before the first).
+    pub const ZONE_LAST_TRANSFER_TIMESTAMP_SECONDS: &str = "geolb_zone_last_transfer_timestamp_seconds";
+    /// `{zone}`: 1 while the primary has not answered for longer than the SOA expire.
+    pub const ZONE_EXPIRED: &str = "geolb_zone_expired";
+    /// `{zone}`: 1 while there is no copy at all (the zone's managed names fall through).
+    pub const ZONE_MISSING: &str = "geolb_zone_missing";
+    /// Zone transfers by `zone` and `result` (`applied`, `failed`, `refused`).
+    pub const ZONE_TRANSFERS_TOTAL: &str = "geolb_zone_transfers_total";
+    /// NOTIFYs received by `result` (`accepted`, `unknown_source`, `unknown_zone`, `bad_tsig`,
+    /// `malformed`).
+    pub const ZONE_NOTIFIES_TOTAL: &str = "geolb_zone_notifies_total";
 }
 
 /// A registry with `geolb_build_info` registered for `component` (`prober`, `resolver`).
@@ -350,7 +363,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 32] = [
+    const ALL: [&str; 38] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
         names::CONFIG_VERSION,
@@ -381,6 +394,12 @@ mod tests {
         names::RESOLVER_LAST_RESORT_ANSWERS_TOTAL,
         names::RESOLVER_GEOIP_ERRORS_TOTAL,
         names::RESOLVER_VIEW_AGE_SECONDS,
+        names::ZONE_SERIAL,
+        names::ZONE_LAST_TRANSFER_TIMESTAMP_SECONDS,
+        names::ZONE_EXPIRED,
+        names::ZONE_MISSING,
+        names::ZONE_TRANSFERS_TOTAL,
+        names::ZONE_NOTIFIES_TOTAL,
         names::RESOLVER_ANSWERS_TOTAL,
         names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
     ];

@@ -156,6 +156,7 @@ pub async fn run(
         drain_lock: Arc::default(),
         metrics,
         source: source.clone(),
+        extension: None,
     };
     let admin_addr = listeners
         .admin

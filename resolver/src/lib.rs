@@ -8,7 +8,8 @@
 //!   (place → select → render).
 //! * [`select`]: pure selection (nearest PoP with a usable node, tie band, weighted stable pick).
 //! * [`locate`]: client location (overrides, GeoIP, default). [`geoip`]: the GeoIP databases.
-//! * [`zones`]: the BIND zone files whose records geolb answers beside its own.
+//! * [`zones`]: the BIND zone files whose records geolb answers beside its own; [`transfer`]:
+//!   zones followed from their hidden primary (SOA polls, NOTIFY, IXFR/AXFR, TSIG).
 //! * [`state`]: loading all of the above from the config, and reloading it.
 //! * [`health`]: the health the resolver answers from, saved across restarts; [`observer`]:
 //!   following the cluster's fold into it. [`metrics`]: the resolver's families.
@@ -25,6 +26,7 @@ pub mod pdns;
 pub mod select;
 pub mod server;
 pub mod state;
+pub mod transfer;
 pub mod zones;
 
 use std::sync::Arc;
@@ -67,6 +69,8 @@ pub struct Listeners {
     pub unix: Option<server::unix::Bound>,
     /// The admin API (only with `[member]`: it shows and changes the cluster's state).
     pub admin: Option<TcpListener>,
+    /// The NOTIFY listener (`[resolver] notify_listen`), for zones from a primary.
+    pub notify: Option<tokio::net::UdpSocket>,
 }
 
 /// Runs the resolver until `shutdown` is cancelled.
@@ -106,6 +110,8 @@ pub async fn run(
         tracing::info!("listening on unix:{}", unix.path().display());
         tasks.spawn(server::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
     }
+    // Before the watcher starts: it creates the directories the transferred copies go to.
+    transfer::spawn(&shared, listeners.notify, &mut tasks, &shutdown);
     tasks.spawn(geolb_member::process::reload_on_change(
         shared.watched_files(),
         source.reload_wanted(),
@@ -154,6 +160,7 @@ pub async fn run(
                 drain_lock: Arc::default(),
                 metrics: render.clone(),
                 source: source.clone(),
+                extension: Some(Arc::new(transfer::AdminZones(shared.transfers.clone()))),
             };
             tasks.spawn(serve_admin(admin, state, shutdown.clone()));
         }

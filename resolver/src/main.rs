@@ -94,6 +94,9 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
         }
         Err(e) => errors.push(e.to_string()),
     }
+    if let Err(e) = geolb_resolver::transfer::check(&config.zones) {
+        errors.push(e);
+    }
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -133,9 +136,15 @@ fn serve(
             Some(path) => Some(geolb_resolver::server::unix::bind(path, config.resolver.socket_mode)?),
             None => None,
         };
+        let notify = match config.resolver.notify_listen {
+            Some(addr) => {
+                Some(tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("failed to bind udp {addr}"))?)
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(geolb_member::process::cancel_on_signal(shutdown.clone()));
-        let listeners = geolb_resolver::Listeners { http, unix, admin };
+        let listeners = geolb_resolver::Listeners { http, unix, admin, notify };
         geolb_resolver::run(source, config, listeners, shutdown).await?;
         tracing::info!("stopped");
         Ok(())

@@ -44,6 +44,59 @@ pub(crate) fn distance_histogram(registry: &Registry, counters: &crate::engine::
     }
 }
 
+/// The zones followed from a primary: serial, last transfer, expiry, transfers, NOTIFYs.
+fn zones(f: &mut Families, shared: &Shared) {
+    let zones = shared.transfers.snapshot();
+    if zones.is_empty() {
+        return;
+    }
+    let per_zone = |value: &dyn Fn(&crate::transfer::ZoneStatus) -> Option<f64>| -> Vec<(Vec<String>, f64)> {
+        zones.iter().filter_map(|(origin, s)| Some((vec![origin.clone()], value(s)?))).collect()
+    };
+    f.gauge(
+        names::ZONE_SERIAL,
+        "The SOA serial served for a zone followed from its primary",
+        &["zone"],
+        per_zone(&|s| s.serial.map(f64::from)),
+    );
+    f.gauge(
+        names::ZONE_LAST_TRANSFER_TIMESTAMP_SECONDS,
+        "When the served copy of the zone was transferred (unix seconds)",
+        &["zone"],
+        per_zone(&|s| s.last_transfer_ms.map(|ms| ms as f64 / 1000.0)),
+    );
+    f.gauge(
+        names::ZONE_EXPIRED,
+        "1 while the zone's primary has not answered for longer than the SOA expire",
+        &["zone"],
+        per_zone(&|s| Some(f64::from(u8::from(s.expired)))),
+    );
+    f.gauge(
+        names::ZONE_MISSING,
+        "1 while there is no copy of the zone (its managed names fall through)",
+        &["zone"],
+        per_zone(&|s| Some(f64::from(u8::from(s.serial.is_none())))),
+    );
+    f.counter(
+        names::ZONE_TRANSFERS_TOTAL,
+        "Zone transfers by result (applied, failed: the primary not reached, refused)",
+        &["zone", "result"],
+        zones.iter().flat_map(|(origin, s)| {
+            [("applied", s.transfers_applied), ("failed", s.transfers_failed), ("refused", s.transfers_refused)]
+                .map(|(result, n)| (vec![origin.clone(), result.to_owned()], n))
+        }),
+    );
+    f.counter(
+        names::ZONE_NOTIFIES_TOTAL,
+        "NOTIFYs received, by result",
+        &["result"],
+        crate::transfer::notify::NOTIFY_OUTCOMES
+            .iter()
+            .zip(&shared.notifies.0)
+            .map(|(outcome, n)| (vec![(*outcome).to_owned()], n.load(Ordering::Relaxed))),
+    );
+}
+
 /// Every metric of the resolver, in the Prometheus text format.
 pub(crate) fn render(registry: &Registry, shared: &Shared, member: Option<&MemberState>) -> String {
     let mut f = Families::default();
@@ -104,6 +157,7 @@ pub(crate) fn render(registry: &Registry, shared: &Shared, member: Option<&Membe
         &[],
         (computed > 0).then(|| (Vec::new(), unix_ms().saturating_sub(computed) as f64 / 1000.0)),
     );
+    zones(&mut f, shared);
     if let Some(member) = member {
         f.cluster(&member.health.lock().unwrap_or_else(|p| p.into_inner()));
         f.gossip(&member.gossip.stats().snapshot());

@@ -43,6 +43,8 @@ struct Loaded {
     /// False when the zone files failed to load at start: managed names then fall through to
     /// the next backend until a reload succeeds (see the module docs).
     serve_services: bool,
+    /// Zones from a primary with no copy yet: their managed names fall through.
+    waiting_zones: Vec<String>,
     geoip: Option<Arc<GeoIp>>,
     geoip_stamp: Stamp,
     zones: Arc<ZoneSet>,
@@ -62,6 +64,10 @@ pub struct Shared {
     reloading: tokio::sync::Mutex<()>,
     /// Reloads applied and refused since start.
     pub reloads: geolb_member::metrics::Reloads,
+    /// The zones followed from a primary: their transfer status.
+    pub transfers: Arc<crate::transfer::Statuses>,
+    /// NOTIFYs received, by outcome.
+    pub notifies: crate::transfer::notify::NotifyCounters,
 }
 
 impl std::fmt::Debug for Shared {
@@ -71,15 +77,22 @@ impl std::fmt::Debug for Shared {
 }
 
 /// The config the engine answers from: without the services while the zone files failed to
-/// load at start (managed names then fall through; see the module docs). Copies only then.
-fn serving(config: &Config, serve_services: bool) -> std::borrow::Cow<'_, Config> {
-    if serve_services {
+/// load at start, and without those of a zone from a primary that has no copy yet (managed
+/// names then fall through; see the module docs). Copies only then.
+fn serving<'a>(config: &'a Config, serve_services: bool, waiting_zones: &[String]) -> std::borrow::Cow<'a, Config> {
+    let waiting = |name: &str| waiting_zones.iter().any(|origin| geolb_config::in_zone(name, origin));
+    if serve_services && !config.services.iter().any(|s| waiting(&s.name)) {
         std::borrow::Cow::Borrowed(config)
     } else {
         let mut config = config.clone();
-        config.services.clear();
+        config.services.retain(|s| serve_services && !waiting(&s.name));
         std::borrow::Cow::Owned(config)
     }
+}
+
+/// Zones from a primary whose copy (`file`) does not exist yet.
+fn waiting_zones(config: &Config) -> Vec<String> {
+    config.zones.iter().filter(|z| z.primary.is_some() && !z.file.exists()).map(|z| z.origin.clone()).collect()
 }
 
 /// Where a gossip member keeps its last health view.
@@ -87,8 +100,14 @@ fn view_path(config: &Config) -> Option<PathBuf> {
     config.member.as_ref().map(|m| m.state_dir.join("view.json"))
 }
 
+/// The zone files to load: every zone's, except a zone from a primary that has no copy yet.
 fn zone_sources(config: &Config) -> Vec<ZoneSource> {
-    config.zones.iter().map(|z| ZoneSource { origin: z.origin.clone(), path: z.file.clone() }).collect()
+    config
+        .zones
+        .iter()
+        .filter(|z| z.primary.is_none() || z.file.exists())
+        .map(|z| ZoneSource { origin: z.origin.clone(), path: z.file.clone() })
+        .collect()
 }
 
 fn zone_paths(config: &Config) -> Vec<PathBuf> {
@@ -116,6 +135,7 @@ impl Shared {
         // Stamp before loading: a file replaced while we load is then seen as changed.
         let geoip_stamp = stamp(&config.geoip);
         let zones_stamp = stamp(&zone_paths(&config));
+        let waiting_zones = waiting_zones(&config);
         // Opening GeoIP copies ~130 MB and parsing zones can take a while: off the runtime.
         let loaded = tokio::task::spawn_blocking({
             let config = config.clone();
@@ -160,9 +180,26 @@ impl Shared {
             },
             None => ServedHealth::default(),
         });
-        let engine =
-            Engine::build(&serving(&config, serve_services), geoip.clone(), zones.clone(), &view, counters.clone());
-        let loaded = Loaded { geoip_stamp, zones_stamp, config: Arc::new(config), view, serve_services, geoip, zones };
+        for origin in &waiting_zones {
+            tracing::warn!(zone = %origin, "no copy of the zone from its primary yet: its managed names fall through to the next backend until the first transfer");
+        }
+        let engine = Engine::build(
+            &serving(&config, serve_services, &waiting_zones),
+            geoip.clone(),
+            zones.clone(),
+            &view,
+            counters.clone(),
+        );
+        let loaded = Loaded {
+            geoip_stamp,
+            zones_stamp,
+            config: Arc::new(config),
+            view,
+            serve_services,
+            waiting_zones,
+            geoip,
+            zones,
+        };
         Shared {
             engine: Arc::new(ArcSwap::from_pointee(engine)),
             counters,
@@ -170,6 +207,8 @@ impl Shared {
             loaded: Mutex::new(loaded),
             reloading: tokio::sync::Mutex::new(()),
             reloads: Default::default(),
+            transfers: Default::default(),
+            notifies: Default::default(),
         }
     }
 
@@ -191,7 +230,7 @@ impl Shared {
             // Build and publish under the lock; see `build_reload`.
             let mut loaded = self.loaded();
             loaded.view = view.clone();
-            let config = serving(&loaded.config, loaded.serve_services);
+            let config = serving(&loaded.config, loaded.serve_services, &loaded.waiting_zones);
             let engine =
                 Engine::build(&config, loaded.geoip.clone(), loaded.zones.clone(), &view, self.counters.clone());
             self.engine.store(Arc::new(engine));
@@ -268,6 +307,7 @@ impl Shared {
             }
         };
         let zones_stamp = stamp(&zone_paths(&config));
+        let waiting_zones = waiting_zones(&config);
         let zones = if zones_stamp == old_zones_stamp
             && old_zones.zones().count() == config.zones.len()
             && config.zones.iter().all(|z| old_zones.zones().any(|(o, _)| o == z.origin))
@@ -284,10 +324,24 @@ impl Shared {
         // of the old config after this one (nor this one drop its view).
         let mut loaded = self.loaded();
         let view = loaded.view.clone();
-        let engine = Engine::build(&config, geoip.clone(), zones.clone(), &view, self.counters.clone());
+        let engine = Engine::build(
+            &serving(&config, true, &waiting_zones),
+            geoip.clone(),
+            zones.clone(),
+            &view,
+            self.counters.clone(),
+        );
         self.engine.store(Arc::new(engine));
-        *loaded =
-            Loaded { config: Arc::new(config), view, serve_services: true, geoip, geoip_stamp, zones, zones_stamp };
+        *loaded = Loaded {
+            config: Arc::new(config),
+            view,
+            serve_services: true,
+            waiting_zones,
+            geoip,
+            geoip_stamp,
+            zones,
+            zones_stamp,
+        };
         Ok(())
     }
 }

@@ -85,7 +85,7 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     let task = tokio::spawn(geolb_resolver::run(
         source,
         config,
-        geolb_resolver::Listeners { http, unix, admin: None },
+        geolb_resolver::Listeners { http, unix, admin: None, notify: None },
         shutdown.clone(),
     ));
     Server { addr, socket, shutdown, task, dir }

@@ -267,6 +267,7 @@ async fn start_member(
         drain_lock: Arc::default(),
         metrics: Arc::new(String::new),
         source: source.clone(),
+        extension: None,
     };
     tokio::spawn(serve_admin(listener, state, shutdown.clone()));
     tokio::spawn(geolb_member::fleet::follow(
