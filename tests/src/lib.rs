@@ -18,15 +18,23 @@
 //!   [`dbip_dir`] finds the DB-IP lite GeoIP data.
 //! - **PowerDNS**: [`Pdns::start`] writes a `pdns.conf` for a [`Launch`] (remote, bind, lmdb in
 //!   some order), loads zones, starts `pdns_server` and waits until it answers.
+//!   [`PdnsOptions::secondary_zone`] makes it an lmdb secondary of a primary such as [`Named`].
+//! - **Hidden primary**: [`Named::start`] runs BIND's `named` as the primary of one zone
+//!   ([`NamedOptions`], optionally with a [`TsigKey`]), on its own loopback address (added to
+//!   `lo`, as `named` listens only on interface addresses) and port [`NAMED_PORT`];
+//!   [`Named::set_zone`] rewrites the zone, after which `named` sends NOTIFY and serves IXFR.
 //! - **DNS client**: [`query`] / [`query_with`] ask a server one question over UDP (with an
 //!   optional EDNS Client Subnet option, TCP fallback on truncation), built and parsed with
 //!   NLnet Labs' `domain` crate, and return a [`DnsResponse`] of plain strings that are easy to
 //!   assert on.
+//! - **DNSSEC validation**: [`delv()`] asks an authoritative server one question with BIND's
+//!   `delv`, trusting only the zone's key ([`Pdns::trust_anchor`]), and returns the
+//!   [`Validated`] answer or an error when it is not fully validated.
 //!
 //! Layout: `process.rs` holds addresses, temporary directories, child processes and the paths of
-//! binaries and data; `pdns.rs` the PowerDNS instance; `dns.rs` the DNS client. Their public
-//! items are re-exported here. [`cluster`] and [`stack`] assemble whole geolb deployments from
-//! them.
+//! binaries and data; `pdns.rs` the PowerDNS instance; `named.rs` the BIND primary; `dns.rs` the
+//! DNS client; `delv.rs` the validator. Their public items are re-exported here. [`cluster`] and
+//! [`stack`] assemble whole geolb deployments from them.
 //!
 //! This crate does not know geolb's configuration format or metrics: tests build those from the
 //! geolb crates themselves. Every wait here is bounded, and everything listens on loopback only.
@@ -40,11 +48,15 @@ pub mod cluster;
 pub mod postgres;
 pub mod stack;
 
+mod delv;
 mod dns;
+mod named;
 mod pdns;
 mod process;
 
+pub use delv::{Denial, Validated, delv};
 pub use dns::{DnsResponse, QueryOptions, Rr, query, query_with};
+pub use named::{NAMED_PORT, NAMED_STARTUP_TIMEOUT, Named, NamedOptions, TsigKey, named_installed};
 pub use pdns::{Launch, PDNS_PORT, PDNS_STARTUP_TIMEOUT, Pdns, PdnsOptions, pdns_installed};
 pub use process::{
     KillOnDrop, TestDir, dbip_dir, quiet_logs, socket_addr_in, unique_loopback, workspace_bin, workspace_root,

@@ -4,6 +4,20 @@
 //!
 //! It owns neither the process plumbing (`process.rs`: [`KillOnDrop`], [`TestDir`], loopback
 //! addresses) nor the DNS client its readiness probe uses (`dns.rs`).
+//!
+//! As a secondary ([`PdnsOptions::secondary_zone`], lmdb only), PowerDNS 4.7.3 behaves so:
+//! `pdnsutil create-secondary-zone <origin> <ip:port>` (4.7's name; `create-slave-zone` is the
+//! old one) records the primary, `secondary=yes` (4.7's name for `slave=yes`) starts the
+//! communicator, which finds the empty zone at once and AXFRs it before it answers its first
+//! question; `xfr-cycle-interval=1` makes it look for stale zones every second.
+//! `query-local-address` is set to the server's own address, so the primary sees transfers and
+//! SOA checks come from there. PowerDNS takes a NOTIFY only from an address that is a primary
+//! of the zone (`allow-notify-from` is left at its default, everyone) and re-transfers then:
+//! against a local `named` the new record is served 0.7–0.85 s after `named`'s `SIGHUP` (the
+//! communicator's one-second cycle; `tests/tests/named_harness.rs` prints it). It
+//! transfers with AXFR (IXFR needs the zone's `IXFR` metadata set to 1). `secure-zone` on the
+//! still empty secondary zone works: the keys stay in lmdb and PowerDNS live-signs what it
+//! transferred (it rectifies the zone after each transfer).
 
 use std::fmt;
 use std::fs;
@@ -17,6 +31,7 @@ use ipnet::IpNet;
 use tokio::time::{Instant, sleep};
 
 use crate::dns::{DnsResponse, QueryOptions, query, query_with};
+use crate::named::TsigKey;
 use crate::process::{KillOnDrop, TestDir, run_tool, unique_loopback};
 
 /// The port every PowerDNS instance of the tests listens on (each on its own loopback address).
@@ -126,8 +141,19 @@ pub struct PdnsOptions {
     pub startup_timeout: Duration,
     /// Sign the zones: `pdnsutil secure-zone` (one ECDSA P-256 CSK) and `rectify-zone` for
     /// each zone, so PowerDNS live-signs answers (also the remote backend's, with these keys).
-    /// Needs lmdb.
+    /// Needs lmdb. Secondary zones are secured (not rectified: they are empty until the
+    /// transfer, after which PowerDNS rectifies them itself).
     pub dnssec: bool,
+    /// Secondary zones as `(origin, primary)`, e.g. `("example.net.", 127.1.2.3:5300)`:
+    /// created in lmdb with `pdnsutil create-secondary-zone` and transferred from the primary
+    /// (unsigned, from this server's address, unless [`PdnsOptions::tsig_keys`] has a key).
+    /// [`Pdns::start`] waits until each one's SOA is served. Needs lmdb.
+    pub secondary_zones: Vec<(String, SocketAddr)>,
+    /// TSIG keys imported into lmdb (`pdnsutil import-tsig-key`), so that PowerDNS accepts
+    /// NOTIFYs signed with them (it refuses a signed NOTIFY whose key it does not know), and
+    /// activated for every secondary zone (`activate-tsig-key <zone> <key> secondary`), so
+    /// that it signs its transfer requests with them. Needs lmdb.
+    pub tsig_keys: Vec<TsigKey>,
 }
 
 impl PdnsOptions {
@@ -142,6 +168,8 @@ impl PdnsOptions {
             port: PDNS_PORT,
             startup_timeout: PDNS_STARTUP_TIMEOUT,
             dnssec: false,
+            secondary_zones: Vec::new(),
+            tsig_keys: Vec::new(),
         }
     }
 
@@ -168,6 +196,19 @@ impl PdnsOptions {
         self.dnssec = dnssec;
         self
     }
+
+    /// Adds a secondary zone (`origin` like `example.net.`) transferred from `primary`; see
+    /// [`PdnsOptions::secondary_zones`].
+    pub fn secondary_zone(mut self, origin: &str, primary: SocketAddr) -> PdnsOptions {
+        self.secondary_zones.push((origin.to_owned(), primary));
+        self
+    }
+
+    /// Adds a TSIG key; see [`PdnsOptions::tsig_keys`].
+    pub fn tsig_key(mut self, key: TsigKey) -> PdnsOptions {
+        self.tsig_keys.push(key);
+        self
+    }
 }
 
 /// A running `pdns_server`, killed on drop (its log is then printed, see [`KillOnDrop`]) and
@@ -178,15 +219,17 @@ pub struct Pdns {
     // Declared before `dir` so that the server dies before its directory is removed.
     process: KillOnDrop,
     addr: SocketAddr,
-    ready_zone: Option<String>,
+    /// The zones whose SOA [`Pdns::wait_ready`] waits for.
+    ready_zones: Vec<String>,
     startup_timeout: Duration,
     startup_time: Duration,
     dir: TestDir,
 }
 
 impl Pdns {
-    /// Writes the configuration, loads the zones (lmdb), starts `pdns_server --config-dir=…`
-    /// and waits until it answers the SOA of the first zone (or, without zones, until it
+    /// Writes the configuration, loads the zones (lmdb), creates the secondary zones, starts
+    /// `pdns_server --config-dir=…` and waits until it answers the SOA of the first zone and of
+    /// every secondary zone (that is, their transfers landed; without any zones, until it
     /// answers at all), failing with the server's log if it exits or does not answer within
     /// [`PdnsOptions::startup_timeout`].
     ///
@@ -206,6 +249,8 @@ impl Pdns {
             port,
             startup_timeout,
             dnssec,
+            secondary_zones,
+            tsig_keys,
         } = options;
         match (launch.has_remote(), &remote_connection_string) {
             (true, None) => bail!("launch={launch} needs a remote_connection_string"),
@@ -221,6 +266,13 @@ impl Pdns {
             "dnssec needs lmdb (launch={launch}): the bind backend keeps keys only with \
              bind-dnssec-db"
         );
+        ensure!(
+            (secondary_zones.is_empty() && tsig_keys.is_empty()) || launch.has_lmdb(),
+            "secondary zones and TSIG keys need lmdb (launch={launch})"
+        );
+        for key in &tsig_keys {
+            key.check()?;
+        }
         let zones = zones
             .into_iter()
             .map(|(origin, file)| {
@@ -252,6 +304,13 @@ impl Pdns {
         settings.set("consistent-backends", "no");
         if let Some(connection_string) = &remote_connection_string {
             settings.set("remote-connection-string", connection_string);
+        }
+        if !secondary_zones.is_empty() {
+            settings.set("secondary", "yes");
+            settings.set("xfr-cycle-interval", 1);
+            // Transfers and SOA checks come from this server's own address (the primary may
+            // allow transfers by address), not from 127.0.0.1.
+            settings.set("query-local-address", addr.ip());
         }
         // The static backend alone, for `pdnsutil` (`--config-name=static` reads
         // `pdns-static.conf`): with the main configuration it would also instantiate the
@@ -297,6 +356,26 @@ impl Pdns {
                         .with_context(|| format!("failed to rectify zone {origin}"))?;
                 }
             }
+            for key in &tsig_keys {
+                pdnsutil(dir.path(), &["import-tsig-key", &key.name, &key.algorithm, &key.secret])
+                    .await
+                    .with_context(|| format!("failed to import TSIG key {}", key.name))?;
+            }
+            for (origin, primary) in &secondary_zones {
+                pdnsutil(dir.path(), &["create-secondary-zone", origin, &primary.to_string()])
+                    .await
+                    .with_context(|| format!("failed to create secondary zone {origin} of {primary}"))?;
+                for key in &tsig_keys {
+                    pdnsutil(dir.path(), &["activate-tsig-key", origin, &key.name, "secondary"])
+                        .await
+                        .with_context(|| format!("failed to activate TSIG key {} for {origin}", key.name))?;
+                }
+                if dnssec {
+                    pdnsutil(dir.path(), &["secure-zone", origin])
+                        .await
+                        .with_context(|| format!("failed to sign secondary zone {origin}"))?;
+                }
+            }
         }
         for (key, value) in &extra_settings {
             settings.set(key, value);
@@ -309,10 +388,11 @@ impl Pdns {
         command.arg(format!("--config-dir={}", dir.path().display()));
         let started = Instant::now();
         let process = KillOnDrop::spawn("pdns_server", &mut command, dir.path())?;
+        let ready_zones = zones.first().map(|(origin, _)| origin.clone()).into_iter();
         let mut pdns = Pdns {
             process,
             addr,
-            ready_zone: zones.first().map(|(origin, _)| origin.clone()),
+            ready_zones: ready_zones.chain(secondary_zones.iter().map(|(origin, _)| origin.clone())).collect(),
             startup_timeout,
             startup_time: Duration::ZERO,
             dir,
@@ -397,16 +477,41 @@ impl Pdns {
         query(self.addr, qname, qtype, ecs).await
     }
 
+    /// The zone's DNSSEC trust anchor: its DNSKEY records with flags 257 (KSK or CSK), one per
+    /// line as `pdnsutil show-zone` prints them (`example.net. IN DNSKEY 257 3 13 <base64>`),
+    /// which [`crate::delv`] takes. Fails if the zone has no such key (it is not secured).
+    pub async fn trust_anchor(&self, origin: &str) -> Result<String> {
+        let output = self.pdnsutil(&["show-zone", origin]).await?;
+        let keys: Vec<&str> = output
+            .lines()
+            .filter_map(|line| line.split_once("DNSKEY = ").map(|(_, record)| record))
+            .map(|record| record.split(" ;").next().unwrap_or(record).trim())
+            .filter(|record| record.split_whitespace().skip_while(|f| *f != "DNSKEY").nth(1) == Some("257"))
+            .collect();
+        ensure!(
+            !keys.is_empty(),
+            "zone {origin} has no DNSKEY with flags 257; `pdnsutil show-zone` printed:\n{output}"
+        );
+        Ok(keys.join("\n"))
+    }
+
     /// Waits until the server answers (see [`Pdns::start`]).
     async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + self.startup_timeout;
-        // With zones: their SOA (the backends are up). Without: any answer at all, e.g. the
-        // REFUSED for the root zone (the log line "ready to distribute questions" would do
-        // too, but not below loglevel 4).
-        let (qname, want_soa) = match &self.ready_zone {
-            Some(zone) => (zone.as_str(), true),
-            None => (".", false),
-        };
+        // With zones: their SOA (the backends are up, the secondary zones transferred).
+        // Without: any answer at all, e.g. the REFUSED for the root zone (the log line "ready
+        // to distribute questions" would do too, but not below loglevel 4).
+        if self.ready_zones.is_empty() {
+            return self.wait_answer(".", false, deadline).await;
+        }
+        for zone in &self.ready_zones {
+            self.wait_answer(zone, true, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the server answers a SOA question for `qname` (with a SOA if `want_soa`).
+    async fn wait_answer(&self, qname: &str, want_soa: bool, deadline: Instant) -> Result<()> {
         let probe = QueryOptions::new(qname, "SOA").timeout(Duration::from_millis(250)).attempts(1);
         loop {
             if let Some(status) = self.process.try_wait()? {
@@ -444,6 +549,9 @@ impl Pdns {
             "\nhint: a PowerDNS backend module is missing; run `bash scripts/setup.sh`"
         } else if log.contains("Unable to bind") {
             "\nhint: the address is in use (another test process or a leftover pdns_server?)"
+        } else if log.contains("unable to xfr zone") {
+            "\nhint: a secondary zone's transfer failed: does the primary allow it from this \
+             address (or with the TSIG key)?"
         } else if log.contains("Could not send a message to remote process") {
             "\nhint: PowerDNS exits when its remote backend is unreachable at startup: \
              start geolb first"
