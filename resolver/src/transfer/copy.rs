@@ -14,6 +14,9 @@ use domain::net::xfr::protocol::ParsedRecord;
 use domain::rdata::ZoneRecordData;
 use domain::zonetree::types::ZoneUpdate;
 
+#[cfg(test)]
+use crate::zones::{ZoneSet, ZoneSource};
+
 /// A transfer larger than this many records is refused (a runaway or hostile primary must not
 /// take the resolver's memory).
 pub(crate) const MAX_RECORDS: usize = 2_000_000;
@@ -172,5 +175,158 @@ impl ZoneCopy {
             let _ = writeln!(out, "{owner} {ttl} IN {rtype} {data}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::str::FromStr;
+
+    use bytes::Bytes;
+    use domain::base::{Message, MessageBuilder, Name, Serial, Ttl};
+    use domain::net::xfr::protocol::XfrResponseInterpreter;
+    use domain::rdata::{A, Mx, Soa, Txt};
+
+    use super::*;
+
+    fn name(text: &str) -> Name<Vec<u8>> {
+        Name::from_str(text).unwrap()
+    }
+
+    fn soa(serial: u32) -> Soa<Name<Vec<u8>>> {
+        let t = Ttl::from_secs(60);
+        Soa::new(name("ns1.example.net."), name("hostmaster.example.net."), Serial(serial), t, t, t, t)
+    }
+
+    /// One response message to a transfer of `qtype`, its answer section built by `answer`.
+    fn response(
+        qtype: Rtype,
+        answer: impl FnOnce(&mut domain::base::message_builder::AnswerBuilder<Vec<u8>>),
+    ) -> Message<Bytes> {
+        let mut builder = MessageBuilder::new_vec();
+        builder.header_mut().set_qr(true);
+        let mut builder = builder.question();
+        builder.push((name("example.net."), qtype)).unwrap();
+        let mut builder = builder.answer();
+        answer(&mut builder);
+        Message::from_octets(Bytes::from(builder.finish())).unwrap()
+    }
+
+    /// Runs the messages through `domain`'s interpreter and our applier, from `base`.
+    fn transfer(base: Option<&ZoneCopy>, messages: Vec<Message<Bytes>>) -> Result<(ZoneCopy, Kind), String> {
+        let mut interpreter = XfrResponseInterpreter::new();
+        let mut applier = Applier::new(base);
+        for message in messages {
+            for update in interpreter.interpret_response(message).map_err(|e| format!("{e:?}"))? {
+                applier.apply(update.map_err(|e| format!("{e:?}"))?)?;
+            }
+        }
+        applier.into_copy()
+    }
+
+    fn axfr_v1() -> ZoneCopy {
+        let zone = name("example.net.");
+        let messages = vec![
+            response(Rtype::AXFR, |a| {
+                a.push((&zone, 300, soa(1))).unwrap();
+                a.push((&zone, 300, Mx::new(10, name("mail.example.net.")))).unwrap();
+                a.push((name("cdn.example.net."), 300, A::from_octets(192, 0, 2, 1))).unwrap();
+            }),
+            // A second message: the stream goes on until the closing SOA.
+            response(Rtype::AXFR, |a| {
+                a.push((name("Cdn.Example.NET."), 300, Txt::<Vec<u8>>::build_from_slice(b"hello world").unwrap()))
+                    .unwrap();
+                a.push((&zone, 300, soa(1))).unwrap();
+            }),
+        ];
+        let (copy, kind) = transfer(None, messages).unwrap();
+        assert_eq!(kind, Kind::Full);
+        copy
+    }
+
+    #[test]
+    fn an_axfr_becomes_a_zone_file_the_loader_reads() {
+        let copy = axfr_v1();
+        assert_eq!((copy.serial, copy.len()), (1, 4));
+        let text = copy.zone_text();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.net.zone");
+        std::fs::write(&path, &text).unwrap();
+        let zones = ZoneSet::load(&[ZoneSource { origin: "example.net.".into(), path }]).unwrap();
+        let cdn: Vec<_> = zones.records("cdn.example.net.").iter().map(|r| (&*r.qtype, &*r.content)).collect();
+        assert_eq!(cdn, [("A", "192.0.2.1"), ("TXT", "\"hello world\"")], "{text}");
+        let apex: Vec<_> = zones.records("example.net.").iter().map(|r| &*r.qtype).collect();
+        assert_eq!(apex, ["SOA", "MX"], "{text}");
+    }
+
+    #[test]
+    fn an_ixfr_applies_its_differences_to_our_copy() {
+        let v1 = axfr_v1();
+        let zone = name("example.net.");
+        let diff = response(Rtype::IXFR, |a| {
+            a.push((&zone, 300, soa(3))).unwrap();
+            // 1 → 2: the MX goes, a CAA-less TXT comes.
+            a.push((&zone, 300, soa(1))).unwrap();
+            a.push((&zone, 300, Mx::new(10, name("mail.example.net.")))).unwrap();
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((&zone, 300, Txt::<Vec<u8>>::build_from_slice(b"v=spf1 -all").unwrap())).unwrap();
+            // 2 → 3: only a new address.
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((&zone, 300, soa(3))).unwrap();
+            a.push((name("cdn.example.net."), 300, A::from_octets(192, 0, 2, 2))).unwrap();
+            a.push((&zone, 300, soa(3))).unwrap();
+        });
+        let (v3, kind) = transfer(Some(&v1), vec![diff]).unwrap();
+        assert_eq!((kind, v3.serial, v3.len()), (Kind::Incremental, 3, 5));
+        let text = v3.zone_text();
+        assert!(!text.contains(" MX ") && text.contains("\"v=spf1 -all\"") && text.contains("192.0.2.2"), "{text}");
+        assert!(text.contains(" SOA ns1.example.net. hostmaster.example.net. 3 "), "{text}");
+    }
+
+    #[test]
+    fn an_ixfr_answered_in_full_replaces_the_copy() {
+        let v1 = axfr_v1();
+        let zone = name("example.net.");
+        let full = response(Rtype::IXFR, |a| {
+            a.push((&zone, 300, soa(5))).unwrap();
+            a.push((name("www.example.net."), 300, A::from_octets(192, 0, 2, 9))).unwrap();
+            a.push((&zone, 300, soa(5))).unwrap();
+        });
+        let (v5, kind) = transfer(Some(&v1), vec![full]).unwrap();
+        assert_eq!((kind, v5.serial, v5.len()), (Kind::Full, 5, 2));
+    }
+
+    #[test]
+    fn broken_transfers_are_refused() {
+        let v1 = axfr_v1();
+        let zone = name("example.net.");
+        // No closing SOA: truncated.
+        let truncated = response(Rtype::AXFR, |a| {
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((name("cdn.example.net."), 300, A::from_octets(192, 0, 2, 1))).unwrap();
+        });
+        let error = transfer(None, vec![truncated]).unwrap_err();
+        assert!(error.contains("truncated"), "{error}");
+        // A difference that starts at a serial we do not hold.
+        let wrong_base = response(Rtype::IXFR, |a| {
+            a.push((&zone, 300, soa(3))).unwrap();
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((&zone, 300, soa(3))).unwrap();
+            a.push((&zone, 300, soa(3))).unwrap();
+        });
+        let error = transfer(Some(&v1), vec![wrong_base]).unwrap_err();
+        assert!(error.contains("starts at serial 2, but our copy is at 1"), "{error}");
+        // Deleting a record we do not have: the primary's idea of our copy is wrong.
+        let bad_delete = response(Rtype::IXFR, |a| {
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((&zone, 300, soa(1))).unwrap();
+            a.push((name("nope.example.net."), 300, A::from_octets(192, 0, 2, 7))).unwrap();
+            a.push((&zone, 300, soa(2))).unwrap();
+            a.push((&zone, 300, soa(2))).unwrap();
+        });
+        let error = transfer(Some(&v1), vec![bad_delete]).unwrap_err();
+        assert!(error.contains("does not hold"), "{error}");
     }
 }
