@@ -404,8 +404,9 @@ fn broken_reply(request: &[u8], mode: u8) -> Result<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_transfers_are_refused_and_the_served_zone_kept() -> Result<()> {
     geolb_tests::quiet_logs();
-    // The last good copy, as a previous run of geolb left it.
-    let seed = zone(1, "cdn IN TXT \"the good copy\"\n");
+    // The last good copy, as a previous run of geolb left it; its SOA expire is 1 s.
+    let seed = zone(1, "cdn IN TXT \"the good copy\"\n").replace(" 3600 600 86400 300", " 3600 600 1 300");
+    ensure!(seed.contains(" 3600 600 1 300"), "the seed's SOA");
     let mode = Arc::new(AtomicU8::new(TRUNCATED));
     let fake = broken_primary(mode.clone()).await?;
     // The copy must be in place before the start: in a directory of our own, `file` names it.
@@ -452,12 +453,30 @@ async fn broken_transfers_are_refused_and_the_served_zone_kept() -> Result<()> {
         wrong.name,
         wrong.secret
     );
-    let wrong_key = Geolb::start(GeolbOptions { zone: wrong_lines, notify: None, member: false }).await?;
+    let wrong_key = Geolb::start(GeolbOptions { zone: wrong_lines, notify: None, member: true }).await?;
     wrong_key.wait_serial(1, Duration::from_secs(2)).await?;
     let p = wrong_key.process.as_ref().context("running")?;
     let line = p.wait_for_log_line("zone check or transfer failed", Duration::from_secs(10)).await?;
     ensure!(line.contains("NOTAUTH") || line.to_lowercase().contains("tsig"), "why: {line}");
     ensure!(wrong_key.lookup("cdn.example.net.").await?.is_some_and(|r| has(&r, "TXT", "\"the good copy\"")));
+    // Its primary never answers it: past the SOA expire the copy is still served, and it says so.
+    let expired = "geolb_zone_expired{zone=\"example.net.\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wrong_key.metric(expired).await? != Some(1.0) {
+        ensure!(Instant::now() < deadline, "not expired; log:\n{}", wrong_key.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.wait_for_log_line("longer than its soa expire", Duration::from_secs(1)).await?;
+    let (_, why) = http(wrong_key.admin.context("admin")?, "GET", "/readyz", None).await?;
+    ensure!(
+        why.contains(
+            "zone example.net.: the primary has not answered for longer than the soa expire (1 s); serving serial 1"
+        ),
+        "{why}"
+    );
+    ensure!(wrong_key.lookup("cdn.example.net.").await?.is_some_and(|r| has(&r, "TXT", "\"the good copy\"")));
+    // The hand-made primary answers the SOA queries: not expired there, only refused transfers.
+    ensure!(geolb.metric(expired).await? == Some(0.0), "answered SOA queries count as contact");
 
     // No copy and no primary: the managed name falls through, and /readyz says why.
     let dead = SocketAddr::new(unique_loopback().into(), 5300);

@@ -216,19 +216,17 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
     // exists only once this process transferred the zone.
     let mut served = served_soa(&shared, &origin);
     let mut copy: Option<ZoneCopy> = None;
-    let mut last_contact = None;
     let mut failures = 0u32;
-    {
-        let file = shared.config().zones.iter().find(|z| z.origin == origin).map(|z| z.file.clone());
-        last_contact = served.and(file.as_deref().and_then(written_ms)).or(last_contact);
-        statuses.update(&origin, |s| {
-            s.serial = served.map(|t| t.serial);
-            s.expire_s = served.map(|t| t.expire_s);
-            s.last_contact_ms = last_contact;
-        });
-        if let Some(t) = served {
-            tracing::info!(zone = %origin, serial = t.serial, "serving the saved copy of the zone until the primary is reached");
-        }
+    // The expire of a saved copy counts from when it was written.
+    let file = shared.config().zones.iter().find(|z| z.origin == origin).map(|z| z.file.clone());
+    let mut last_contact = served.and(file.as_deref().and_then(written_ms));
+    statuses.update(&origin, |s| {
+        s.serial = served.map(|t| t.serial);
+        s.expire_s = served.map(|t| t.expire_s);
+        s.last_contact_ms = last_contact;
+    });
+    if let Some(t) = served {
+        tracing::info!(zone = %origin, serial = t.serial, "serving the saved copy of the zone until the primary is reached");
     }
     loop {
         let config = shared.config();
@@ -259,6 +257,10 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
             }
             Err((error, counted)) => {
                 failures = failures.saturating_add(1);
+                if counted.is_some() {
+                    // A transfer was tried: the primary answered the SOA query first.
+                    last_contact = Some(now);
+                }
                 tracing::warn!(zone = %origin, error = %error, "zone check or transfer failed; the served copy stays");
                 statuses.update(&origin, |s| {
                     match counted {
@@ -308,7 +310,8 @@ fn next_check(ok: bool, served: Option<SoaTimers>, refresh_ms: Option<u64>, fail
     Duration::from_millis(ms.clamp(MIN_MS, MAX_MS))
 }
 
-/// Which transfer counter an error goes to (`None`: the SOA check failed, nothing transferred).
+/// Which transfer counter an error goes to (`None`: the SOA check failed, nothing transferred;
+/// `Some`: the primary answered the SOA query, then the transfer failed).
 enum Counted {
     Failed,
     Refused,
