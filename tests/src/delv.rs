@@ -22,8 +22,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::named::find_program;
-use crate::process::{TestDir, run_tool};
+use crate::process::{TestDir, find_program, run_tool};
 
 /// How a validated negative answer denies the question.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

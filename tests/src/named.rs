@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ use domain::zonefile::inplace::{Entry, Zonefile};
 use tokio::time::{Instant, sleep};
 
 use crate::dns::{QueryOptions, Rr, query_with};
-use crate::process::{KillOnDrop, TestDir, run_tool, unique_loopback};
+use crate::process::{KillOnDrop, TestDir, find_program, run_tool, unique_loopback};
 
 /// The port every `named` of the tests listens on (each on its own loopback address).
 pub const NAMED_PORT: u16 = 5300;
@@ -55,22 +55,6 @@ pub const NAMED_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`Named::set_zone`] repeats the `SIGHUP` while the new serial is not served (a zone
 /// file rewritten within the timestamp resolution of the last load looks unchanged to `named`).
 const RELOAD_RETRY: Duration = Duration::from_secs(1);
-
-/// Finds a program on `PATH` or in the usual `sbin`/`bin` directories (`named` lives in
-/// `/usr/sbin`, which is not on a normal user's `PATH`); the error names the Debian package.
-pub(crate) fn find_program(name: &str, package: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "`{name}` not found on PATH or in /usr/sbin: run the setup (`bash scripts/setup.sh`), \
-                 which installs the Debian package {package}"
-            )
-        })
-}
 
 /// Whether BIND's `named` and `dig` are installed.
 pub fn named_installed() -> bool {

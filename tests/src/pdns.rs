@@ -32,7 +32,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::dns::{DnsResponse, QueryOptions, query, query_with};
 use crate::named::TsigKey;
-use crate::process::{KillOnDrop, TestDir, run_tool, unique_loopback};
+use crate::process::{KillOnDrop, TestDir, find_program, run_tool, unique_loopback};
 
 /// The port every PowerDNS instance of the tests listens on (each on its own loopback address).
 pub const PDNS_PORT: u16 = 5300;
@@ -41,20 +41,10 @@ pub const PDNS_PORT: u16 = 5300;
 /// [`PdnsOptions::startup_timeout`] says otherwise. A start normally takes well under a second.
 pub const PDNS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Finds a PowerDNS tool on `PATH` (or in `/usr/sbin`, which is not on a normal user's `PATH`).
+/// Finds a PowerDNS tool (`pdns_server`, `pdnsutil`, `pdns_control`; they live in `/usr/sbin`
+/// and `/usr/bin`).
 fn pdns_tool(name: &str) -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "`{name}` not found on PATH: PowerDNS is not installed. Run the setup \
-                 (`bash scripts/setup.sh`), which installs pdns-server, pdns-backend-remote, \
-                 pdns-backend-bind, pdns-backend-lmdb and dnsutils"
-            )
-        })
+    find_program(name, "pdns-server (with pdns-backend-remote, pdns-backend-bind and pdns-backend-lmdb)")
 }
 
 /// Whether `pdns_server` is installed (on `PATH` or in the usual `sbin` directories).

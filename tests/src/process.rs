@@ -494,6 +494,22 @@ pub fn dbip_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Finds a program on `PATH` or in the usual `sbin`/`bin` directories (`named` lives in
+/// `/usr/sbin`, which is not on a normal user's `PATH`); the error names the Debian package.
+pub(crate) fn find_program(name: &str, package: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{name}` not found on PATH or in /usr/sbin: run the setup (`bash scripts/setup.sh`), \
+                 which installs the Debian package {package}"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
