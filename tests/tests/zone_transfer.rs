@@ -285,6 +285,29 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
         zone_state["serial"] == 2 && zone_state["last_transfer"] == "ixfr" && zone_state["last_error"].is_null(),
         "state: {zone_state}"
     );
+    // A flood of signed NOTIFYs from the primary's address while the serial changes once: every
+    // one is answered, and geolb transfers once.
+    let accepted = "geolb_zone_notifies_total{result=\"accepted\"}";
+    let applied = format!("geolb_zone_transfers_total{{result=\"applied\",zone=\"{ORIGIN}\"}}");
+    let (accepted_before, applied_before) = (a.metric(accepted).await?.unwrap_or(0.0), a.metric(&applied).await?);
+    named.set_zone(&zone(3, "cdn IN TXT \"added in serial 2\"\nstatic IN A 192.0.2.81\n")).await?;
+    let answered = notify_flood(named.addr().ip(), notify_a, &key, 300).await?;
+    a.wait_serial(3, Duration::from_secs(2)).await?;
+    let accepted_now = a.metric(accepted).await?.unwrap_or(0.0) - accepted_before;
+    ensure!(
+        answered >= 250 && accepted_now >= answered as f64,
+        "{answered} of 300 NOTIFYs answered, {accepted_now} accepted"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        a.metric(&applied).await? == applied_before.map(|n| n + 1.0),
+        "one transfer for one new serial:\n{}",
+        a.log()
+    );
+    // At most one IXFR each to A and B (B may not have polled yet).
+    let to_3 = named.log().lines().filter(|l| l.contains("IXFR started") && l.contains("(serial 2 -> 3)")).count();
+    ensure!((1..=2).contains(&to_3), "{to_3} IXFRs from serial 2:\n{}", named.log());
+
     // The static name is the secondary's own (lmdb), from the same primary.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -302,7 +325,7 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
     // The primary stopped: the last good zone is served, also across a geolb restart.
     named.stop()?;
     a.restart().await?;
-    a.wait_serial(2, Duration::from_secs(2)).await?;
+    a.wait_serial(3, Duration::from_secs(2)).await?;
     ensure!(
         a.lookup("cdn.example.net.").await?.is_some_and(|r| has(&r, "TXT", "\"added in serial 2\"")),
         "after the restart:\n{}",
@@ -316,7 +339,7 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
     let (_, state) = http(a.admin.context("admin")?, "GET", "/api/v1/state", None).await?;
     let state: serde_json::Value = serde_json::from_str(&state)?;
     ensure!(
-        state["zones"][ORIGIN]["serial"] == 2 && state["zones"][ORIGIN]["last_error"].is_string(),
+        state["zones"][ORIGIN]["serial"] == 3 && state["zones"][ORIGIN]["last_error"].is_string(),
         "state: {state}"
     );
     // PowerDNS finds its connection to geolb gone and reconnects; then it answers from the copy.
@@ -331,9 +354,36 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
     }
     // Back up: it follows again, from an AXFR (the in-memory copy for IXFR went with the restart).
     named.start_again().await?;
-    named.set_zone(&zone(3, "cdn IN TXT \"added in serial 3\"\n")).await?;
-    wait_txt(&a, "\"added in serial 3\"", Instant::now(), Duration::from_secs(5)).await?;
+    named.set_zone(&zone(4, "cdn IN TXT \"added in serial 4\"\n")).await?;
+    wait_txt(&a, "\"added in serial 4\"", Instant::now(), Duration::from_secs(5)).await?;
     Ok(())
+}
+
+/// Sends `count` NOTIFYs for the zone, signed with `key`, from `source` to `target` as fast as
+/// they go, and counts the answers that come back within a second of the last.
+async fn notify_flood(source: IpAddr, target: SocketAddr, key: &TsigKey, count: u16) -> Result<usize> {
+    use domain::base::iana::Opcode;
+    use domain::rdata::tsig::Time48;
+    let secret: Vec<u8> = domain::utils::base64::decode(&key.secret)?;
+    let tsig = domain::tsig::Key::new(domain::tsig::Algorithm::Sha256, &secret, key.name.parse()?, None, None)?;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(source, 0)).await?;
+    for id in 0..count {
+        let mut builder = MessageBuilder::new_vec();
+        builder.header_mut().set_opcode(Opcode::NOTIFY);
+        builder.header_mut().set_id(id);
+        builder.header_mut().set_aa(true);
+        let mut builder = builder.question();
+        builder.push((ORIGIN.parse::<Name<Vec<u8>>>()?, Rtype::SOA))?;
+        let mut builder = builder.additional();
+        domain::tsig::ClientTransaction::request(&tsig, &mut builder, Time48::now())?;
+        socket.send_to(&builder.finish(), target).await?;
+    }
+    let mut answers = 0;
+    let mut buf = [0u8; 1024];
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await {
+        answers += 1;
+    }
+    Ok(answers)
 }
 
 /// How the hand-made primary of [`broken_transfers_are_refused_and_the_served_zone_kept`] answers
