@@ -352,10 +352,13 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
         ensure!(Instant::now() < deadline, "through PowerDNS after geolb's restart:\n{r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Back up: it follows again, from an AXFR (the in-memory copy for IXFR went with the restart).
+    // Back up: it follows again, by IXFR from the copy it saved before the restart.
     named.start_again().await?;
     named.set_zone(&zone(4, "cdn IN TXT \"added in serial 4\"\n")).await?;
     wait_txt(&a, "\"added in serial 4\"", Instant::now(), Duration::from_secs(5)).await?;
+    let (_, state) = http(a.admin.context("admin")?, "GET", "/api/v1/state", None).await?;
+    let state: serde_json::Value = serde_json::from_str(&state)?;
+    ensure!(state["zones"][ORIGIN]["last_transfer"] == "ixfr", "after the restart: {}", state["zones"]);
     Ok(())
 }
 

@@ -21,6 +21,9 @@ use crate::zones::{ZoneSet, ZoneSource};
 /// take the resolver's memory).
 pub(crate) const MAX_RECORDS: usize = 2_000_000;
 
+/// The first line of a zone file written by [`ZoneCopy::zone_text`].
+const SAVED_HEADER: &str = "; written by geolb-resolver from a zone transfer; replaced at the next one\n";
+
 /// `(owner, type, data)`, as printed by `domain`; the owner lower-case.
 type RecordKey = (Box<str>, Box<str>, Box<str>);
 
@@ -170,11 +173,37 @@ impl ZoneCopy {
     /// The zone as a BIND zone file: `$ORIGIN .`, the SOA, then every record.
     pub(crate) fn zone_text(&self) -> String {
         let mut out = String::with_capacity(64 * self.len() + 64);
-        out.push_str("; written by geolb-resolver from a zone transfer; replaced at the next one\n$ORIGIN .\n");
+        out.push_str(SAVED_HEADER);
+        out.push_str("$ORIGIN .\n");
         for ((owner, rtype, data), ttl) in self.soa.iter().map(|(k, t)| (k, t)).chain(self.records.iter()) {
             let _ = writeln!(out, "{owner} {ttl} IN {rtype} {data}");
         }
         out
+    }
+
+    /// The copy back from a file [`ZoneCopy::zone_text`] wrote (so an IXFR can follow a restart),
+    /// or `None` for any other file. Each line is `owner ttl IN type data`, with owner and type
+    /// free of spaces (`domain` escapes them), so splitting at the first four spaces gives back
+    /// the very key the transfer made.
+    pub(crate) fn from_saved(text: &str) -> Option<ZoneCopy> {
+        let mut copy = ZoneCopy::default();
+        for line in text.strip_prefix(SAVED_HEADER)?.strip_prefix("$ORIGIN .\n")?.lines() {
+            let mut fields = line.splitn(5, ' ');
+            let (owner, ttl, class, rtype, data) =
+                (fields.next()?, fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            let ttl: u32 = ttl.parse().ok()?;
+            if class != "IN" {
+                return None;
+            }
+            let key: RecordKey = (owner.into(), rtype.into(), data.into());
+            if rtype == "SOA" {
+                copy.serial = data.split(' ').nth(2)?.parse().ok()?;
+                copy.soa = Some((key, ttl));
+            } else {
+                copy.records.insert(key, ttl);
+            }
+        }
+        copy.soa.is_some().then_some(copy)
     }
 }
 
@@ -259,6 +288,17 @@ mod tests {
         assert_eq!(cdn, [("A", "192.0.2.1"), ("TXT", "\"hello world\"")], "{text}");
         let apex: Vec<_> = zones.records("example.net.").iter().map(|r| &*r.qtype).collect();
         assert_eq!(apex, ["SOA", "MX"], "{text}");
+    }
+
+    #[test]
+    fn a_saved_copy_reads_back_as_the_same_copy() {
+        let copy = axfr_v1();
+        let again = ZoneCopy::from_saved(&copy.zone_text()).unwrap();
+        assert_eq!((again.serial, &again.soa, &again.records), (copy.serial, &copy.soa, &copy.records));
+        // An operator's zone file is not ours: the next transfer is an AXFR.
+        assert!(ZoneCopy::from_saved("$TTL 300\n@ IN SOA a. b. 1 2 3 4 5\n").is_none());
+        let torn = copy.zone_text().replace(" IN ", " CH ");
+        assert!(ZoneCopy::from_saved(&torn).is_none());
     }
 
     #[test]

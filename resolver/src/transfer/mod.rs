@@ -3,8 +3,9 @@
 //! For each `[[zones]]` with a `primary`, a follower task polls the primary's SOA serial (at the
 //! zone's `refresh_ms`, else its SOA refresh; at its SOA retry after a failure) and checks at once
 //! when a NOTIFY for the zone arrives ([`notify`]). When the primary's serial is newer than the
-//! served one it transfers the zone: an IXFR from the copy it holds in memory, an AXFR when it
-//! holds none (after a start) or the primary answers the IXFR in full ([`client`], [`copy`]).
+//! served one it transfers the zone: an IXFR from the copy it holds (read back at start from the
+//! file it saved), an AXFR when it holds none or the primary answers the IXFR in full
+//! ([`client`], [`copy`]).
 //!
 //! A transferred zone is written to a temporary file beside the zone's `file`, validated by the
 //! same loader as an operator's zone file ([`crate::zones`]), and only then renamed over `file`
@@ -212,13 +213,17 @@ fn written_ms(path: &Path) -> Option<u64> {
 /// Follows one zone until `shutdown`.
 async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
     let statuses = shared.transfers.clone();
-    // What is served: the saved copy at start, then each transfer. The in-memory copy (for IXFR)
-    // exists only once this process transferred the zone.
+    // What is served: the saved copy at start, then each transfer; the in-memory copy of it is
+    // what an IXFR applies to.
     let mut served = served_soa(&shared, &origin);
-    let mut copy: Option<ZoneCopy> = None;
     let mut failures = 0u32;
     // The expire of a saved copy counts from when it was written.
     let file = shared.config().zones.iter().find(|z| z.origin == origin).map(|z| z.file.clone());
+    // The saved copy, if this resolver wrote it, is the base of the next IXFR.
+    let saved = file.clone().filter(|_| served.is_some());
+    let read = move || ZoneCopy::from_saved(&std::fs::read_to_string(saved?).ok()?);
+    let mut copy =
+        tokio::task::spawn_blocking(read).await.ok().flatten().filter(|c| served.is_some_and(|s| s.serial == c.serial));
     let mut last_contact = served.and(file.as_deref().and_then(written_ms));
     statuses.update(&origin, |s| {
         s.serial = served.map(|t| t.serial);
