@@ -359,6 +359,16 @@ fn resolve_zones(
                         PathBuf::new()
                     }
                 };
+                if let Some(other) = zones.iter().find(|o: &&ZoneFile| o.file == file && !file.as_os_str().is_empty()) {
+                    problems.at(
+                        &path.key("file"),
+                        format!(
+                            "`{}` is also the file of zone `{}`: each zone needs its own",
+                            file.display(),
+                            other.origin
+                        ),
+                    );
+                }
                 zones.push(ZoneFile { origin, file, primary, metadata: z.metadata.clone() });
             }
             Err(e) => problems.at(&path.key("origin"), e),

@@ -109,6 +109,9 @@ fn broken_zone_sources_are_refused_with_their_key() {
             "at least 100",
         ),
     ];
+    let twice = "[[zones]]\norigin = \"example.net.\"\nfile = \"z\"\n[[zones]]\norigin = \"example.org.\"\nfile = \"z\"\nprimary = [\"192.0.2.53\"]\n";
+    let error = parse(twice).expect_err("one file for two zones");
+    assert!(error.contains("zones[1].file") && error.contains("is also the file of zone `example.net.`"), "{error}");
     for (zone, key, message) in cases {
         let error = parse(&format!("[[zones]]\n{zone}")).expect_err(zone);
         assert!(error.contains(key) && error.contains(message), "{zone}: want `{key}` and {message:?} in:\n{error}");

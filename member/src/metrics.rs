@@ -92,6 +92,9 @@ pub mod names {
     pub const ZONE_EXPIRED: &str = "geolb_zone_expired";
     /// `{zone}`: 1 while there is no copy at all (the zone's managed names fall through).
     pub const ZONE_MISSING: &str = "geolb_zone_missing";
+    /// Serial checks (SOA queries to the primary) by `zone` and `result` (`ok`, `failed`: no
+    /// primary reached, `refused`: an error answer or a bad TSIG signature).
+    pub const ZONE_CHECKS_TOTAL: &str = "geolb_zone_checks_total";
     /// Zone transfers by `zone` and `result` (`applied`, `failed`, `refused`).
     pub const ZONE_TRANSFERS_TOTAL: &str = "geolb_zone_transfers_total";
     /// NOTIFYs received by `result` (`accepted`, `unknown_source`, `unknown_zone`, `bad_tsig`,
@@ -363,7 +366,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 38] = [
+    const ALL: [&str; 39] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
         names::CONFIG_VERSION,
@@ -398,6 +401,7 @@ mod tests {
         names::ZONE_LAST_TRANSFER_TIMESTAMP_SECONDS,
         names::ZONE_EXPIRED,
         names::ZONE_MISSING,
+        names::ZONE_CHECKS_TOTAL,
         names::ZONE_TRANSFERS_TOTAL,
         names::ZONE_NOTIFIES_TOTAL,
         names::RESOLVER_ANSWERS_TOTAL,

@@ -77,18 +77,13 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
         Err(e) => errors.push(e.to_string()),
     }
     match geolb_resolver::state::load_zones(config) {
-        Ok(zones) => {
+        Ok(loaded) => {
+            let (zones, waiting) = (loaded.set, loaded.waiting);
             for (origin, count) in zones.zones() {
                 println!("zone {origin}: {count} records");
             }
-            let waiting: Vec<&str> = config
-                .zones
-                .iter()
-                .filter(|z| z.primary.is_some() && zones.zones().all(|(origin, _)| origin != z.origin))
-                .map(|z| z.origin.as_str())
-                .collect();
             for origin in &waiting {
-                println!("zone {origin}: no copy from its primary yet (transferred at start)");
+                println!("zone {origin}: no usable copy from its primary yet (transferred at start)");
             }
             for s in config.services.iter().filter(|s| !waiting.iter().any(|o| geolb_config::in_zone(&s.name, o))) {
                 // DNSSEC: pdns signs our answers with the zone's keys; a name that exists only
@@ -103,9 +98,7 @@ fn check_config(config: &geolb_config::Config) -> ExitCode {
         }
         Err(e) => errors.push(e.to_string()),
     }
-    if let Err(e) = geolb_resolver::transfer::check(&config.zones) {
-        errors.push(e);
-    }
+    errors.extend(geolb_resolver::transfer::check(&config.zones));
     for w in &warnings {
         println!("warning: {w}");
     }

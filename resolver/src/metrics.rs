@@ -78,6 +78,15 @@ fn zones(f: &mut Families, shared: &Shared) {
         per_zone(&|s| Some(f64::from(u8::from(s.serial.is_none())))),
     );
     f.counter(
+        names::ZONE_CHECKS_TOTAL,
+        "Serial checks of the zone's primary by result (ok, failed: no primary reached, refused: an error answer or a bad TSIG signature)",
+        &["zone", "result"],
+        zones.iter().flat_map(|(origin, s)| {
+            [("ok", s.checks_ok), ("failed", s.checks_failed), ("refused", s.checks_refused)]
+                .map(|(result, n)| (vec![origin.clone(), result.to_owned()], n))
+        }),
+    );
+    f.counter(
         names::ZONE_TRANSFERS_TOTAL,
         "Zone transfers by result (applied, failed: the primary not reached, refused)",
         &["zone", "result"],

@@ -21,6 +21,7 @@ use crate::engine::{Counters, Engine};
 use crate::geoip::{GeoIp, GeoIpError};
 use crate::health::ServedHealth;
 use crate::zones::{ZoneError, ZoneSet, ZoneSource};
+use geolb_config::ZoneFile;
 
 /// A file's identity for change detection.
 type Stamp = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub transfers: Arc<crate::transfer::Statuses>,
     /// NOTIFYs received, by outcome.
     pub notifies: crate::transfer::notify::NotifyCounters,
+    /// The wakers of the zones' followers ([`crate::transfer`]), by origin.
+    pub(crate) followers: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -90,24 +93,19 @@ fn serving<'a>(config: &'a Config, serve_services: bool, waiting_zones: &[String
     }
 }
 
-/// Zones from a primary whose copy (`file`) does not exist yet.
-fn waiting_zones(config: &Config) -> Vec<String> {
-    config.zones.iter().filter(|z| z.primary.is_some() && !z.file.exists()).map(|z| z.origin.clone()).collect()
-}
-
 /// Where a gossip member keeps its last health view.
 fn view_path(config: &Config) -> Option<PathBuf> {
     config.member.as_ref().map(|m| m.state_dir.join("view.json"))
 }
 
-/// The zone files to load: every zone's, except a zone from a primary that has no copy yet.
-fn zone_sources(config: &Config) -> Vec<ZoneSource> {
-    config
-        .zones
-        .iter()
-        .filter(|z| z.primary.is_none() || z.file.exists())
-        .map(|z| ZoneSource { origin: z.origin.clone(), path: z.file.clone() })
-        .collect()
+/// Whether a zone's file is to be loaded: always for a zone file (a missing one is an error),
+/// for a copy from a primary only when it exists and is not cut short.
+fn loadable(zone: &ZoneFile) -> bool {
+    zone.primary.is_none() || crate::transfer::copy::looks_whole(&zone.file)
+}
+
+fn source(zone: &ZoneFile) -> ZoneSource {
+    ZoneSource { origin: zone.origin.clone(), path: zone.file.clone() }
 }
 
 fn zone_paths(config: &Config) -> Vec<PathBuf> {
@@ -122,9 +120,38 @@ pub fn open_geoip(config: &Config) -> Result<Option<Arc<GeoIp>>, crate::geoip::G
     GeoIp::open(&config.geoip).map(|g| Some(Arc::new(g)))
 }
 
-/// Loads the zone files of a config.
-pub fn load_zones(config: &Config) -> Result<ZoneSet, crate::zones::ZoneError> {
-    ZoneSet::load(&zone_sources(config))
+/// The zones of a config, loaded.
+#[derive(Debug)]
+pub struct LoadedZones {
+    /// Every zone that loaded.
+    pub set: ZoneSet,
+    /// Zones from a primary without a usable copy (none yet, cut short, or one that does not
+    /// load): their managed names fall through until the next transfer.
+    pub waiting: Vec<String>,
+}
+
+/// Loads the zone files of a config. A copy from a primary that is missing, cut short or does
+/// not load is left out (and its zone is waiting for a transfer) rather than failing the rest;
+/// any problem in an operator's zone file fails the whole load, as always.
+pub fn load_zones(config: &Config) -> Result<LoadedZones, crate::zones::ZoneError> {
+    let (sources, mut waiting): (Vec<&ZoneFile>, Vec<&ZoneFile>) = config.zones.iter().partition(|z| loadable(z));
+    let all: Vec<ZoneSource> = sources.iter().map(|z| source(z)).collect();
+    let set = match ZoneSet::load(&all) {
+        Ok(set) => set,
+        Err(e) => {
+            let (bad, good): (Vec<&ZoneFile>, Vec<&ZoneFile>) =
+                sources.iter().partition(|z| z.primary.is_some() && ZoneSet::load(&[source(z)]).is_err());
+            if bad.is_empty() {
+                return Err(e);
+            }
+            for zone in &bad {
+                tracing::error!(zone = %zone.origin, file = %zone.file.display(), "the saved copy of the zone does not load; it is left out until the next transfer");
+            }
+            waiting.extend(bad);
+            ZoneSet::load(&good.iter().map(|z| source(z)).collect::<Vec<_>>())?
+        }
+    };
+    Ok(LoadedZones { set, waiting: waiting.into_iter().map(|z| z.origin.clone()).collect() })
 }
 
 impl Shared {
@@ -135,7 +162,6 @@ impl Shared {
         // Stamp before loading: a file replaced while we load is then seen as changed.
         let geoip_stamp = stamp(&config.geoip);
         let zones_stamp = stamp(&zone_paths(&config));
-        let waiting_zones = waiting_zones(&config);
         // Opening GeoIP copies ~130 MB and parsing zones can take a while: off the runtime.
         let loaded = tokio::task::spawn_blocking({
             let config = config.clone();
@@ -154,11 +180,11 @@ impl Shared {
         for db in geoip.iter().flat_map(|g| g.describe()) {
             tracing::info!(database = %db, "GeoIP database loaded");
         }
-        let (zones, serve_services) = match zones {
-            Ok(z) => (Arc::new(z), true),
+        let (zones, waiting_zones, serve_services) = match zones {
+            Ok(z) => (Arc::new(z.set), z.waiting, true),
             Err(e) => {
                 tracing::error!(error = %e, "zone files unavailable: managed names fall through to the next backend until a reload succeeds");
-                (Arc::new(ZoneSet::empty()), false)
+                (Arc::new(ZoneSet::empty()), Vec::new(), false)
             }
         };
         for (origin, count) in zones.zones() {
@@ -209,6 +235,7 @@ impl Shared {
             reloads: Default::default(),
             transfers: Default::default(),
             notifies: Default::default(),
+            followers: Default::default(),
         }
     }
 
@@ -284,6 +311,16 @@ impl Shared {
         }
     }
 
+    /// Makes the followers of `zones` check their primary at once.
+    pub(crate) fn wake_followers(&self, zones: &[String]) {
+        let followers = self.followers.lock().unwrap_or_else(|p| p.into_inner());
+        for origin in zones {
+            if let Some(waker) = followers.get(origin) {
+                waker.notify_one();
+            }
+        }
+    }
+
     fn build_reload(&self) -> Result<(), String> {
         let config = self.source.load().map_err(|e| e.to_string())?;
         let (old_geoip, old_geoip_stamp, old_zones, old_zones_stamp, old_resolver) = {
@@ -307,15 +344,22 @@ impl Shared {
             }
         };
         let zones_stamp = stamp(&zone_paths(&config));
-        let waiting_zones = waiting_zones(&config);
-        let zones = if zones_stamp == old_zones_stamp
+        // Unchanged files and every zone loaded: nothing is waiting.
+        let (zones, waiting_zones) = if zones_stamp == old_zones_stamp
             && old_zones.zones().count() == config.zones.len()
             && config.zones.iter().all(|z| old_zones.zones().any(|(o, _)| o == z.origin))
         {
-            old_zones
+            (old_zones, Vec::new())
         } else {
-            Arc::new(load_zones(&config).map_err(|e| e.to_string())?)
+            let loaded = load_zones(&config).map_err(|e| e.to_string())?;
+            (Arc::new(loaded.set), loaded.waiting)
         };
+        // A zone that lost its copy is transferred again now, not at its next refresh.
+        self.wake_followers(&waiting_zones);
+        let followed = self.followers.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect::<Vec<_>>();
+        for zone in config.zones.iter().filter(|z| z.primary.is_some() && !followed.contains(&z.origin)) {
+            tracing::warn!(zone = %zone.origin, "the zone now comes from a primary: it is followed from the next restart");
+        }
         let waiting = old_resolver.changed_keys(&config.resolver);
         if !waiting.is_empty() {
             tracing::warn!(keys = ?waiting, "changes to [resolver] take effect at the next restart");

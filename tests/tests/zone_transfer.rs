@@ -104,11 +104,17 @@ impl Geolb {
 
     /// Stops the process (SIGTERM) and starts it again on the same config and state.
     async fn restart(&mut self) -> Result<()> {
+        self.restart_with(|| Ok(())).await
+    }
+
+    /// [`Geolb::restart`], doing `between` while it is stopped.
+    async fn restart_with(&mut self, between: impl FnOnce() -> Result<()>) -> Result<()> {
         let member = self.admin.is_some();
         if let Some(process) = self.process.take() {
             process.signal("TERM")?;
             process.wait_exit(Duration::from_secs(10)).await?;
         }
+        between()?;
         self.spawn(member).await
     }
 
@@ -214,15 +220,17 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
             .tsig(key.clone())
             .also_notify(notify_a)
             .also_notify(notify_b)
-            .also_notify(SocketAddr::new(pdns_ip, geolb_tests::PDNS_PORT))
-            .allow_transfer_ip(pdns_ip),
+            .also_notify(SocketAddr::new(pdns_ip, geolb_tests::PDNS_PORT)),
     )
     .await?;
     let tsig =
         format!("tsig = {{ name = \"{}\", algorithm = \"{}\", secret = \"{}\" }}", key.name, key.algorithm, key.secret);
     let primary = format!("primary = [\"{}\"]\n{tsig}", named.addr());
-    // A: takes the primary's NOTIFY; its copy goes to state_dir (the default `file`).
-    let mut a = Geolb::start(GeolbOptions { zone: primary.clone(), notify: Some(notify_a), member: true }).await?;
+    // A: takes the primary's NOTIFY; its copy goes to state_dir (the default `file`). PowerDNS
+    // asks it for the zone's metadata, so the key PowerDNS signs its own AXFRs with is mirrored
+    // there (only signed transfers are allowed).
+    let zone_a = format!("{primary}\nmetadata = {{ AXFR-MASTER-TSIG = [\"{}\"] }}", key.name);
+    let mut a = Geolb::start(GeolbOptions { zone: zone_a, notify: Some(notify_a), member: true }).await?;
     // B: NOTIFY "blocked" (taken only from another address), so it has only its 2 s poll.
     let zone_b =
         format!("{primary}\nallow_notify = [\"127.0.0.2\"]\nrefresh_ms = 2000\nfile = \"copy/example.net.zone\"");
@@ -359,6 +367,16 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
     let (_, state) = http(a.admin.context("admin")?, "GET", "/api/v1/state", None).await?;
     let state: serde_json::Value = serde_json::from_str(&state)?;
     ensure!(state["zones"][ORIGIN]["last_transfer"] == "ixfr", "after the restart: {}", state["zones"]);
+
+    // A copy cut short (a full disk, an editor): left out at start, and transferred in full.
+    let copy = a.dir.join("state/zones/example.net.zone");
+    let text = std::fs::read_to_string(&copy)?;
+    a.restart_with(|| Ok(std::fs::write(&copy, &text[..text.len() - 40])?)).await?;
+    wait_txt(&a, "\"added in serial 4\"", Instant::now(), Duration::from_secs(5)).await?;
+    let (_, state) = http(a.admin.context("admin")?, "GET", "/api/v1/state", None).await?;
+    let state: serde_json::Value = serde_json::from_str(&state)?;
+    ensure!(state["zones"][ORIGIN]["last_transfer"] == "axfr", "after a cut copy: {}", state["zones"]);
+    ensure!(std::fs::read_to_string(&copy)?.ends_with(" records\n"), "the copy is whole again");
     Ok(())
 }
 
@@ -539,5 +557,46 @@ async fn broken_transfers_are_refused_and_the_served_zone_kept() -> Result<()> {
     ensure!(nothing.metric("geolb_zone_missing{zone=\"example.net.\"}").await? == Some(1.0));
     let (status, why) = http(nothing.admin.context("admin")?, "GET", "/readyz", None).await?;
     ensure!(status == 503 && why.contains("zone example.net.: no copy from its primary yet"), "{status} {why}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geolb_follows_a_powerdns_primary_across_serial_changes() -> Result<()> {
+    geolb_tests::quiet_logs();
+    // PowerDNS as the hidden primary (bind backend): it sends the first SOA of a transfer in a
+    // message of its own and answers an IXFR with the whole zone.
+    let dir = TestDir::new("pdns-primary")?;
+    let file = dir.join("example.net.zone");
+    std::fs::write(&file, zone(1, ""))?;
+    let notify = SocketAddr::new(unique_loopback().into(), 5354);
+    let ip: IpAddr = unique_loopback().into();
+    let mut options = PdnsOptions::new(Launch::Bind)
+        .zone(ORIGIN, &file)
+        .setting("primary", "yes")
+        .setting("also-notify", notify)
+        // NOTIFY only the test's resolver, never the zone's NS addresses, and from this address.
+        .setting("only-notify", "127.0.0.0/8")
+        .setting("query-local-address", ip);
+    options.address = Some(ip);
+    let primary = Pdns::start(options).await?;
+    let geolb = Geolb::start(GeolbOptions {
+        zone: format!("primary = [\"{}\"]\nfile = \"copy/example.net.zone\"", primary.addr()),
+        notify: Some(notify),
+        member: false,
+    })
+    .await?;
+    geolb.wait_serial(1, Duration::from_secs(10)).await?;
+    for serial in [2, 3] {
+        let txt = format!("\"serial {serial} from powerdns\"");
+        std::fs::write(&file, zone(serial, &format!("cdn IN TXT {txt}\n")))?;
+        primary.control(&["bind-reload-now", "example.net"]).await?;
+        let changed = Instant::now();
+        primary.control(&["notify", "example.net"]).await?;
+        let took = wait_txt(&geolb, &txt, changed, Duration::from_secs(2)).await?;
+        println!("PowerDNS primary, serial {serial}: in geolb's answer {took:?} after the NOTIFY");
+    }
+    let applied = "geolb_zone_transfers_total{result=\"applied\",zone=\"example.net.\"}";
+    ensure!(geolb.metric(applied).await? == Some(3.0), "three transfers:\n{}", geolb.log());
+    ensure!(geolb.log().contains("ixfr refused; trying an axfr"), "the IXFR fallback:\n{}", geolb.log());
     Ok(())
 }

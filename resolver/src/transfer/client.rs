@@ -56,7 +56,11 @@ pub(crate) struct Primary {
     pub(crate) addr: SocketAddr,
     pub(crate) zone: Name<Vec<u8>>,
     pub(crate) key: Option<Arc<Key>>,
+    /// For connecting, one SOA query (at most 19 s: `domain`'s stream client has no setting
+    /// for single answers), and each message of a transfer.
     pub(crate) timeout: Duration,
+    /// A whole transfer may take this many `timeout`s.
+    pub(crate) timeouts: u32,
 }
 
 fn request_error(addr: SocketAddr, e: domain::net::client::request::Error) -> Failure {
@@ -154,10 +158,17 @@ impl Primary {
         let addr = self.addr;
         let refused = |why: String| Failure::Refused(format!("{addr}: {} refused: {why}", qtype));
         let mut responses = 0usize;
+        let limit = self.timeout.saturating_mul(self.timeouts);
+        let deadline = tokio::time::Instant::now() + limit;
         while !applier.finished() {
-            let next = tokio::time::timeout(self.timeout, pending.get_response())
-                .await
-                .map_err(|_| Failure::Unreachable(format!("{addr}: {qtype} timed out")))?;
+            let wait = self.timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let next = tokio::time::timeout(wait, pending.get_response()).await.map_err(|_| {
+                if tokio::time::Instant::now() >= deadline {
+                    Failure::Unreachable(format!("{addr}: {qtype} did not finish within {limit:?}"))
+                } else {
+                    Failure::Unreachable(format!("{addr}: {qtype} timed out"))
+                }
+            })?;
             let response = match next {
                 Ok(Some(response)) => response,
                 Ok(None) => break,

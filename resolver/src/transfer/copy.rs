@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::str::FromStr;
 
 use domain::base::iana::{Class, Rtype};
 use domain::net::xfr::protocol::ParsedRecord;
@@ -170,24 +171,48 @@ impl ZoneCopy {
         self.records.len() + usize::from(self.soa.is_some())
     }
 
-    /// The zone as a BIND zone file: `$ORIGIN .`, the SOA, then every record.
-    pub(crate) fn zone_text(&self) -> String {
+    /// The zone as a BIND zone file: `$ORIGIN .`, the SOA, then every record, then a trailer
+    /// with the count (a copy cut short is known by its missing trailer).
+    ///
+    /// A record PowerDNS could not take from geolb — of a type `domain` prints only in RFC 3597
+    /// generic form (`\# …`) while PowerDNS wants its text form (LOC, URI, CERT, DHCID, …) — is
+    /// written as a `;- ` comment: not served in the managed names' answers (the next backend
+    /// still serves every other name's), but kept for the next IXFR. Their number is the second
+    /// value returned.
+    pub(crate) fn zone_text(&self) -> (String, usize) {
         let mut out = String::with_capacity(64 * self.len() + 64);
         out.push_str(SAVED_HEADER);
         out.push_str("$ORIGIN .\n");
+        let mut left_out = 0;
         for ((owner, rtype, data), ttl) in self.soa.iter().map(|(k, t)| (k, t)).chain(self.records.iter()) {
-            let _ = writeln!(out, "{owner} {ttl} IN {rtype} {data}");
+            if not_servable(rtype, data) {
+                left_out += 1;
+                out.push_str(LEFT_OUT);
+            }
+            let _ = writeln!(out, "{} {ttl} IN {rtype} {data}", escape_owner(owner));
         }
-        out
+        let _ = writeln!(out, "{TRAILER}{} records", self.len());
+        (out, left_out)
     }
 
-    /// The copy back from a file [`ZoneCopy::zone_text`] wrote (so an IXFR can follow a restart),
-    /// or `None` for any other file. Each line is `owner ttl IN type data`, with owner and type
-    /// free of spaces (`domain` escapes them), so splitting at the first four spaces gives back
-    /// the very key the transfer made.
-    pub(crate) fn from_saved(text: &str) -> Option<ZoneCopy> {
+    /// The copy back from a file [`ZoneCopy::zone_text`] wrote (so an IXFR can follow a restart).
+    /// Each line is `owner ttl IN type data`, with owner and type free of spaces (`domain`
+    /// escapes them), so splitting at the first four spaces gives back the very key the transfer
+    /// made.
+    pub(crate) fn from_saved(text: &str) -> Saved {
+        let Some(body) = text.strip_prefix(SAVED_HEADER) else { return Saved::Foreign };
+        Self::read_saved(body).map_or(Saved::Corrupt, Saved::Ours)
+    }
+
+    fn read_saved(body: &str) -> Option<ZoneCopy> {
         let mut copy = ZoneCopy::default();
-        for line in text.strip_prefix(SAVED_HEADER)?.strip_prefix("$ORIGIN .\n")?.lines() {
+        let mut lines = body.strip_prefix("$ORIGIN .\n")?.lines();
+        let count = loop {
+            let line = lines.next()?;
+            if let Some(count) = line.strip_prefix(TRAILER) {
+                break count.strip_suffix(" records")?.parse::<usize>().ok()?;
+            }
+            let line = line.strip_prefix(LEFT_OUT.trim_end_matches('\n')).unwrap_or(line);
             let mut fields = line.splitn(5, ' ');
             let (owner, ttl, class, rtype, data) =
                 (fields.next()?, fields.next()?, fields.next()?, fields.next()?, fields.next()?);
@@ -195,16 +220,96 @@ impl ZoneCopy {
             if class != "IN" {
                 return None;
             }
-            let key: RecordKey = (owner.into(), rtype.into(), data.into());
+            let key: RecordKey = (unescape_owner(owner).into(), rtype.into(), data.into());
             if rtype == "SOA" {
                 copy.serial = data.split(' ').nth(2)?.parse().ok()?;
                 copy.soa = Some((key, ttl));
             } else {
                 copy.records.insert(key, ttl);
             }
-        }
-        copy.soa.is_some().then_some(copy)
+        };
+        (lines.next().is_none() && copy.soa.is_some() && copy.len() == count).then_some(copy)
     }
+}
+
+/// What a zone's `file` holds, for a zone from a primary.
+#[derive(Debug)]
+pub(crate) enum Saved {
+    /// A whole copy this resolver wrote.
+    Ours(ZoneCopy),
+    /// A copy this resolver wrote, cut short or edited: not to be trusted.
+    Corrupt,
+    /// A zone file from somewhere else (e.g. the file the zone was served from before it had a
+    /// `primary`): served as any zone file, and replaced by the next transfer.
+    Foreign,
+}
+
+/// Whether the file at `path` is whole, or not a copy of ours at all (then the zone loader
+/// judges it); reads only its first and last bytes.
+pub(crate) fn looks_whole(path: &std::path::Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let check = || -> std::io::Result<bool> {
+        let mut file = std::fs::File::open(path)?;
+        let mut head = vec![0u8; SAVED_HEADER.len()];
+        if file.read_exact(&mut head).is_err() || head != SAVED_HEADER.as_bytes() {
+            return Ok(true);
+        }
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(64)))?;
+        let mut tail = String::new();
+        file.read_to_string(&mut tail)?;
+        let last = tail.trim_end_matches('\n').rsplit('\n').next().unwrap_or_default();
+        Ok(tail.ends_with(" records\n") && last.starts_with(TRAILER))
+    };
+    check().unwrap_or(false)
+}
+
+/// The last line of a copy: `; end of copy: N records`.
+const TRAILER: &str = "; end of copy: ";
+
+/// Marks a record left out of the served zone (see [`ZoneCopy::zone_text`]).
+const LEFT_OUT: &str = ";- ";
+
+/// Whether geolb cannot hand this record to PowerDNS (see [`ZoneCopy::zone_text`]).
+fn not_servable(rtype: &str, data: &str) -> bool {
+    data.starts_with("\\# ") && Rtype::from_str(rtype).is_ok_and(crate::zones::generic_form_refused)
+}
+
+/// Characters `domain` leaves bare in a name that a zone file reads as syntax.
+const ZONE_SPECIALS: &[char] = &['$', '(', ')', '"', ';', '@'];
+
+/// An owner as `domain` prints it, with the zone-file specials escaped.
+fn escape_owner(owner: &str) -> std::borrow::Cow<'_, str> {
+    if !owner.contains(ZONE_SPECIALS) {
+        return owner.into();
+    }
+    let mut out = String::with_capacity(owner.len() + 8);
+    for c in owner.chars() {
+        if ZONE_SPECIALS.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.into()
+}
+
+/// [`escape_owner`] undone: the key the transfer made.
+fn unescape_owner(owner: &str) -> String {
+    let mut out = String::with_capacity(owner.len());
+    let mut chars = owner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek().is_some_and(|n| ZONE_SPECIALS.contains(n)) {
+            continue;
+        }
+        out.push(c);
+        if c == '\\' {
+            // An escape `domain` wrote (`\\`, `\.`, `\DDD`): keep it and the character after.
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -279,7 +384,8 @@ mod tests {
     fn an_axfr_becomes_a_zone_file_the_loader_reads() {
         let copy = axfr_v1();
         assert_eq!((copy.serial, copy.len()), (1, 4));
-        let text = copy.zone_text();
+        let (text, left_out) = copy.zone_text();
+        assert_eq!(left_out, 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("example.net.zone");
         std::fs::write(&path, &text).unwrap();
@@ -293,12 +399,60 @@ mod tests {
     #[test]
     fn a_saved_copy_reads_back_as_the_same_copy() {
         let copy = axfr_v1();
-        let again = ZoneCopy::from_saved(&copy.zone_text()).unwrap();
+        let Saved::Ours(again) = ZoneCopy::from_saved(&copy.zone_text().0) else { panic!("not read back") };
         assert_eq!((again.serial, &again.soa, &again.records), (copy.serial, &copy.soa, &copy.records));
         // An operator's zone file is not ours: the next transfer is an AXFR.
-        assert!(ZoneCopy::from_saved("$TTL 300\n@ IN SOA a. b. 1 2 3 4 5\n").is_none());
-        let torn = copy.zone_text().replace(" IN ", " CH ");
-        assert!(ZoneCopy::from_saved(&torn).is_none());
+        assert!(matches!(ZoneCopy::from_saved("$TTL 300\n@ IN SOA a. b. 1 2 3 4 5\n"), Saved::Foreign));
+        // Ours, but cut short, edited, or with a line lost: not trusted.
+        let text = copy.zone_text().0;
+        let cut = &text[..text.len() - 30];
+        let lost: String = text.lines().filter(|l| !l.contains(" MX ")).map(|l| format!("{l}\n")).collect();
+        for broken in [cut, &text.replace(" IN ", " CH "), &lost] {
+            assert!(matches!(ZoneCopy::from_saved(broken), Saved::Corrupt), "{broken}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z");
+        for (content, whole) in [(text.as_str(), true), (cut, false), ("$TTL 300\n", true), ("", true)] {
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(looks_whole(&path), whole, "{content}");
+        }
+    }
+
+    #[test]
+    fn names_and_types_a_zone_file_cannot_carry_as_domain_prints_them_still_round_trip() {
+        let zone = name("example.net.");
+        let odd = [
+            "\\$dollar.example.net.",
+            "\\(paren\\).example.net.",
+            "q\\\"uote.example.net.",
+            "semi\\;colon.example.net.",
+            "back\\\\(.example.net.",
+        ];
+        let messages = vec![response(Rtype::AXFR, |a| {
+            a.push((&zone, 300, soa(1))).unwrap();
+            for owner in odd {
+                a.push((name(owner), 300, A::from_octets(192, 0, 2, 1))).unwrap();
+            }
+            // LOC: `domain` prints it only as `\# …`, which PowerDNS does not take.
+            let loc = domain::base::rdata::UnknownRecordData::from_octets(Rtype::LOC, vec![0u8; 16]).unwrap();
+            a.push((name("where.example.net."), 300, loc)).unwrap();
+            a.push((&zone, 300, soa(1))).unwrap();
+        })];
+        let (copy, _) = transfer(None, messages).unwrap();
+        let (text, left_out) = copy.zone_text();
+        assert_eq!(left_out, 1, "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.net.zone");
+        std::fs::write(&path, &text).unwrap();
+        let zones = ZoneSet::load(&[ZoneSource { origin: "example.net.".into(), path }]).unwrap();
+        for owner in odd {
+            let owner = name(owner);
+            let pdns = crate::zones::pdns_name(&owner);
+            assert_eq!(zones.records(&pdns).len(), 1, "{owner} as {pdns} in:\n{text}");
+        }
+        assert!(zones.records("where.example.net.").is_empty(), "{text}");
+        let Saved::Ours(again) = ZoneCopy::from_saved(&text) else { panic!("not read back:\n{text}") };
+        assert_eq!(again.records, copy.records);
     }
 
     #[test]
@@ -320,7 +474,7 @@ mod tests {
         });
         let (v3, kind) = transfer(Some(&v1), vec![diff]).unwrap();
         assert_eq!((kind, v3.serial, v3.len()), (Kind::Incremental, 3, 5));
-        let text = v3.zone_text();
+        let text = v3.zone_text().0;
         assert!(!text.contains(" MX ") && text.contains("\"v=spf1 -all\"") && text.contains("192.0.2.2"), "{text}");
         assert!(text.contains(" SOA ns1.example.net. hostmaster.example.net. 3 "), "{text}");
     }

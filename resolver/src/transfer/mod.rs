@@ -22,7 +22,7 @@ mod client;
 pub(crate) mod copy;
 pub mod notify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use self::client::{Failure, Primary, SoaTimers};
-use self::copy::ZoneCopy;
+use self::copy::{Saved, ZoneCopy};
 use crate::state::Shared;
 use crate::zones::{ZoneSet, ZoneSource};
 
@@ -63,6 +63,12 @@ pub struct ZoneStatus {
     /// The primary has not answered for longer than the SOA expire: the last good copy is
     /// still served.
     pub expired: bool,
+    /// Serial checks (SOA queries) the primary answered since start.
+    pub checks_ok: u64,
+    /// Serial checks that did not reach the primary (connect, timeout) since start.
+    pub checks_failed: u64,
+    /// Serial checks the primary answered with an error or a bad TSIG signature since start.
+    pub checks_refused: u64,
     /// Transfers applied since start.
     pub transfers_applied: u64,
     /// Transfers that failed to reach the primary since start.
@@ -160,11 +166,15 @@ pub fn tsig_key(key: &TsigKey) -> Result<Arc<Key>, String> {
     Key::new(algorithm, &bytes, name, None, None).map(Arc::new).map_err(|e| format!("tsig key `{}`: {e}", key.name))
 }
 
-/// Checks what the zones' primaries need that config validation cannot: their TSIG secrets.
-pub fn check(zones: &[ZoneFile]) -> Result<(), String> {
-    let problems: Vec<String> =
-        zones.iter().filter_map(|z| z.primary.as_ref()?.tsig.as_ref()).filter_map(|key| tsig_key(key).err()).collect();
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+/// What the zones' primaries need that config validation cannot check: their TSIG secrets. Each
+/// problem names its key path.
+pub fn check(zones: &[ZoneFile]) -> Vec<String> {
+    zones
+        .iter()
+        .enumerate()
+        .filter_map(|(i, z)| Some((i, z.primary.as_ref()?.tsig.as_ref()?)))
+        .filter_map(|(i, key)| Some(format!("zones[{i}].tsig: {}", tsig_key(key).err()?)))
+        .collect()
 }
 
 /// Starts a follower for every zone with a primary, and the NOTIFY listener on `notify`.
@@ -175,7 +185,6 @@ pub(crate) fn spawn(
     shutdown: &CancellationToken,
 ) {
     let config = shared.config();
-    let mut wakers = HashMap::new();
     for zone in config.zones.iter().filter(|z| z.primary.is_some()) {
         // The copy's directory must exist for the file watcher to watch it.
         if let Some(dir) = zone.file.parent()
@@ -184,11 +193,11 @@ pub(crate) fn spawn(
             tracing::error!(zone = %zone.origin, dir = %dir.display(), error = %e, "cannot create the directory for the zone's copy");
         }
         let wake = Arc::new(tokio::sync::Notify::new());
-        wakers.insert(zone.origin.clone(), wake.clone());
+        shared.followers.lock().unwrap_or_else(|p| p.into_inner()).insert(zone.origin.clone(), wake.clone());
         tasks.spawn(follow(zone.origin.clone(), shared.clone(), wake, shutdown.clone()));
     }
     if let Some(socket) = notify {
-        tasks.spawn(notify::serve(socket, shared.clone(), wakers, shutdown.clone()));
+        tasks.spawn(notify::serve(socket, shared.clone(), shutdown.clone()));
     }
 }
 
@@ -210,21 +219,34 @@ fn written_ms(path: &Path) -> Option<u64> {
     Some(modified.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
 }
 
+/// NOTIFYs make at most one check per zone in this time (a flood from the primary's address
+/// must not become a flood of SOA queries to the primary).
+const NOTIFY_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// A whole transfer may take at most this many times `transfer_timeout_ms` (each message must
+/// come within it, and the stream must end).
+const TRANSFER_TIMEOUTS: u32 = 10;
+
 /// Follows one zone until `shutdown`.
 async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
     let statuses = shared.transfers.clone();
-    // What is served: the saved copy at start, then each transfer; the in-memory copy of it is
-    // what an IXFR applies to.
-    let mut served = served_soa(&shared, &origin);
     let mut failures = 0u32;
-    // The expire of a saved copy counts from when it was written.
+    let served = served_soa(&shared, &origin);
     let file = shared.config().zones.iter().find(|z| z.origin == origin).map(|z| z.file.clone());
-    // The saved copy, if this resolver wrote it, is the base of the next IXFR.
-    let saved = file.clone().filter(|_| served.is_some());
-    let read = move || ZoneCopy::from_saved(&std::fs::read_to_string(saved?).ok()?);
-    let mut copy =
-        tokio::task::spawn_blocking(read).await.ok().flatten().filter(|c| served.is_some_and(|s| s.serial == c.serial));
+    // The expire of a saved copy counts from when it was written.
     let mut last_contact = served.and(file.as_deref().and_then(written_ms));
+    // The saved copy, if this resolver wrote it, is the base of the next IXFR; one it wrote but
+    // that is cut short or edited is replaced at once by an AXFR.
+    let saved = file.clone().filter(|_| served.is_some());
+    let read = move || saved.and_then(|f| std::fs::read_to_string(f).ok()).map(|text| ZoneCopy::from_saved(&text));
+    let (mut copy, mut force) = match tokio::task::spawn_blocking(read).await.ok().flatten() {
+        Some(Saved::Ours(copy)) => (served.is_some_and(|s| s.serial == copy.serial).then_some(copy), false),
+        Some(Saved::Corrupt) => {
+            tracing::warn!(zone = %origin, "the saved copy of the zone is damaged; it is transferred again in full");
+            (None, true)
+        }
+        Some(Saved::Foreign) | None => (None, false),
+    };
     statuses.update(&origin, |s| {
         s.serial = served.map(|t| t.serial);
         s.expire_s = served.map(|t| t.expire_s);
@@ -241,42 +263,60 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
             return;
         };
         let Some(primary) = zone.primary.clone() else { return };
-        let attempt = check_once(&zone, &shared, served, copy.as_ref()).await;
+        // What is served now (a copy removed by hand, or left out at a reload, is none).
+        let served = served_soa(&shared, &origin);
+        let started = tokio::time::Instant::now();
+        let attempt = check_once(&zone, &shared, served, copy.as_ref(), force).await;
         let now = unix_ms();
         let ok = attempt.is_ok();
-        match attempt {
+        let served = match attempt {
             Ok(outcome) => {
                 failures = 0;
+                force = false;
                 last_contact = Some(now);
-                if let Some((new_copy, kind, timers)) = outcome {
-                    tracing::info!(zone = %origin, serial = timers.serial, records = new_copy.len(), kind = kind.as_str(), "zone transferred from its primary");
-                    served = Some(timers);
-                    copy = Some(new_copy);
-                    statuses.update(&origin, |s| {
-                        s.last_transfer_ms = Some(now);
-                        s.last_transfer = Some(kind.as_str());
-                        s.transfers_applied += 1;
-                    });
+                statuses.update(&origin, |s| {
+                    s.checks_ok += 1;
+                    s.last_error = None;
+                });
+                match outcome {
+                    Some(done) => {
+                        tracing::info!(zone = %origin, serial = done.timers.serial, records = done.copy.len(), kind = done.kind.as_str(), "zone transferred from its primary");
+                        statuses.update(&origin, |s| {
+                            s.last_transfer_ms = Some(now);
+                            s.last_transfer = Some(done.kind.as_str());
+                            s.transfers_applied += 1;
+                        });
+                        copy = Some(done.copy);
+                        Some(done.timers)
+                    }
+                    None => served,
                 }
-                statuses.update(&origin, |s| s.last_error = None);
             }
-            Err((error, counted)) => {
+            Err(failed) => {
                 failures = failures.saturating_add(1);
-                if counted.is_some() {
-                    // A transfer was tried: the primary answered the SOA query first.
+                if failed.stage.contacted() {
                     last_contact = Some(now);
                 }
-                tracing::warn!(zone = %origin, error = %error, "zone check or transfer failed; the served copy stays");
+                tracing::warn!(zone = %origin, error = %failed.why, "zone check or transfer failed; the served copy stays");
                 statuses.update(&origin, |s| {
-                    match counted {
-                        Some(Counted::Failed) => s.transfers_failed += 1,
-                        Some(Counted::Refused) => s.transfers_refused += 1,
-                        None => {}
+                    match failed.stage {
+                        Stage::Setup => {}
+                        Stage::CheckFailed => s.checks_failed += 1,
+                        Stage::CheckRefused => s.checks_refused += 1,
+                        Stage::TransferFailed => {
+                            s.checks_ok += 1;
+                            s.transfers_failed += 1;
+                        }
+                        Stage::TransferRefused => {
+                            s.checks_ok += 1;
+                            s.transfers_refused += 1;
+                        }
                     }
-                    s.last_error = Some(error.clone());
+                    s.last_error = Some(failed.why.clone());
                 });
+                served
             }
-        }
+        };
         let expired = match (served, last_contact) {
             (Some(t), Some(contact)) => now.saturating_sub(contact) > u64::from(t.expire_s) * 1000,
             _ => false,
@@ -295,7 +335,14 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
         let delay = next_check(ok, served, primary.refresh_ms, failures);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = wake.notified() => tracing::debug!(zone = %origin, "notify: checking the primary's serial"),
+            _ = wake.notified() => {
+                tracing::debug!(zone = %origin, "notify: checking the primary's serial");
+                let gap = NOTIFY_MIN_GAP.saturating_sub(started.elapsed());
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(gap) => {}
+                }
+            }
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -310,71 +357,123 @@ fn next_check(ok: bool, served: Option<SoaTimers>, refresh_ms: Option<u64>, fail
     let ms = match (ok, served) {
         (true, _) => refresh,
         (false, Some(t)) => (u64::from(t.retry_s) * 1000).min(refresh),
-        (false, None) => MIN_MS.saturating_mul(1 << failures.min(5).saturating_sub(1)).min(30_000),
+        (false, None) => MIN_MS.saturating_mul(1 << (failures.clamp(1, 6) - 1)).min(30_000),
     };
     Duration::from_millis(ms.clamp(MIN_MS, MAX_MS))
 }
 
-/// Which transfer counter an error goes to (`None`: the SOA check failed, nothing transferred;
-/// `Some`: the primary answered the SOA query, then the transfer failed).
-enum Counted {
-    Failed,
-    Refused,
+/// Where a check of the primary failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Before asking: the zone's TSIG key is unusable.
+    Setup,
+    /// The SOA query reached no primary.
+    CheckFailed,
+    /// The primary answered the SOA query with an error or a bad signature.
+    CheckRefused,
+    /// The primary answered the SOA query; the transfer did not get through.
+    TransferFailed,
+    /// The primary answered the SOA query; what it transferred was refused.
+    TransferRefused,
 }
 
-type CheckResult = Result<Option<(ZoneCopy, copy::Kind, SoaTimers)>, (String, Option<Counted>)>;
+impl Stage {
+    /// Whether the primary answered (the SOA expire counts from its last answer).
+    fn contacted(self) -> bool {
+        matches!(self, Stage::TransferFailed | Stage::TransferRefused)
+    }
+}
 
-/// Asks the primaries for the serial, in order, and transfers the zone when theirs is newer.
+/// Why a check failed, and where.
+struct Failed {
+    why: String,
+    stage: Stage,
+}
+
+impl Failed {
+    fn at(stage: Stage, why: impl Into<String>) -> Failed {
+        Failed { why: why.into(), stage }
+    }
+}
+
+/// A transfer that was applied.
+struct Done {
+    copy: ZoneCopy,
+    kind: copy::Kind,
+    timers: SoaTimers,
+}
+
+/// Asks the primaries for the serial, in order, and transfers the zone when theirs is newer
+/// (or when `force`d: the saved copy is damaged).
 async fn check_once(
     zone: &ZoneFile,
     shared: &Arc<Shared>,
     served: Option<SoaTimers>,
     copy: Option<&ZoneCopy>,
-) -> CheckResult {
+    force: bool,
+) -> Result<Option<Done>, Failed> {
     let Some(source) = &zone.primary else { return Ok(None) };
     let key = match &source.tsig {
-        Some(key) => Some(tsig_key(key).map_err(|e| (e, None))?),
+        Some(key) => Some(tsig_key(key).map_err(|e| Failed::at(Stage::Setup, e))?),
         None => None,
     };
-    let name = zone_name(&zone.origin).map_err(|e| (e, None))?;
+    let name = zone_name(&zone.origin).map_err(|e| Failed::at(Stage::Setup, e))?;
     let timeout = Duration::from_millis(source.transfer_timeout_ms);
     let mut errors = Vec::new();
+    let mut refused = false;
     for addr in &source.primaries {
-        let primary = Primary { addr: *addr, zone: name.clone(), key: key.clone(), timeout };
+        let primary =
+            Primary { addr: *addr, zone: name.clone(), key: key.clone(), timeout, timeouts: TRANSFER_TIMEOUTS };
         let timers = match primary.soa().await {
             Ok(timers) => timers,
             Err(e) => {
+                refused |= matches!(e, Failure::Refused(_));
+                if source.primaries.len() > 1 {
+                    tracing::debug!(zone = %zone.origin, error = %e, "a primary did not answer the serial check; trying the next");
+                }
                 errors.push(e.to_string());
                 continue;
             }
         };
-        let newer = served.is_none_or(|s| Serial(timers.serial) > Serial(s.serial));
+        let newer = force || served.is_none_or(|s| Serial(timers.serial) > Serial(s.serial));
         if !newer {
             return Ok(None);
         }
-        // An IXFR only from the copy being served.
-        let base = copy.filter(|c| served.is_some_and(|s| s.serial == c.serial));
-        let (new_copy, kind) = match primary.transfer(base).await {
+        // An IXFR only from the copy being served; an IXFR refused (a primary that cannot
+        // serve one, or diffs that do not fit our copy) is followed by an AXFR.
+        let base = copy.filter(|c| !force && served.is_some_and(|s| s.serial == c.serial));
+        let mut result = primary.transfer(base).await;
+        if base.is_some()
+            && let Err(Failure::Refused(why)) = &result
+        {
+            tracing::info!(zone = %zone.origin, error = %why, "ixfr refused; trying an axfr");
+            result = primary.transfer(None).await;
+        }
+        let (new_copy, kind) = match result {
             Ok(done) => done,
-            Err(Failure::Unreachable(why)) => return Err((why, Some(Counted::Failed))),
-            Err(Failure::Refused(why)) => return Err((why, Some(Counted::Refused))),
+            Err(Failure::Unreachable(why)) => return Err(Failed::at(Stage::TransferFailed, why)),
+            Err(Failure::Refused(why)) => return Err(Failed::at(Stage::TransferRefused, why)),
         };
-        let text = new_copy.zone_text();
+        let (text, left_out) = new_copy.zone_text();
+        if left_out > 0 {
+            tracing::warn!(zone = %zone.origin, records = left_out, "records of types geolb cannot hand to PowerDNS (LOC, URI, CERT, DHCID, …: only their generic form is known here) are left out of the managed names' answers; the next backend serves them for every other name");
+        }
         let (origin, file) = (zone.origin.clone(), zone.file.clone());
         let saved = tokio::task::spawn_blocking(move || save(&origin, &file, &text)).await;
         match saved {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err((format!("{addr}: transfer refused: {why}"), Some(Counted::Refused))),
-            Err(e) => return Err((e.to_string(), Some(Counted::Refused))),
+            Ok(Err(why)) => return Err(Failed::at(Stage::TransferRefused, format!("{addr}: transfer refused: {why}"))),
+            Err(e) => return Err(Failed::at(Stage::TransferRefused, e.to_string())),
         }
         if let Err(e) = shared.reload().await {
             // The copy is saved and is served at the next successful reload.
             tracing::warn!(zone = %zone.origin, error = %e, "the transferred zone is saved but the reload was refused");
         }
         let timers = served_soa(shared, &zone.origin).unwrap_or(SoaTimers { serial: new_copy.serial, ..timers });
-        return Ok(Some((new_copy, kind, timers)));
+        return Ok(Some(Done { copy: new_copy, kind, timers }));
     }
-    Err((errors.join("; "), None))
+    let stage = if refused { Stage::CheckRefused } else { Stage::CheckFailed };
+    Err(Failed::at(stage, errors.join("; ")))
 }
 
 /// Writes the zone to a temporary file beside `file`, validates it like any zone file, and only
@@ -414,8 +513,8 @@ mod tests {
         assert_eq!(next_check(true, Some(t), Some(2_000), 0), Duration::from_secs(2));
         assert_eq!(next_check(false, Some(t), None, 1), Duration::from_secs(10));
         assert_eq!(next_check(false, Some(t), Some(2_000), 1), Duration::from_secs(2));
-        let backoff: Vec<u64> = (1..=7).map(|n| next_check(false, None, None, n).as_secs()).collect();
-        assert_eq!(backoff, [1, 2, 4, 8, 16, 16, 16]);
+        let backoff: Vec<u64> = (1..=8).map(|n| next_check(false, None, None, n).as_secs()).collect();
+        assert_eq!(backoff, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
     #[test]

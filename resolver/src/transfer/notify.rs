@@ -7,7 +7,6 @@
 //! [`tokio::sync::Notify`] permit: a flood of NOTIFYs leaves at most one check queued, and the
 //! follower runs one check or transfer at a time.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,13 +36,8 @@ impl NotifyCounters {
     }
 }
 
-/// Serves NOTIFY on `socket` until `shutdown`; `wake` holds each followed zone's waker.
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    shared: Arc<Shared>,
-    wake: HashMap<String, Arc<tokio::sync::Notify>>,
-    shutdown: CancellationToken,
-) {
+/// Serves NOTIFY on `socket` until `shutdown`, waking the followers in [`Shared`].
+pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>, shutdown: CancellationToken) {
     if let Ok(addr) = socket.local_addr() {
         tracing::info!("notify listening on udp {addr}");
     }
@@ -61,7 +55,7 @@ pub(crate) async fn serve(
             },
         };
         let datagram = buf.get(..len).unwrap_or_default().to_vec();
-        let (outcome, reply) = handle(datagram, peer, &shared, &wake);
+        let (outcome, reply) = handle(datagram, peer, &shared);
         shared.notifies.count(outcome);
         if let Some(reply) = reply
             && let Err(e) = socket.send_to(&reply, peer).await
@@ -72,12 +66,7 @@ pub(crate) async fn serve(
 }
 
 /// Decides about one datagram: its outcome and the answer to send, if any.
-fn handle(
-    datagram: Vec<u8>,
-    peer: SocketAddr,
-    shared: &Shared,
-    wake: &HashMap<String, Arc<tokio::sync::Notify>>,
-) -> (&'static str, Option<Vec<u8>>) {
+fn handle(datagram: Vec<u8>, peer: SocketAddr, shared: &Shared) -> (&'static str, Option<Vec<u8>>) {
     let Ok(mut message) = Message::from_octets(datagram) else {
         return ("malformed", None);
     };
@@ -122,9 +111,7 @@ fn handle(
             }
         }
     };
-    if let Some(waker) = wake.get(&zone.origin) {
-        waker.notify_one();
-    }
+    shared.wake_followers(std::slice::from_ref(&zone.origin));
     let Ok(answer) = MessageBuilder::new_vec().start_answer(&message, Rcode::NOERROR) else {
         return ("accepted", None);
     };

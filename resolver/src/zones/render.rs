@@ -152,6 +152,12 @@ fn type_row(rtype: Rtype) -> TypeRow {
     }
 }
 
+/// Whether records of `rtype` must be written in their text form: PowerDNS knows the type but
+/// not its RFC 3597 generic form, and `domain` cannot parse the text (LOC, URI, CERT, …).
+pub(crate) fn generic_form_refused(rtype: Rtype) -> bool {
+    matches!(type_row(rtype).handling, Handling::Verbatim)
+}
+
 /// Indexes of the record data fields of `rtype` that are domain names, where `@` means the origin
 /// (none for a type `domain` does not parse).
 fn name_fields(rtype: Rtype) -> &'static [usize] {
@@ -514,7 +520,7 @@ pub(super) fn parse_origin(origin: &str) -> Option<Name<Bytes>> {
 
 /// A name the way PowerDNS prints a `DNSName` (`DNSName::toString`), lower-cased: labels joined
 /// by `.` with a trailing dot; `.` and `\` escaped with `\`; bytes outside 0x21–0x7e as `\DDD`.
-pub(super) fn pdns_name(name: &impl ToName) -> Box<str> {
+pub(crate) fn pdns_name(name: &impl ToName) -> Box<str> {
     let mut out = String::new();
     for label in name.iter_labels() {
         if label.is_root() {
