@@ -131,12 +131,12 @@ impl Primary {
 
     /// Transfers the zone: an IXFR from `base`'s serial when we have a copy, else an AXFR. The
     /// primary may answer an IXFR with the whole zone. The result is complete or an error.
-    pub(crate) async fn transfer(&self, base: Option<&ZoneCopy>) -> Result<(ZoneCopy, Kind), Failure> {
+    pub(crate) async fn transfer(&self, base: Option<ZoneCopy>) -> Result<(ZoneCopy, Kind), Failure> {
         let conn = self.connect().await?;
         let mut builder = MessageBuilder::new_vec().question();
         let qtype = if base.is_some() { Rtype::IXFR } else { Rtype::AXFR };
         builder.push((&self.zone, qtype)).map_err(|e| Failure::Refused(e.to_string()))?;
-        let message = match base {
+        let message = match &base {
             Some(base) => {
                 // RFC 1995: the client's SOA, with its serial, in the authority section.
                 let mut authority = builder.authority();

@@ -86,9 +86,10 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Starts from `base` (the copy an IXFR's diffs apply to), or from nothing.
-    pub(crate) fn new(base: Option<&ZoneCopy>) -> Applier {
-        Applier { copy: base.cloned().unwrap_or_default(), kind: Kind::Incremental, started: false, finished: false }
+    /// Starts from `base` (the copy an IXFR's diffs apply to, taken: a large zone is not
+    /// copied for each transfer), or from nothing.
+    pub(crate) fn new(base: Option<ZoneCopy>) -> Applier {
+        Applier { copy: base.unwrap_or_default(), kind: Kind::Incremental, started: false, finished: false }
     }
 
     /// Whether the closing SOA was seen.
@@ -350,6 +351,7 @@ mod tests {
 
     /// Runs the messages through `domain`'s interpreter and our applier, from `base`.
     fn transfer(base: Option<&ZoneCopy>, messages: Vec<Message<Bytes>>) -> Result<(ZoneCopy, Kind), String> {
+        let base = base.cloned();
         let mut interpreter = XfrResponseInterpreter::new();
         let mut applier = Applier::new(base);
         for message in messages {

@@ -237,9 +237,7 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
     let mut last_contact = served.and(file.as_deref().and_then(written_ms));
     // The saved copy, if this resolver wrote it, is the base of the next IXFR; one it wrote but
     // that is cut short or edited is replaced at once by an AXFR.
-    let saved = file.clone().filter(|_| served.is_some());
-    let read = move || saved.and_then(|f| std::fs::read_to_string(f).ok()).map(|text| ZoneCopy::from_saved(&text));
-    let (mut copy, mut force) = match tokio::task::spawn_blocking(read).await.ok().flatten() {
+    let (mut copy, mut force) = match read_saved(file.clone().filter(|_| served.is_some())).await {
         Some(Saved::Ours(copy)) => (served.is_some_and(|s| s.serial == copy.serial).then_some(copy), false),
         Some(Saved::Corrupt) => {
             tracing::warn!(zone = %origin, "the saved copy of the zone is damaged; it is transferred again in full");
@@ -266,7 +264,7 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
         // What is served now (a copy removed by hand, or left out at a reload, is none).
         let served = served_soa(&shared, &origin);
         let started = tokio::time::Instant::now();
-        let attempt = check_once(&zone, &shared, served, copy.as_ref(), force).await;
+        let attempt = check_once(&zone, &shared, served, &mut copy, force).await;
         let now = unix_ms();
         let ok = attempt.is_ok();
         let served = match attempt {
@@ -294,6 +292,13 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
             }
             Err(failed) => {
                 failures = failures.saturating_add(1);
+                if copy.is_none() && served.is_some() {
+                    // The transfer took the copy: the saved one is the base of the next IXFR.
+                    copy = read_saved(file.clone()).await.and_then(|saved| match saved {
+                        Saved::Ours(c) => served.is_some_and(|s| s.serial == c.serial).then_some(c),
+                        Saved::Corrupt | Saved::Foreign => None,
+                    });
+                }
                 if failed.stage.contacted() {
                     last_contact = Some(now);
                 }
@@ -346,6 +351,12 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// The zone's `file` read back as a copy (off the runtime: it can be large).
+async fn read_saved(file: Option<std::path::PathBuf>) -> Option<Saved> {
+    let read = move || Some(ZoneCopy::from_saved(&std::fs::read_to_string(file?).ok()?));
+    tokio::task::spawn_blocking(read).await.ok().flatten()
 }
 
 /// How long until the next check: the refresh after a success, the retry after a failure
@@ -409,7 +420,7 @@ async fn check_once(
     zone: &ZoneFile,
     shared: &Arc<Shared>,
     served: Option<SoaTimers>,
-    copy: Option<&ZoneCopy>,
+    copy: &mut Option<ZoneCopy>,
     force: bool,
 ) -> Result<Option<Done>, Failed> {
     let Some(source) = &zone.primary else { return Ok(None) };
@@ -441,11 +452,11 @@ async fn check_once(
         }
         // An IXFR only from the copy being served; an IXFR refused (a primary that cannot
         // serve one, or diffs that do not fit our copy) is followed by an AXFR.
-        let base = copy.filter(|c| !force && served.is_some_and(|s| s.serial == c.serial));
+        // The copy is handed over (a transfer that fails leaves none; see `follow`).
+        let base = copy.take().filter(|c| !force && served.is_some_and(|s| s.serial == c.serial));
+        let incremental = base.is_some();
         let mut result = primary.transfer(base).await;
-        if base.is_some()
-            && let Err(Failure::Refused(why)) = &result
-        {
+        if incremental && let Err(Failure::Refused(why)) = &result {
             tracing::info!(zone = %zone.origin, error = %why, "ixfr refused; trying an axfr");
             result = primary.transfer(None).await;
         }
