@@ -77,22 +77,25 @@ fn zones(f: &mut Families, shared: &Shared) {
         &["zone"],
         per_zone(&|s| Some(f64::from(u8::from(s.serial.is_none())))),
     );
+    type Counts = [(&'static str, u64); 3];
+    let by_result = |counts: &dyn Fn(&crate::transfer::ZoneStatus) -> Counts| -> Vec<(Vec<String>, u64)> {
+        zones
+            .iter()
+            .flat_map(|(origin, s)| counts(s).map(|(result, n)| (vec![origin.clone(), result.to_owned()], n)))
+            .collect()
+    };
     f.counter(
         names::ZONE_CHECKS_TOTAL,
         "Serial checks of the zone's primary by result (ok, failed: no primary reached, refused: an error answer or a bad TSIG signature)",
         &["zone", "result"],
-        zones.iter().flat_map(|(origin, s)| {
-            [("ok", s.checks_ok), ("failed", s.checks_failed), ("refused", s.checks_refused)]
-                .map(|(result, n)| (vec![origin.clone(), result.to_owned()], n))
-        }),
+        by_result(&|s| [("ok", s.checks_ok), ("failed", s.checks_failed), ("refused", s.checks_refused)]),
     );
     f.counter(
         names::ZONE_TRANSFERS_TOTAL,
         "Zone transfers by result (applied, failed: the primary not reached, refused)",
         &["zone", "result"],
-        zones.iter().flat_map(|(origin, s)| {
+        by_result(&|s| {
             [("applied", s.transfers_applied), ("failed", s.transfers_failed), ("refused", s.transfers_refused)]
-                .map(|(result, n)| (vec![origin.clone(), result.to_owned()], n))
         }),
     );
     f.counter(
