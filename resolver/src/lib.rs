@@ -75,7 +75,8 @@ pub struct Listeners {
 
 /// Runs the resolver until `shutdown` is cancelled.
 ///
-/// The source's local file is watched (with every zone file, GeoIP database and admin token file it names) and
+/// The source's local file is watched (with every zone file but the copies from primaries, GeoIP database and
+/// admin token file it names) and
 /// reloaded on change, on a new fleet document, or on [`state::Shared::reload`]; an invalid new config is refused
 /// and the old one kept.
 pub async fn run(

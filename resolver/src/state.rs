@@ -284,7 +284,8 @@ impl Shared {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let loaded = self.loaded();
         let mut files = vec![self.source.path().to_path_buf()];
-        files.extend(zone_paths(&loaded.config));
+        // A copy from a primary is written by this resolver, which reloads after each transfer.
+        files.extend(loaded.config.zones.iter().filter(|z| z.primary.is_none()).map(|z| z.file.clone()));
         files.extend(loaded.config.geoip.iter().cloned());
         files.extend(loaded.config.admin.token_files().cloned());
         files

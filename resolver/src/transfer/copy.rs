@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use domain::base::iana::{Class, Rtype};
+use domain::base::rdata::ComposeRecordData;
 use domain::net::xfr::protocol::ParsedRecord;
 use domain::rdata::ZoneRecordData;
 use domain::zonetree::types::ZoneUpdate;
@@ -63,8 +64,26 @@ fn key_of(record: &ParsedRecord) -> Result<(RecordKey, u32), String> {
         return Err(format!("record `{}` has class {}; only IN is served", record.owner(), record.class()));
     }
     let owner = record.owner().to_string().to_ascii_lowercase();
-    let key = (owner.into(), record.rtype().to_string().into(), record.data().to_string().into());
+    let mut data = record.data().to_string();
+    if needs_generic(record.rtype(), &data) {
+        let mut wire = Vec::new();
+        record.data().compose_rdata(&mut wire).map_err(|_| format!("record `{}` cannot be encoded", record.owner()))?;
+        data = crate::zones::generic_content(&wire);
+    }
+    let key = (owner.into(), record.rtype().to_string().into(), data.into());
     Ok((key, record.ttl().as_secs()))
+}
+
+/// Whether record data as `domain` prints it would not read back the same from a zone file: a
+/// name in it holds a character the zone file syntax takes for itself (`;` starts a comment,
+/// `(` `)` group lines, `"` quotes) or an escaped space. Such data is written in RFC 3597
+/// generic form, which the zone loader decodes exactly. Not for the types whose text is only
+/// quoted strings (their specials are inside the quotes), the SOA (its serial is read from the
+/// text), nor those PowerDNS takes only in text form.
+fn needs_generic(rtype: Rtype, data: &str) -> bool {
+    !matches!(rtype, Rtype::TXT | Rtype::SPF | Rtype::CAA | Rtype::HINFO | Rtype::SOA)
+        && !crate::zones::generic_form_refused(rtype)
+        && (data.contains([';', '(', ')', '"']) || data.contains("\\ "))
 }
 
 fn soa_serial(record: &ParsedRecord) -> Option<u32> {
@@ -279,17 +298,32 @@ fn not_servable(rtype: &str, data: &str) -> bool {
 /// Characters `domain` leaves bare in a name that a zone file reads as syntax.
 const ZONE_SPECIALS: &[char] = &['$', '(', ')', '"', ';', '@'];
 
-/// An owner as `domain` prints it, with the zone-file specials escaped.
+/// An owner as `domain` prints it, with the zone-file specials escaped and an escaped space
+/// (`\ `) as `\032`: no owner holds a bare space, so a line splits at its first spaces.
 fn escape_owner(owner: &str) -> std::borrow::Cow<'_, str> {
-    if !owner.contains(ZONE_SPECIALS) {
+    if !owner.contains(ZONE_SPECIALS) && !owner.contains("\\ ") {
         return owner.into();
     }
     let mut out = String::with_capacity(owner.len() + 8);
-    for c in owner.chars() {
-        if ZONE_SPECIALS.contains(&c) {
-            out.push('\\');
+    let mut chars = owner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // An escape `domain` wrote (`\\`, `\.`, `\ `, `\DDD`): the character after it is
+            // taken as it is.
+            '\\' => match chars.next() {
+                Some(' ') => out.push_str("\\032"),
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => out.push('\\'),
+            },
+            c if ZONE_SPECIALS.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
         }
-        out.push(c);
     }
     out.into()
 }
@@ -299,15 +333,26 @@ fn unescape_owner(owner: &str) -> String {
     let mut out = String::with_capacity(owner.len());
     let mut chars = owner.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '\\' && chars.peek().is_some_and(|n| ZONE_SPECIALS.contains(n)) {
+        if c != '\\' {
+            out.push(c);
             continue;
         }
-        out.push(c);
-        if c == '\\' {
-            // An escape `domain` wrote (`\\`, `\.`, `\DDD`): keep it and the character after.
-            if let Some(n) = chars.next() {
+        match chars.next() {
+            Some(n) if ZONE_SPECIALS.contains(&n) => out.push(n),
+            Some(d) if d.is_ascii_digit() => {
+                let ddd: String = std::iter::once(d).chain(chars.by_ref().take(2)).collect();
+                if ddd == "032" {
+                    out.push_str("\\ ");
+                } else {
+                    out.push('\\');
+                    out.push_str(&ddd);
+                }
+            }
+            Some(n) => {
+                out.push('\\');
                 out.push(n);
             }
+            None => out.push('\\'),
         }
     }
     out
@@ -429,12 +474,20 @@ mod tests {
             "q\\\"uote.example.net.",
             "semi\\;colon.example.net.",
             "back\\\\(.example.net.",
+            "sp\\032ace.example.net.",
         ];
         let messages = vec![response(Rtype::AXFR, |a| {
             a.push((&zone, 300, soa(1))).unwrap();
             for owner in odd {
                 a.push((name(owner), 300, A::from_octets(192, 0, 2, 1))).unwrap();
             }
+            // Names in record data with the same characters.
+            let cdn = name("cdn.example.net.");
+            for target in ["m\\;x.example.net.", "m\\\"x.example.net.", "m\\(x.example.net.", "sp\\032ace.example.net."]
+            {
+                a.push((&cdn, 300, Mx::new(10, name(target)))).unwrap();
+            }
+            a.push((&cdn, 300, domain::rdata::Srv::new(1, 1, 443, name("t\\)x.example.net.")))).unwrap();
             // LOC: `domain` prints it only as `\# …`, which PowerDNS does not take.
             let loc = domain::base::rdata::UnknownRecordData::from_octets(Rtype::LOC, vec![0u8; 16]).unwrap();
             a.push((name("where.example.net."), 300, loc)).unwrap();
@@ -453,6 +506,20 @@ mod tests {
             assert_eq!(zones.records(&pdns).len(), 1, "{owner} as {pdns} in:\n{text}");
         }
         assert!(zones.records("where.example.net.").is_empty(), "{text}");
+        // The names in the data arrive whole, and PowerDNS can read them (`\\032`, not `\\ `).
+        let mut cdn: Vec<&str> = zones.records("cdn.example.net.").iter().map(|r| &*r.content).collect();
+        cdn.sort_unstable();
+        assert_eq!(
+            cdn,
+            [
+                "1 1 443 t)x.example.net.",
+                "10 m\"x.example.net.",
+                "10 m(x.example.net.",
+                "10 m;x.example.net.",
+                "10 sp\\032ace.example.net.",
+            ],
+            "{text}"
+        );
         let Saved::Ours(again) = ZoneCopy::from_saved(&text) else { panic!("not read back:\n{text}") };
         assert_eq!(again.records, copy.records);
     }

@@ -87,6 +87,10 @@ impl Statuses {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn remove(&self, origin: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(origin);
+    }
+
     fn update(&self, origin: &str, f: impl FnOnce(&mut ZoneStatus)) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(origin.to_owned()).or_default());
@@ -257,7 +261,7 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
         let config = shared.config();
         let Some(zone) = config.zones.iter().find(|z| z.origin == origin && z.primary.is_some()).cloned() else {
             tracing::warn!(zone = %origin, "zone no longer followed from a primary; its follower stops (restart to follow new zones)");
-            shutdown.cancelled().await;
+            statuses.remove(&origin);
             return;
         };
         let Some(primary) = zone.primary.clone() else { return };
@@ -302,7 +306,11 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
                 if failed.stage.contacted() {
                     last_contact = Some(now);
                 }
-                tracing::warn!(zone = %origin, error = %failed.why, "zone check or transfer failed; the served copy stays");
+                if served.is_some() {
+                    tracing::warn!(zone = %origin, error = %failed.why, "zone check or transfer failed; the served copy stays");
+                } else {
+                    tracing::warn!(zone = %origin, error = %failed.why, "zone check or transfer failed; there is no copy yet, its managed names fall through");
+                }
                 statuses.update(&origin, |s| {
                     match failed.stage {
                         Stage::Setup => {}
@@ -448,6 +456,10 @@ async fn check_once(
         };
         let newer = force || served.is_none_or(|s| Serial(timers.serial) > Serial(s.serial));
         if !newer {
+            if let Some(s) = served.filter(|s| Serial(timers.serial) < Serial(s.serial)) {
+                // RFC 1982: nothing to fetch. A primary restored from a backup, or a copy edited.
+                tracing::warn!(zone = %zone.origin, primary = %addr, primary_serial = timers.serial, served_serial = s.serial, "the primary's serial is behind the served one; nothing is transferred until it passes it");
+            }
             return Ok(None);
         }
         // An IXFR only from the copy being served; an IXFR refused (a primary that cannot
@@ -465,17 +477,25 @@ async fn check_once(
             Err(Failure::Unreachable(why)) => return Err(Failed::at(Stage::TransferFailed, why)),
             Err(Failure::Refused(why)) => return Err(Failed::at(Stage::TransferRefused, why)),
         };
-        let (text, left_out) = new_copy.zone_text();
-        if left_out > 0 {
-            tracing::warn!(zone = %zone.origin, records = left_out, "records of types geolb cannot hand to PowerDNS (LOC, URI, CERT, DHCID, …: only their generic form is known here) are left out of the managed names' answers; the next backend serves them for every other name");
-        }
+        // Written and validated off the runtime: a large zone takes a while, and lookups go on.
         let (origin, file) = (zone.origin.clone(), zone.file.clone());
-        let saved = tokio::task::spawn_blocking(move || save(&origin, &file, &text)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(Failed::at(Stage::TransferRefused, format!("{addr}: transfer refused: {why}"))),
+        let saved = tokio::task::spawn_blocking(move || {
+            let (text, left_out) = new_copy.zone_text();
+            (save(&origin, &file, &text), left_out, new_copy)
+        })
+        .await;
+        let new_copy = match saved {
+            Ok((Ok(()), left_out, new_copy)) => {
+                if left_out > 0 {
+                    tracing::warn!(zone = %zone.origin, records = left_out, "records of types geolb cannot hand to PowerDNS (LOC, URI, CERT, DHCID, …: only their generic form is known here) are left out of the managed names' answers; the next backend serves them for every other name");
+                }
+                new_copy
+            }
+            Ok((Err(why), ..)) => {
+                return Err(Failed::at(Stage::TransferRefused, format!("{addr}: transfer refused: {why}")));
+            }
             Err(e) => return Err(Failed::at(Stage::TransferRefused, e.to_string())),
-        }
+        };
         if let Err(e) = shared.reload().await {
             // The copy is saved and is served at the next successful reload.
             tracing::warn!(zone = %zone.origin, error = %e, "the transferred zone is saved but the reload was refused");

@@ -72,7 +72,7 @@ use domain::base::iana::Rtype;
 use domain::base::name::Name;
 
 use self::lexer::{Lexer, RawEntry, Tok, class_of, include_path, record_ttl, tok_bytes};
-pub(crate) use self::render::{generic_form_refused, pdns_name};
+pub(crate) use self::render::{generic_content, generic_form_refused, pdns_name};
 use self::render::{parent_name, parse_origin, render, scan_name};
 
 /// At most this many errors are collected by one [`ZoneSet::load`]; the rest are only counted.

@@ -237,6 +237,7 @@ pub(super) fn render(
                 // name with an empty label (`a..b`).
                 return Err(invalid("invalid domain name".into()));
             }
+            let content = spaces_as_ddd(content);
             let soa_minimum = match &data {
                 ZoneRecordData::Soa(soa) => Some(soa.minimum().as_secs()),
                 _ => None,
@@ -249,6 +250,32 @@ pub(super) fn render(
             Ok(Rendered { qtype: qtype.into(), content: content.into(), soa_minimum })
         }
     }
+}
+
+/// `domain` prints a space inside a name as `\ `; PowerDNS splits `content` at spaces and cannot
+/// read that (the whole name then answers SERVFAIL), but reads `\032`. Escapes other than `\ `
+/// are kept as they are.
+fn spaces_as_ddd(content: String) -> String {
+    if !content.contains("\\ ") {
+        return content;
+    }
+    let mut out = String::with_capacity(content.len() + 8);
+    let mut chars = content.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(' ') => out.push_str("\\032"),
+            Some(next) => {
+                out.push('\\');
+                out.push(next);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Record data as `domain`'s scanner produced it.
@@ -418,7 +445,7 @@ fn decode(rtype: Rtype, wire: &[u8]) -> Result<ZoneRecordData<&[u8], ParsedName<
 }
 
 /// RFC 3597 generic content the way PowerDNS parses it: `\# <len> <hex>` (one hex field).
-fn generic_content(wire: &[u8]) -> String {
+pub(crate) fn generic_content(wire: &[u8]) -> String {
     let mut out = format!("\\# {}", wire.len());
     if !wire.is_empty() {
         out.push(' ');
@@ -589,6 +616,14 @@ fn push_escaped(out: &mut Vec<u8>, raw: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escaped_spaces_in_names_become_ddd_for_powerdns() {
+        assert_eq!(spaces_as_ddd("40 sp\\ ace.example.net.".into()), "40 sp\\032ace.example.net.");
+        // An escaped backslash before a field separator stays as it was.
+        assert_eq!(spaces_as_ddd("10 a\\\\ b.".into()), "10 a\\\\ b.");
+        assert_eq!(spaces_as_ddd("10 plain.example.net.".into()), "10 plain.example.net.");
+    }
+
     use super::*;
 
     #[test]
