@@ -355,12 +355,18 @@ impl Shared {
             let loaded = load_zones(&config).map_err(|e| e.to_string())?;
             (Arc::new(loaded.set), loaded.waiting)
         };
-        // A zone that lost its copy is transferred again now, not at its next refresh.
-        self.wake_followers(&waiting_zones);
+
         let followed = self.followers.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect::<Vec<_>>();
         for zone in config.zones.iter().filter(|z| z.primary.is_some() && !followed.contains(&z.origin)) {
             tracing::warn!(zone = %zone.origin, "the zone now comes from a primary: it is followed from the next restart");
         }
+        // Woken once the new config is in place: a zone that lost its copy is transferred again
+        // now, not at its next refresh, and the follower of a zone no longer from a primary stops.
+        let mut wake: Vec<String> = followed
+            .into_iter()
+            .filter(|origin| !config.zones.iter().any(|z| z.primary.is_some() && z.origin == *origin))
+            .collect();
+        wake.extend(waiting_zones.iter().cloned());
         let waiting = old_resolver.changed_keys(&config.resolver);
         if !waiting.is_empty() {
             tracing::warn!(keys = ?waiting, "changes to [resolver] take effect at the next restart");
@@ -387,6 +393,8 @@ impl Shared {
             zones,
             zones_stamp,
         };
+        drop(loaded);
+        self.wake_followers(&wake);
         Ok(())
     }
 }

@@ -603,5 +603,20 @@ async fn geolb_follows_a_powerdns_primary_across_serial_changes() -> Result<()> 
     let applied = "geolb_zone_transfers_total{result=\"applied\",zone=\"example.net.\"}";
     ensure!(geolb.metric(applied).await? == Some(3.0), "three transfers:\n{}", geolb.log());
     ensure!(geolb.log().contains("ixfr refused; trying an axfr"), "the IXFR fallback:\n{}", geolb.log());
+
+    // The zone served from its copy as a plain file from now on: a reload stops its follower and
+    // its reports, and the resolver goes on.
+    let text = std::fs::read_to_string(&geolb.config)?;
+    let without = text.replace(&format!("primary = [\"{}\"]\n", primary.addr()), "");
+    ensure!(without != text, "the primary line");
+    std::fs::write(&geolb.config, without)?;
+    let process = geolb.process.as_ref().context("running")?;
+    process.signal("HUP")?;
+    process.wait_for_log_line("zone no longer followed from a primary", Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(process.try_wait()?.is_none(), "the resolver stopped:\n{}", geolb.log());
+    ensure!(geolb.metric("geolb_zone_serial{zone=\"example.net.\"}").await?.is_none(), "still reported");
+    let answer = geolb.lookup("cdn.example.net.").await?.context("cdn answered")?;
+    ensure!(has(&answer, "TXT", "\"serial 3 from powerdns\""), "{answer:?}");
     Ok(())
 }

@@ -262,6 +262,8 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
         let Some(zone) = config.zones.iter().find(|z| z.origin == origin && z.primary.is_some()).cloned() else {
             tracing::warn!(zone = %origin, "zone no longer followed from a primary; its follower stops (restart to follow new zones)");
             statuses.remove(&origin);
+            // A task of `run` that ends stops the resolver: wait for the shutdown instead.
+            shutdown.cancelled().await;
             return;
         };
         let Some(primary) = zone.primary.clone() else { return };
