@@ -390,8 +390,13 @@ async fn geolb_follows_the_hidden_primary_behind_an_lmdb_secondary_and_its_answe
 async fn notify_flood(source: IpAddr, target: SocketAddr, key: &TsigKey, count: u16) -> Result<usize> {
     use domain::base::iana::Opcode;
     use domain::rdata::tsig::Time48;
-    let secret: Vec<u8> = domain::utils::base64::decode(&key.secret)?;
-    let tsig = domain::tsig::Key::new(domain::tsig::Algorithm::Sha256, &secret, key.name.parse()?, None, None)?;
+    // The key as geolb builds it from its config.
+    let tsig = geolb_resolver::transfer::tsig_key(&geolb_config::TsigKey {
+        name: key.name.clone(),
+        algorithm: key.algorithm.clone(),
+        secret: geolb_config::TsigSecret::Inline(key.secret.clone()),
+    })
+    .map_err(anyhow::Error::msg)?;
     let socket = tokio::net::UdpSocket::bind(SocketAddr::new(source, 0)).await?;
     for id in 0..count {
         let mut builder = MessageBuilder::new_vec();
@@ -401,7 +406,7 @@ async fn notify_flood(source: IpAddr, target: SocketAddr, key: &TsigKey, count: 
         let mut builder = builder.question();
         builder.push((ORIGIN.parse::<Name<Vec<u8>>>()?, Rtype::SOA))?;
         let mut builder = builder.additional();
-        domain::tsig::ClientTransaction::request(&tsig, &mut builder, Time48::now())?;
+        domain::tsig::ClientTransaction::request(tsig.clone(), &mut builder, Time48::now())?;
         socket.send_to(&builder.finish(), target).await?;
     }
     let mut answers = 0;
