@@ -10,6 +10,7 @@
 //! * [`metrics`]: every metric name, and the families read at scrape time.
 //! * [`process`]: command-line arguments, logging, the async runtime and signals.
 //! * [`versions`]: the fleet document's versions in `state_dir` (the embedded store).
+//! * `fuzz` (feature `fuzz`): the gossip transport's receive and send paths, for `fuzz/`.
 //!
 //! It knows neither program: the prober's checks and the resolver's answers stand on it.
 
@@ -17,6 +18,8 @@ pub mod admin;
 pub mod cluster;
 pub mod drains;
 pub mod fleet;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod gossip;
 pub mod metrics;
 pub mod process;
