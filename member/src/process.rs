@@ -25,6 +25,19 @@ pub struct CommonArgs {
     /// Log filter, e.g. `info` or `geolb_prober=debug` (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Log line format: `text` (colours only when stderr is a terminal and `NO_COLOR` is
+    /// unset) or `json` (one object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl CommonArgs {
@@ -34,12 +47,30 @@ impl CommonArgs {
         if let Ok(absolute) = std::path::absolute(&self.config) {
             self.config = absolute;
         }
-        init_tracing(&self.log_level);
+        init_tracing(&self.log_level, self.log_format);
     }
 }
 
 /// Exit code for a config that does not load or validate.
 pub const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for any other start failure a restart does not cure (an address in use, a socket
+/// path taken): the same as a bad config, so one `RestartPreventExitStatus=2` stops the loop.
+pub const EXIT_START: u8 = 2;
+
+/// Whether an error (with its sources) is one a restart does not cure: an address that is in use,
+/// not on this machine, or not ours to bind.
+pub fn unrecoverable<'e>(mut chain: impl Iterator<Item = &'e (dyn std::error::Error + 'static)>) -> bool {
+    chain.any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::AddrInUse
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::PermissionDenied
+            )
+        })
+    })
+}
 
 /// The async runtime of either program: `threads` = 1 is a current-thread runtime, more a
 /// multi-thread one with that many workers.
@@ -82,11 +113,18 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     std::process::exit(1);
 }
 
-/// Sets up logging to stderr: `RUST_LOG` when set, else `level`.
-pub fn init_tracing(level: &str) {
+/// Sets up logging to stderr: `RUST_LOG` when set, else `level`. Colours only on a terminal:
+/// the journal and log files get plain text.
+pub fn init_tracing(level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 /// Calls `reload` whenever one of the watched files changes, on SIGHUP, or when `wake` is

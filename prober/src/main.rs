@@ -69,7 +69,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            // An address in use: restarting does not help (RestartPreventExitStatus=2).
+            if geolb_member::process::unrecoverable(e.chain()) {
+                ExitCode::from(geolb_member::process::EXIT_START)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

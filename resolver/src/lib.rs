@@ -14,10 +14,16 @@
 //! * [`health`]: the health the resolver answers from, saved across restarts; [`observer`]:
 //!   following the cluster's fold into it. [`metrics`]: the resolver's families.
 //!
-//! [`run`] ties them together on pre-bound listeners, so tests bind port 0.
+//! * [`handover`]: upgrades that hand the listeners and the live PowerDNS connections to the
+//!   next process.
+//!
+//! [`run`] ties them together on pre-bound listeners, so tests bind port 0: [`prepare`] loads
+//! everything, [`serve`] serves it (a new process of an upgrade takes the listeners over between
+//! the two).
 
 pub mod engine;
 pub mod geoip;
+pub mod handover;
 pub mod health;
 mod locate;
 mod metrics;
@@ -60,6 +66,10 @@ pub enum Error {
     GossipStopped(String),
 }
 
+/// How long a resolver that took over waits for the old one to leave the gossip port and the
+/// state directory.
+const JOIN_AFTER_TAKEOVER: Duration = Duration::from_secs(15);
+
 /// Sockets the resolver serves on, bound by the caller.
 #[derive(Debug)]
 pub struct Listeners {
@@ -71,6 +81,33 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The NOTIFY listener (`[resolver] notify_listen`), for zones from a primary.
     pub notify: Option<tokio::net::UdpSocket>,
+    /// Where a successor takes these listeners over at an upgrade ([`handover`]).
+    pub handover: Option<handover::HandoverListener>,
+    /// Set when they were taken over from a running resolver: the rest of that exchange (its
+    /// live connections).
+    pub takeover: Option<handover::Continuation>,
+}
+
+impl Listeners {
+    /// Listeners bound by the caller, with no handover.
+    pub fn bound(http: TcpListener, unix: Option<server::unix::Bound>) -> Listeners {
+        Listeners { http, unix, admin: None, notify: None, handover: None, takeover: None }
+    }
+
+    /// Copies of the listening sockets, for a successor at an upgrade.
+    fn offer(&self, handoff: &server::unix::Handoff) -> std::io::Result<handover::Offer> {
+        use std::os::fd::AsFd;
+        Ok(handover::Offer {
+            http: self.http.as_fd().try_clone_to_owned()?,
+            unix: match &self.unix {
+                Some(u) => Some((u.share()?, u.path().to_path_buf(), u.owned())),
+                None => None,
+            },
+            admin: self.admin.as_ref().map(|a| a.as_fd().try_clone_to_owned()).transpose()?,
+            notify: self.notify.as_ref().map(|n| n.as_fd().try_clone_to_owned()).transpose()?,
+            handoff: handoff.clone(),
+        })
+    }
 }
 
 /// Runs the resolver until `shutdown` is cancelled.
@@ -85,11 +122,75 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    serve(prepare(source, config).await, listeners, shutdown).await
+}
+
+/// A resolver loaded and ready to serve: GeoIP, zones and the saved view.
+#[derive(Debug)]
+pub struct Prepared {
+    shared: Arc<Shared>,
+    source: Arc<ConfigSource>,
+}
+
+impl Prepared {
+    /// The config it was loaded with.
+    pub fn config(&self) -> Arc<geolb_config::Config> {
+        self.shared.config()
+    }
+}
+
+/// Loads everything [`serve`] answers from.
+pub async fn prepare(source: Arc<ConfigSource>, config: geolb_config::Config) -> Prepared {
     let shared = Arc::new(Shared::start(source.clone(), config).await);
     source.applied(&shared.config());
+    Prepared { shared, source }
+}
+
+/// Reads the view the resolver this one took over from saved last, if it is newer than the one
+/// loaded at start (the old process kept folding the gossip while this one loaded).
+async fn refresh_view(shared: &Arc<Shared>) {
+    let Some(path) = state::view_path(&shared.config()) else { return };
+    let shared = shared.clone();
+    let refreshed =
+        tokio::task::spawn_blocking(move || match health::ServedHealth::load(&path, geolb_member::unix_ms()) {
+            Ok(view) if view.computed_ms > shared.view().computed_ms => {
+                shared.set_view(view);
+                true
+            }
+            _ => false,
+        })
+        .await;
+    if matches!(refreshed, Ok(true)) {
+        tracing::info!("took over the health view the old resolver saved last");
+    }
+}
+
+/// Serves a [`Prepared`] resolver on `listeners` until `shutdown` is cancelled, or until a
+/// successor took everything over ([`handover`]).
+pub async fn serve(prepared: Prepared, mut listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+    let Prepared { shared, source } = prepared;
+    let taken_over = listeners.takeover.take();
+    let taken_over_flag = taken_over.is_some();
+    if taken_over.is_some() {
+        refresh_view(&shared).await;
+    }
+    let handoff = server::unix::Handoff::default();
+    let offer = match listeners.handover.take() {
+        Some(listener) => match listeners.offer(&handoff) {
+            Ok(offer) => Some((listener, offer)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot copy the listening sockets: upgrades will not hand them over");
+                None
+            }
+        },
+        None => None,
+    };
     let registry = geolb_member::metrics::registry("resolver");
     let latency = metrics::latency_histogram(&registry);
     metrics::distance_histogram(&registry, &shared.counters);
+    let http_connections = geolb_member::listener::ConnectionMetrics::register(&registry, "http");
+    let admin_connections =
+        listeners.admin.as_ref().map(|_| geolb_member::listener::ConnectionMetrics::register(&registry, "admin"));
     // The cluster's fold and gossip counters, once the resolver joins as a member.
     let member_state: Arc<std::sync::OnceLock<metrics::MemberState>> = Arc::default();
     let render: Arc<dyn Fn() -> String + Send + Sync> = {
@@ -101,16 +202,40 @@ pub async fn run(
         backend: backend.clone(),
         max_body: shared.max_request_bytes(),
         metrics: Some(render.clone()),
+        limits: shared.config().resolver.limits,
+        connections: http_connections,
     };
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!("listening on http://{addr}/dns");
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::http::serve(listeners.http, http_state, shutdown.clone()));
+    let (adopt, adopted) = tokio::sync::mpsc::unbounded_channel();
     if let Some(unix) = listeners.unix {
         tracing::info!("listening on unix:{}", unix.path().display());
-        tasks.spawn(server::unix::serve(unix, backend, shared.max_request_bytes(), shutdown.clone()));
+        tasks.spawn(server::unix::serve(
+            unix,
+            backend,
+            shared.max_request_bytes(),
+            shutdown.clone(),
+            handoff,
+            Some(adopted),
+        ));
     }
+    if let Some((listener, offer)) = offer {
+        tasks.spawn(handover::serve(listener, offer, shutdown.clone()));
+    }
+    if let Some(continuation) = taken_over {
+        // systemd follows the new process from here (NotifyAccess=all in the unit).
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(std::process::id())]);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            continuation.serving(adopt).await;
+            // Done taking over; a finished task would stop the resolver.
+            shutdown.cancelled().await;
+        });
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     // Before the watcher starts: it creates the directories the transferred copies go to.
     transfer::spawn(&shared, listeners.notify, &mut tasks, &shutdown);
     tasks.spawn(geolb_member::process::reload_on_change(
@@ -129,21 +254,39 @@ pub async fn run(
         },
     ));
     let gossip_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+    let taken_over_member = taken_over_flag;
     let member = shared.config().member.clone();
     if let Some(member) = member {
         // Join the gossip as an observer: the view follows the probers' quorum from now on.
         let config = shared.config();
-        let drains = Arc::new(Drains::open(&member.state_dir).map_err(geolb_member::JoinError::from)?);
-        let gossip = geolb_member::join(
-            &config,
-            Role::Observer,
-            &member.id,
-            member.gossip_listen,
-            member.gossip_advertise,
-            "-".to_owned(),
-            &drains,
-        )
-        .await?;
+        // After a takeover the old process still holds the gossip port and the state directory
+        // for a moment: retry until it is gone (answers are served meanwhile).
+        let deadline =
+            tokio::time::Instant::now() + if taken_over_member { JOIN_AFTER_TAKEOVER } else { Duration::ZERO };
+        let (drains, gossip) = loop {
+            let joined = async {
+                let drains = Arc::new(Drains::open(&member.state_dir).map_err(geolb_member::JoinError::from)?);
+                let gossip = geolb_member::join(
+                    &config,
+                    Role::Observer,
+                    &member.id,
+                    member.gossip_listen,
+                    member.gossip_advertise,
+                    "-".to_owned(),
+                    &drains,
+                )
+                .await?;
+                Ok::<_, geolb_member::JoinError>((drains, gossip))
+            };
+            match joined.await {
+                Ok(joined) => break joined,
+                Err(e) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+                    tracing::debug!(error = %e, "the old resolver still holds the gossip; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let config = Arc::new(arc_swap::ArcSwap::new(config));
         let health = Arc::new(std::sync::Mutex::new(ClusterHealth::default()));
         let _ = member_state.set(metrics::MemberState { gossip: gossip.clone(), health: health.clone() });
@@ -163,7 +306,7 @@ pub async fn run(
                 source: source.clone(),
                 extension: Some(Arc::new(transfer::AdminZones(shared.transfers.clone()))),
             };
-            tasks.spawn(serve_admin(admin, state, shutdown.clone()));
+            tasks.spawn(serve_admin(admin, state, admin_connections.unwrap_or_default(), shutdown.clone()));
         }
         tasks.spawn(geolb_member::fleet::follow(source.clone(), gossip.clone(), config, admin_addr, shutdown.clone()));
         let termination = gossip.termination();

@@ -94,8 +94,25 @@ fn serving<'a>(config: &'a Config, serve_services: bool, waiting_zones: &[String
 }
 
 /// Where a gossip member keeps its last health view.
-fn view_path(config: &Config) -> Option<PathBuf> {
+pub(crate) fn view_path(config: &Config) -> Option<PathBuf> {
     config.member.as_ref().map(|m| m.state_dir.join("view.json"))
+}
+
+/// The view saved at `path`, with what `config` no longer names left out; none (logged) when
+/// there is no file or it cannot be used.
+fn restore_view(path: &std::path::Path, config: &Config) -> ServedHealth {
+    match ServedHealth::load(path, unix_ms()) {
+        Ok(mut v) => {
+            let dropped = v.retain_configured(config);
+            tracing::info!(path = %path.display(), nodes = v.global.len(), dropped, "restored the last saved health view");
+            v
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServedHealth::default(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot use the saved health view ({e}); starting without one");
+            ServedHealth::default()
+        }
+    }
 }
 
 /// Whether a zone's file is to be loaded: always for a zone file (a missing one is an error),
@@ -191,19 +208,13 @@ impl Shared {
             tracing::info!(zone = origin, records = count, "zone loaded");
         }
         // A resolver in a gossip cluster starts from the view it last saved: "all up" before
-        // the first quorum would send clients to nodes that were down when it stopped.
+        // the first quorum would send clients to nodes that were down when it stopped. Read off
+        // the runtime, as the file can be large.
         let view = Arc::new(match view_path(&config) {
-            Some(path) => match ServedHealth::load(&path, unix_ms()) {
-                Ok(v) => {
-                    tracing::info!(path = %path.display(), nodes = v.global.len(), "restored the last saved health view");
-                    v
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServedHealth::default(),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read the saved health view; starting without one");
-                    ServedHealth::default()
-                }
-            },
+            Some(path) => {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || restore_view(&path, &config)).await.unwrap_or_default()
+            }
             None => ServedHealth::default(),
         });
         for origin in &waiting_zones {
@@ -302,6 +313,9 @@ impl Shared {
                 let config = self.config();
                 self.source.applied(&config);
                 tracing::info!(config = %self.source.path().display(), fleet_version = config.fleet.version, "reloaded");
+                for revoked in config.admin.revoked_warnings() {
+                    tracing::warn!("{revoked}");
+                }
                 Ok(())
             }
             Err(e) => {

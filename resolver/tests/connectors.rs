@@ -85,7 +85,7 @@ async fn start_with(name: &str, zone_extra: &str) -> Server {
     let task = tokio::spawn(geolb_resolver::run(
         source,
         config,
-        geolb_resolver::Listeners { http, unix, admin: None, notify: None },
+        geolb_resolver::Listeners::bound(http, unix),
         shutdown.clone(),
     ));
     Server { addr, socket, shutdown, task, dir }
@@ -202,6 +202,40 @@ async fn malformed_and_oversized_requests_are_refused() {
     assert_eq!(status, 405);
     assert!(String::from_utf8_lossy(&body).contains("post_json=1"));
     let (status, _, _) = exchange(&mut s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn calls_are_taken_on_the_dns_path_only_and_every_other_path_is_404() {
+    let server = start("paths").await;
+    let body = lookup("cdn.example.net.", "A");
+    for path in ["/", "/other", "/dnsx", "/api/v1/state", "/healthz/x", "/DNS"] {
+        for method in ["POST", "GET", "PUT", "DELETE", "PATCH"] {
+            // A connection each: the refused body is left unread.
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/javascript\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let (status, _, reply) = exchange(&mut s, &head, body.as_bytes()).await;
+            assert_eq!(status, 404, "{method} {path}: {}", String::from_utf8_lossy(&reply));
+            let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+            assert!(reply["log"][0].as_str().unwrap().contains("PowerDNS calls go to /dns"), "{reply}");
+        }
+    }
+    // The call path, also with a trailing slash and a query, answers; other methods on it are 405.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    for path in ["/dns", "/dns/", "/dns?x=1"] {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        let (status, _, reply) = exchange(&mut s, &head, body.as_bytes()).await;
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!((status, &reply["result"][0]["content"]), (200, &serde_json::json!("192.0.2.10")), "{path}");
+    }
+    let (status, _, _) = exchange(&mut s, "PUT /dns HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"").await;
+    assert_eq!(status, 405);
+    let (status, _, _) = exchange(&mut s, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"").await;
+    assert_eq!(status, 405);
+    let (status, _, _) = exchange(&mut s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"").await;
     assert_eq!(status, 200);
 }
 

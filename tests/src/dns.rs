@@ -215,7 +215,7 @@ pub async fn query_with(server: SocketAddr, options: &QueryOptions) -> Result<Dn
 }
 
 /// Encodes the query; returns its id and wire format (without TCP length prefix).
-fn build_query(options: &QueryOptions) -> Result<(u16, Vec<u8>)> {
+pub(crate) fn build_query(options: &QueryOptions) -> Result<(u16, Vec<u8>)> {
     let qname =
         Name::<Vec<u8>>::from_str(&options.qname).map_err(|e| anyhow!("bad query name {:?}: {e}", options.qname))?;
     let qtype = Rtype::from_str(&options.qtype.to_ascii_uppercase())

@@ -45,6 +45,8 @@
 //! - `GEOLB_QUIET_LOGS=1`: print child logs on drop only while panicking (see [`KillOnDrop`]).
 
 pub mod cluster;
+pub mod load;
+pub mod restart;
 pub mod postgres;
 pub mod stack;
 

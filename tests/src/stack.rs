@@ -55,7 +55,7 @@ pub fn world_example(zone_lines: &str) -> Result<String> {
 }
 
 /// Writes the world example with absolute paths to the DB-IP data and the zone file.
-fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
+pub fn world_config(dir: &TestDir, zone_extra: &str) -> Result<std::path::PathBuf> {
     let zone = workspace_root().join("config/examples/example.net.zone");
     let text = world_example(&format!("file = {zone:?}\n{zone_extra}"))?;
     let path = dir.join("geolb.toml");
@@ -85,9 +85,45 @@ pub async fn start_resolver(zone_extra: &str) -> Result<Resolver> {
 /// work), pointed at this test's resolver and zone over `connector`, on a loopback address of
 /// its own.
 pub async fn start_pdns(resolver: &Resolver, launch: Launch, dnssec: bool, connector: Connector) -> Result<Pdns> {
+    start_pdns_with(resolver, launch, dnssec, connector, &[]).await
+}
+
+/// [`start_pdns`] with more `pdns.conf` settings (e.g. caches off).
+pub async fn start_pdns_with(
+    resolver: &Resolver,
+    launch: Launch,
+    dnssec: bool,
+    connector: Connector,
+    settings: &[(&str, &str)],
+) -> Result<Pdns> {
+    let mut options = example_pdns(&resolver.socket, &resolver.url, launch, connector)?.dnssec(dnssec);
+    for (key, value) in settings {
+        options = options.setting(key, value);
+    }
+    Pdns::start(options).await
+}
+
+/// PowerDNS as the example `pdns.conf` has it, asking a resolver at `socket` / `url`, with more
+/// `settings`.
+pub async fn start_pdns_at(
+    socket: &std::path::Path,
+    url: &str,
+    launch: Launch,
+    connector: Connector,
+    settings: &[(&str, &str)],
+) -> Result<Pdns> {
+    let mut options = example_pdns(socket, url, launch, connector)?;
+    for (key, value) in settings {
+        options = options.setting(key, value);
+    }
+    Pdns::start(options).await
+}
+
+/// The settings of `config/examples/pdns.conf`, pointed at `socket` or `url` over `connector`.
+fn example_pdns(socket: &std::path::Path, url: &str, launch: Launch, connector: Connector) -> Result<PdnsOptions> {
     let zone = workspace_root().join("config/examples/example.net.zone");
     let example = std::fs::read_to_string(workspace_root().join("config/examples/pdns.conf"))?;
-    let mut options = PdnsOptions::new(launch).zone("example.net.", zone).dnssec(dnssec);
+    let mut options = PdnsOptions::new(launch).zone("example.net.", zone);
     let mut remote = None;
     for line in example.lines().map(str::trim).filter(|l| !l.is_empty()) {
         // The HTTP alternative is the one commented-out connection string.
@@ -103,11 +139,11 @@ pub async fn start_pdns(resolver: &Resolver, launch: Launch, dnssec: bool, conne
             "remote-connection-string" => match (connector, commented) {
                 (Connector::Unix, false) => {
                     ensure!(value.contains(EXAMPLE_SOCKET), "example connection string changed: {value}");
-                    remote = Some(value.replace(EXAMPLE_SOCKET, &resolver.socket.display().to_string()));
+                    remote = Some(value.replace(EXAMPLE_SOCKET, &socket.display().to_string()));
                 }
                 (Connector::Http, true) => {
                     ensure!(value.contains(EXAMPLE_URL), "example HTTP connection string changed: {value}");
-                    remote = Some(value.replace(EXAMPLE_URL, &resolver.url));
+                    remote = Some(value.replace(EXAMPLE_URL, url));
                 }
                 _ => {}
             },
@@ -115,7 +151,7 @@ pub async fn start_pdns(resolver: &Resolver, launch: Launch, dnssec: bool, conne
         }
     }
     let remote = remote.with_context(|| format!("config/examples/pdns.conf has no {connector:?} connection string"))?;
-    Pdns::start(options.remote(remote)).await
+    Ok(options.remote(remote))
 }
 
 /// Every address (v4 and v6) of the nodes of `pop`.
