@@ -9,6 +9,24 @@ fn examples_dir() -> PathBuf {
 }
 
 #[test]
+fn the_demo_config_loads_as_the_docs_suggest() {
+    // docs/config.md suggests --check-config on demo/demo.toml: its key, token and zone files
+    // are beside it (links to the examples the demo embeds).
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/demo.toml");
+    let config = geolb_config::load(&demo).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.cluster.is_some() && !config.services.is_empty());
+}
+
+#[test]
+fn world_example_uses_the_socket_its_pdns_conf_names() {
+    let world = geolb_config::load(&examples_dir().join("world.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let pdns = std::fs::read_to_string(examples_dir().join("pdns.conf")).unwrap();
+    let socket = world.resolver.socket.expect("world.toml sets [resolver] socket");
+    let line = pdns.lines().find(|l| l.starts_with("remote-connection-string=")).unwrap();
+    assert!(line.contains(&format!("unix:path={},", socket.display())), "{line} vs {}", socket.display());
+}
+
+#[test]
 fn every_example_parses() {
     let mut count = 0;
     for entry in std::fs::read_dir(examples_dir()).unwrap() {

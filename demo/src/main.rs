@@ -40,11 +40,11 @@ const DEMO_TOML: &str = include_str!("../demo.toml");
 /// tables: the demo changes it over one prober's API.
 const FLEET: &str = "[fleet]\nstore = \"embedded\"\n";
 /// The static zone PowerDNS and the resolver serve.
-const ZONE: &str = include_str!("../../config/examples/example.net.zone");
+const ZONE: &str = include_str!("../example.net.zone");
 /// The example cluster key (public: demo only).
-const CLUSTER_KEY: &str = include_str!("../../config/examples/cluster.key");
+const CLUSTER_KEY: &str = include_str!("../cluster.key");
 /// The example admin token (public: demo only).
-const ADMIN_TOKEN: &str = include_str!("../../config/examples/admin.token");
+const ADMIN_TOKEN: &str = include_str!("../admin.token");
 /// `demo-city.mmdb`, written by `geoip::mmdb_bytes`.
 const GEOIP: &[u8] = include_bytes!("../demo-city.mmdb");
 

@@ -80,6 +80,8 @@ async fn an_address_in_use_exits_2_so_systemd_does_not_restart_it_forever() -> R
         .arg(&config)
         .arg("--listen")
         .arg(taken.local_addr()?.to_string())
+        .arg("--socket")
+        .arg(dir.join("pdns.sock"))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .output();
