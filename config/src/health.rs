@@ -510,17 +510,44 @@ impl RawMember {
     }
 }
 
-/// The admin API's access: named bearer tokens, each read-only or read-write.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The admin API's access (named bearer tokens, each read-only or read-write) and what its
+/// listener allows a connection.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Every token, `token_file`'s first (named `admin`).
     pub tokens: Vec<AdminToken>,
+    /// Tokens whose file is gone or empty, `(name, file)`: revoked, no request can use them,
+    /// until the file holds a secret again.
+    pub revoked: Vec<(String, PathBuf)>,
+    /// What the admin API's listener allows a connection (`header_timeout_ms`,
+    /// `idle_timeout_ms`, `max_connections`).
+    pub limits: crate::ConnectionLimits,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { tokens: Vec::new(), revoked: Vec::new(), limits: crate::ConnectionLimits::ADMIN }
+    }
 }
 
 impl AdminConfig {
-    /// The files the tokens are read from: watched, so a new token takes effect at once.
+    /// The files the tokens are read from, revoked ones too: watched, so a new token takes
+    /// effect at once, and a token whose file is removed stops working at once.
     pub fn token_files(&self) -> impl Iterator<Item = &PathBuf> {
-        self.tokens.iter().map(|t| &t.file)
+        self.tokens.iter().map(|t| &t.file).chain(self.revoked.iter().map(|(_, file)| file))
+    }
+
+    /// One line per revoked token, for the log and `--check-config`.
+    pub fn revoked_warnings(&self) -> Vec<String> {
+        self.revoked
+            .iter()
+            .map(|(name, file)| {
+                format!(
+                    "admin token `{name}` is revoked: {} is missing or empty (write a secret into it to use the token again)",
+                    file.display()
+                )
+            })
+            .collect()
     }
 
     /// The token a bearer secret names, compared in constant time with every token (the
@@ -586,18 +613,37 @@ pub(crate) struct RawAdmin {
     token_file: Option<PathBuf>,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 /// Shortest accepted token.
 const MIN_TOKEN_LEN: usize = 16;
 
+/// A token file as read.
+enum TokenRead {
+    /// The secret.
+    Secret(String),
+    /// The file is gone or holds only whitespace: the token is revoked. Removing the file is how
+    /// an operator takes a token away; refusing the config instead would keep the old secret
+    /// working.
+    Revoked,
+    /// Unreadable or too short: the config is refused.
+    Problem(String),
+}
+
 /// Reads one token's secret from `file`.
-fn read_token(base: &Path, file: &Path) -> (PathBuf, Result<String, String>) {
+fn read_token(base: &Path, file: &Path) -> (PathBuf, TokenRead) {
     let path = if file.is_absolute() { file.to_path_buf() } else { base.join(file) };
     let secret = match std::fs::read_to_string(&path) {
-        Ok(t) if t.trim().len() >= MIN_TOKEN_LEN => Ok(t.trim().to_owned()),
-        Ok(_) => Err(format!("admin token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display())),
-        Err(e) => Err(format!("cannot read admin token {}: {e}", path.display())),
+        Ok(t) if t.trim().len() >= MIN_TOKEN_LEN => TokenRead::Secret(t.trim().to_owned()),
+        Ok(t) if t.trim().is_empty() => TokenRead::Revoked,
+        Ok(_) => {
+            TokenRead::Problem(format!("admin token in {} is shorter than {MIN_TOKEN_LEN} characters", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenRead::Revoked,
+        Err(e) => TokenRead::Problem(format!("cannot read admin token {}: {e}", path.display())),
     };
     (path, secret)
 }
@@ -606,6 +652,7 @@ impl RawAdmin {
     pub(crate) fn resolve(&self, base: &Path) -> (AdminConfig, Vec<(&'static str, String)>) {
         let mut problems = Vec::new();
         let mut tokens: Vec<AdminToken> = Vec::new();
+        let mut revoked = Vec::new();
         let named = self.token_file.iter().map(|f| ("admin", f, true, "token_file"));
         let listed = self.tokens.iter().map(|t| (t.name.as_str(), &t.file, t.access == Access::ReadWrite, "tokens"));
         for (name, file, write, key) in named.chain(listed) {
@@ -620,16 +667,28 @@ impl RawAdmin {
                 problems.push((key, format!("two tokens are named `{name}` (`token_file` is named `admin`)")));
                 continue;
             }
+            if revoked.iter().any(|(n, _)| n == name) {
+                problems.push((key, format!("two tokens are named `{name}` (`token_file` is named `admin`)")));
+                continue;
+            }
             match read_token(base, file) {
-                (file, Ok(secret)) => {
+                (file, TokenRead::Secret(secret)) => {
                     if tokens.iter().any(|t| t.secret == secret) {
                         problems.push((key, format!("token `{name}` has the same secret as another token")));
                     }
                     tokens.push(AdminToken { name: name.to_owned(), secret, write, file });
                 }
-                (_, Err(problem)) => problems.push((key, problem)),
+                (file, TokenRead::Revoked) => revoked.push((name.to_owned(), file)),
+                (_, TokenRead::Problem(problem)) => problems.push((key, problem)),
             }
         }
-        (AdminConfig { tokens }, problems)
+        let limits = crate::ConnectionLimits::resolve(
+            self.header_timeout_ms,
+            self.idle_timeout_ms,
+            self.max_connections,
+            crate::ConnectionLimits::ADMIN,
+            &mut problems,
+        );
+        (AdminConfig { tokens, revoked, limits }, problems)
     }
 }

@@ -10,6 +10,7 @@
 mod error;
 pub mod fleet;
 pub mod health;
+mod limits;
 mod location;
 mod model;
 mod raw;
@@ -17,6 +18,7 @@ pub mod watch;
 
 pub use error::{ConfigError, Problem};
 pub use fleet::{FleetConfig, FleetDocument, FleetStore, Secret};
+pub use limits::ConnectionLimits;
 pub use model::{
     AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, PrimarySource,
     RESERVED_NODE_PREFIX, RecordTypes, ResolverConfig, Service, TsigKey, TsigSecret, ZoneFile,

@@ -1,7 +1,7 @@
 //! The validated config: what the programs run on. Every invariant listed on a type holds.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use geolb_common::{GeoPoint, NodeId, PopId};
 use ipnet::IpNet;
@@ -61,13 +61,28 @@ pub struct ResolverConfig {
     pub max_request_bytes: usize,
     /// UDP address where NOTIFY from the zones' primaries is taken, if any.
     pub notify_listen: Option<SocketAddr>,
+    /// What the HTTP connector allows a connection (`header_timeout_ms`, `idle_timeout_ms`,
+    /// `max_connections`).
+    pub limits: crate::ConnectionLimits,
+    /// Where a new resolver takes this one's sockets over at an upgrade, when set; see
+    /// [`ResolverConfig::handover_path`] for the default.
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl ResolverConfig {
     /// The keys whose value differs in `other`. Every `[resolver]` key is read at start only, so
     /// a reload uses this to say which changes wait for the next restart.
     pub fn changed_keys(&self, other: &ResolverConfig) -> Vec<&'static str> {
-        let ResolverConfig { listen, socket, socket_mode, threads, max_request_bytes, notify_listen } = self;
+        let ResolverConfig {
+            listen,
+            socket,
+            socket_mode,
+            threads,
+            max_request_bytes,
+            notify_listen,
+            handover_socket,
+            limits,
+        } = self;
         changed([
             ("listen", *listen != other.listen),
             ("socket", *socket != other.socket),
@@ -75,7 +90,27 @@ impl ResolverConfig {
             ("threads", *threads != other.threads),
             ("max_request_bytes", *max_request_bytes != other.max_request_bytes),
             ("notify_listen", *notify_listen != other.notify_listen),
+            ("header_timeout_ms", limits.header_timeout != other.limits.header_timeout),
+            ("idle_timeout_ms", limits.idle_timeout != other.limits.idle_timeout),
+            ("max_connections", limits.max_connections != other.limits.max_connections),
+            ("handover_socket", *handover_socket != other.handover_socket),
         ])
+    }
+
+    /// The handover socket: `handover_socket`, else beside the unix connector's `socket`
+    /// (its path and `.handover`), else `resolver.handover` in the member's `state_dir`, else
+    /// none (upgrades then restart).
+    pub fn handover_path(&self, socket: Option<&Path>, state_dir: Option<&Path>) -> Option<PathBuf> {
+        self.handover_socket
+            .clone()
+            .or_else(|| {
+                socket.or(self.socket.as_deref()).map(|s| {
+                    let mut name = s.as_os_str().to_owned();
+                    name.push(".handover");
+                    PathBuf::from(name)
+                })
+            })
+            .or_else(|| state_dir.map(|d| d.join("resolver.handover")))
     }
 }
 

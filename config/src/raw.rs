@@ -83,6 +83,10 @@ struct RawResolver {
     #[serde(default = "default_resolver_threads")]
     threads: usize,
     notify_listen: Option<SocketAddr>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    handover_socket: Option<PathBuf>,
 }
 
 impl Default for RawResolver {
@@ -94,6 +98,10 @@ impl Default for RawResolver {
             max_request_bytes: default_max_request_bytes(),
             threads: default_resolver_threads(),
             notify_listen: None,
+            header_timeout_ms: None,
+            idle_timeout_ms: None,
+            max_connections: None,
+            handover_socket: None,
         }
     }
 }
@@ -121,13 +129,22 @@ impl RawResolver {
                 format!("socket_mode {:#o} is not a permission mode (write it in octal, e.g. 0o660)", self.socket_mode),
             ));
         }
+        let limits = crate::ConnectionLimits::resolve(
+            self.header_timeout_ms,
+            self.idle_timeout_ms,
+            self.max_connections,
+            crate::ConnectionLimits::HTTP,
+            &mut problems,
+        );
         let config = ResolverConfig {
+            limits,
             listen: self.listen,
             socket: self.socket.as_deref().map(|p| absolute(base, p)),
             socket_mode: self.socket_mode,
             max_request_bytes: self.max_request_bytes,
             threads: self.threads,
             notify_listen: self.notify_listen,
+            handover_socket: self.handover_socket.as_deref().map(|p| absolute(base, p)),
         };
         (config, problems)
     }
@@ -874,6 +891,7 @@ impl RawConfig {
         let overrides = resolve_overrides(&self.overrides, &pop_ids, problems);
         let quorum = problems.in_table("quorum", self.quorum.resolve());
         let admin = problems.in_table("admin", self.admin.resolve(base));
+        warnings.extend(admin.revoked_warnings());
         let cluster = self.cluster.as_ref().map(|c| problems.in_table("cluster", c.resolve(base)));
         let prober = self.prober.as_ref().map(|p| resolve_prober(p, base, &pop_ids, problems));
         let member = self.member.as_ref().map(|m| problems.in_table("member", m.resolve(base)));

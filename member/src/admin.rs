@@ -58,26 +58,47 @@ const ADMIN_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs
 
 /// Serves the admin API on `listener` until `shutdown`, then for at most a few seconds more:
 /// a stuck client never holds the process.
+///
+/// Connections are bounded by `[admin]`'s limits, read at each accept (a reload changes them
+/// for the connections accepted after it): see [`crate::listener`]. A request body that does
+/// not arrive within `header_timeout_ms` is answered 408. `metrics` are the listener's
+/// ([`crate::listener::ConnectionMetrics::register`] with `admin`).
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    metrics: crate::listener::ConnectionMetrics,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("admin listening on http://{addr}/");
     }
-    let graceful = shutdown.clone();
-    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move { graceful.cancelled().await });
-    tokio::select! {
-        res = serve => {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "admin API failed");
+    let config = state.config.clone();
+    let admin = crate::listener::Listener {
+        name: "admin",
+        limits: Arc::new(move || config.load().admin.limits),
+        metrics: metrics.clone(),
+        shutdown_grace: ADMIN_SHUTDOWN_GRACE,
+    };
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    let make_service = move |limits: geolb_config::ConnectionLimits| {
+        let (service, metrics) = (service.clone(), metrics.clone());
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let (parts, body) = request.into_parts();
+            let body = crate::listener::DeadlineBody::new(body, limits.header_timeout);
+            let expired = body.expired();
+            let answer = hyper::service::Service::call(&service, hyper::Request::from_parts(parts, body));
+            let metrics = metrics.clone();
+            async move {
+                let response = answer.await?;
+                if expired.load(std::sync::atomic::Ordering::Relaxed) {
+                    metrics.count(crate::listener::Refusal::BodyTimeout);
+                    return Ok(crate::listener::body_timeout_response(limits.header_timeout));
+                }
+                Ok::<_, std::convert::Infallible>(response)
             }
-        }
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(ADMIN_SHUTDOWN_GRACE).await } => {
-            tracing::warn!("admin API connections still open at shutdown; closing them");
-        }
-    }
+        })
+    };
+    crate::listener::serve(listener, admin, make_service, shutdown).await;
 }
 
 /// The admin routes.
@@ -334,7 +355,11 @@ pub(crate) fn authorize(state: &AdminState, headers: &HeaderMap, need: Need) -> 
     let config = state.config.load();
     let peer = if need == Need::Peer { crate::fleet::peer_secret(&config) } else { None };
     if config.admin.tokens.is_empty() && peer.is_none() {
-        let why = "this endpoint needs a token: add [admin] token_file or [[admin.tokens]] to the config";
+        let why = if config.admin.revoked.is_empty() {
+            "this endpoint needs a token: add [admin] token_file or [[admin.tokens]] to the config"
+        } else {
+            "every admin token is revoked (its file is missing or empty): write a secret into a token file"
+        };
         return Err(ApiError::new(StatusCode::FORBIDDEN, why));
     }
     let given =

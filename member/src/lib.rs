@@ -7,6 +7,7 @@
 //! * [`cluster`]: folding the gossip into one quorum-weighted health view, and following it.
 //! * [`drains`]: operators' drains, saved in the member's locked state directory.
 //! * [`admin`]: the admin API (`/healthz`, `/readyz`, `/metrics`, `/api/v1/state`, drains).
+//! * [`listener`]: the accept loop of the HTTP listeners: timeouts, the connection cap.
 //! * [`metrics`]: every metric name, and the families read at scrape time.
 //! * [`process`]: command-line arguments, logging, the async runtime and signals.
 //! * [`versions`]: the fleet document's versions in `state_dir` (the embedded store).
@@ -21,6 +22,7 @@ pub mod fleet;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod gossip;
+pub mod listener;
 pub mod metrics;
 pub mod process;
 pub mod versions;

@@ -100,6 +100,14 @@ pub mod names {
     /// NOTIFYs received by `result` (`accepted`, `unknown_source`, `unknown_zone`, `bad_tsig`,
     /// `malformed`).
     pub const ZONE_NOTIFIES_TOTAL: &str = "geolb_zone_notifies_total";
+
+    /// Connections open, by `listener` (`admin`, `http`: the resolver's HTTP connector).
+    pub const CONNECTIONS_OPEN: &str = "geolb_connections_open";
+    /// Connections refused at accept or closed by the server, by `listener` and `reason`
+    /// (`limit`: `max_connections` were open; `header_timeout`: no request head in time;
+    /// `idle_timeout`: a kept-alive connection idle too long; `body_timeout`: a request body
+    /// not received in time, answered 408).
+    pub const CONNECTIONS_REFUSED_TOTAL: &str = "geolb_connections_refused_total";
 }
 
 /// A registry with `geolb_build_info` registered for `component` (`prober`, `resolver`).
@@ -366,7 +374,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 39] = [
+    const ALL: [&str; 41] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
         names::CONFIG_VERSION,
@@ -406,6 +414,8 @@ mod tests {
         names::ZONE_NOTIFIES_TOTAL,
         names::RESOLVER_ANSWERS_TOTAL,
         names::RESOLVER_ANSWER_DISTANCE_KILOMETERS,
+        names::CONNECTIONS_OPEN,
+        names::CONNECTIONS_REFUSED_TOTAL,
     ];
 
     #[test]

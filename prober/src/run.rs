@@ -135,6 +135,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     // Admin API.
+    let connections = geolb_member::listener::ConnectionMetrics::register(&registry, "admin");
     let metrics = {
         let (gossip, scheduler, health, me) = (gossip.clone(), scheduler.clone(), health.clone(), prober.id.clone());
         let (reloads, source) = (reloads.clone(), source.clone());
@@ -163,7 +164,7 @@ pub async fn run(
         .local_addr()
         .ok()
         .map(|a| advertised(a, prober.gossip_advertise.unwrap_or(prober.gossip_listen)));
-    tasks.spawn(serve_admin(listeners.admin, admin, shutdown.clone()));
+    tasks.spawn(serve_admin(listeners.admin, admin, connections, shutdown.clone()));
     tasks.spawn(geolb_member::fleet::follow(
         source.clone(),
         gossip.clone(),
@@ -333,6 +334,9 @@ impl Reloader {
         }
         let summary = self.scheduler.update(next);
         tracing::info!(?summary, "reloaded");
+        for revoked in new.admin.revoked_warnings() {
+            tracing::warn!("{revoked}");
+        }
         self.reloads.record(true);
         // Withdraw the verdicts on nodes that left the config.
         for gone in old.nodes.iter().filter(|n| new.node(n.id.as_str()).is_none()) {

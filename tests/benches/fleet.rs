@@ -269,7 +269,7 @@ async fn start_member(
         source: source.clone(),
         extension: None,
     };
-    tokio::spawn(serve_admin(listener, state, shutdown.clone()));
+    tokio::spawn(serve_admin(listener, state, Default::default(), shutdown.clone()));
     tokio::spawn(geolb_member::fleet::follow(
         source.clone(),
         gossip.clone(),

@@ -9,18 +9,14 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::server::Backend;
 use crate::server::Handled;
@@ -34,68 +30,42 @@ pub struct HttpState {
     pub max_body: usize,
     /// Renders the resolver's metrics for `GET /metrics`.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// What a connection is allowed (`[resolver]` `header_timeout_ms`, `idle_timeout_ms`,
+    /// `max_connections`); a request body gets `header_timeout` too.
+    pub limits: geolb_config::ConnectionLimits,
+    /// The connector's connection metrics (`listener="http"`).
+    pub connections: geolb_member::listener::ConnectionMetrics,
 }
 
 impl std::fmt::Debug for HttpState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpState").field("max_body", &self.max_body).finish_non_exhaustive()
+        f.debug_struct("HttpState")
+            .field("max_body", &self.max_body)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
-/// Time a client may take to send a request's headers, and then its body. PowerDNS sends a
-/// whole call at once; anything slower is a stuck or hostile client holding a task.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the HTTP connector on `listener` until `shutdown`; then closes the listener at once,
 /// lets connections finish their current call for up to
-/// [`SHUTDOWN_GRACE`](crate::server::SHUTDOWN_GRACE), and drops the rest.
+/// [`SHUTDOWN_GRACE`](crate::server::SHUTDOWN_GRACE), and drops the rest. Connections are
+/// bounded by `state.limits` ([`geolb_member::listener`]).
 pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "set_nodelay failed");
-        }
+    let limits = state.limits;
+    let http = geolb_member::listener::Listener {
+        name: "http",
+        limits: Arc::new(move || limits),
+        metrics: state.connections.clone(),
+        shutdown_grace: crate::server::SHUTDOWN_GRACE,
+    };
+    let make_service = move |_| {
         let state = state.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, &state).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(REQUEST_READ_TIMEOUT)
-                .keep_alive(true)
-                .writev(false)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
-    // Refuse new connections now, not when the last old one is done.
-    drop(listener);
-    crate::server::finish_connections(tracker).await;
+        service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(req, &state).await) }
+        })
+    };
+    geolb_member::listener::serve(listener, http, make_service, shutdown).await;
 }
 
 fn respond(status: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
@@ -115,21 +85,33 @@ fn error_body(message: &str) -> Vec<u8> {
     out
 }
 
+/// The path PowerDNS posts its calls to: `url=http://HOST:PORT/dns` (with `post_json=1` it posts
+/// to the URL as given). Paths under it (`/dns/`, and `/dns/lookup/…` of the RESTful mode, which
+/// is refused below) count as it: anything else is 404, whatever the method.
+const CALL_PATH: &str = "/dns";
+
+/// Whether `path` is [`CALL_PATH`] or under it.
+fn is_call_path(path: &str) -> bool {
+    path.strip_prefix(CALL_PATH).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::POST, _) => {}
-        (&Method::GET, "/healthz") => {
+    let path = req.uri().path();
+    let metrics = state.metrics.as_ref().filter(|_| path == "/metrics");
+    match *req.method() {
+        Method::POST if is_call_path(path) => {}
+        Method::GET if path == "/healthz" => {
             return respond(StatusCode::OK, br#"{"status":"ok"}"#.to_vec(), false);
         }
-        (&Method::GET, "/metrics") if state.metrics.is_some() => {
-            let body = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
+        Method::GET if metrics.is_some() => {
+            let body = metrics.map(|render| render()).unwrap_or_default();
             let mut response = respond(StatusCode::OK, body.into_bytes(), false);
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(geolb_member::metrics::CONTENT_TYPE));
             return response;
         }
-        _ => {
+        _ if is_call_path(path) => {
             return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
                 error_body(
@@ -137,6 +119,15 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
                 ),
                 false,
             );
+        }
+        _ if path == "/healthz" || metrics.is_some() => {
+            return respond(StatusCode::METHOD_NOT_ALLOWED, error_body(&format!("{path} answers GET only")), false);
+        }
+        _ => {
+            let why = format!(
+                "no such path {path:?}: PowerDNS calls go to {CALL_PATH} (remote-connection-string=http:url=http://HOST:PORT{CALL_PATH},post=1,post_json=1)"
+            );
+            return respond(StatusCode::NOT_FOUND, error_body(&why), false);
         }
     }
     let declared =
@@ -148,11 +139,11 @@ async fn handle(req: Request<Incoming>, state: &HttpState) -> Response<Full<Byte
             true,
         );
     }
-    let body = match tokio::time::timeout(REQUEST_READ_TIMEOUT, Limited::new(req.into_body(), state.max_body).collect())
-        .await
-    {
+    let read = Limited::new(req.into_body(), state.max_body).collect();
+    let body = match tokio::time::timeout(state.limits.header_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Err(_) => {
+            state.connections.count(geolb_member::listener::Refusal::BodyTimeout);
             return respond(StatusCode::REQUEST_TIMEOUT, error_body("request body not received in time"), true);
         }
         Ok(Err(e)) => {
