@@ -3,7 +3,7 @@
 //! connections to its admin port and its HTTP connector. The unix connector, PowerDNS's kept
 //! connection and (after the timeouts) new requests keep working, the floods are closed at
 //! their timeouts, and every refusal is counted in `/metrics`. And a removed admin token file
-//! revokes its token.
+//! revokes its token. A prober whose admin port is flooded the same way goes on checking.
 //!
 //! Before the connection limits, 1,100 idle admin connections under a soft limit of 1024 left
 //! no descriptor: the unix connector, the HTTP connector and the admin API all stopped
@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use geolb_tests::cluster::{http, http_with_body, metric, metrics};
+use geolb_tests::cluster::{NodeServer, http, http_with_body, metric, metrics};
 use geolb_tests::{KillOnDrop, TestDir, unique_loopback, workspace_bin, workspace_root};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
@@ -386,5 +386,104 @@ async fn removing_the_admin_token_file_revokes_the_token() -> Result<()> {
     }
     let (status, body) = drain(TOKEN).await?;
     ensure!(status == 401, "the old token works again: {status} {body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_prober_whose_admin_port_is_flooded_goes_on_checking() -> Result<()> {
+    /// The prober's own descriptors are few: a flood without the cap would take them all.
+    const PROBER_OPEN_FILES: u64 = 500;
+    let node = NodeServer::start().await?;
+    let dir = TestDir::new("geolb-connections-prober")?;
+    let key = workspace_root().join("config/examples/cluster.key");
+    let ip = unique_loopback();
+    // A TCP check opens a connection (a descriptor) every 200 ms.
+    let config = format!(
+        r#"default_location = {{ pop = "fra" }}
+[checks]
+kind = "tcp"
+interval_ms = 200
+timeout_ms = 150
+rise = 1
+fall = 1
+[[pops]]
+id = "fra"
+lat = 50.11
+lon = 8.68
+[[nodes]]
+id = "fra-1"
+pop = "fra"
+ipv4 = "{}"
+check = {{ port = {} }}
+[[services]]
+name = "cdn.example.net."
+types = ["A"]
+[admin]
+header_timeout_ms = {}
+idle_timeout_ms = {}
+max_connections = {ADMIN_CAP}
+[cluster]
+id = "connections"
+key_file = {key:?}
+seeds = []
+[prober]
+id = "prober-1"
+pop = "fra"
+gossip_listen = "{ip}:0"
+admin_listen = "{ip}:0"
+state_dir = {:?}
+"#,
+        node.addr.ip(),
+        node.addr.port(),
+        HEADER_TIMEOUT.as_millis(),
+        IDLE_TIMEOUT.as_millis(),
+        dir.join("state")
+    );
+    let config_path = dir.join("geolb.toml");
+    std::fs::write(&config_path, config)?;
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &format!("ulimit -Sn {PROBER_OPEN_FILES} && exec \"$0\" \"$@\"")])
+        .arg(workspace_bin("geolb-prober")?)
+        .arg("--config")
+        .arg(&config_path);
+    let process = KillOnDrop::spawn("geolb-prober", &mut command, dir.path())?;
+    let admin = process.wait_for_socket_addr("admin listening on http://", Duration::from_secs(15)).await?;
+    let checks = |text: &str, result: &str| {
+        metric(text, "geolb_prober_checks_total", &[("node", "fra-1"), ("result", result)]).unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let text = metrics(admin).await?;
+        if checks(&text, "up") >= 2.0 {
+            break text;
+        }
+        ensure!(Instant::now() < deadline, "the prober's checks did not pass:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let started = Instant::now();
+    let flood = flood(admin, FLOOD, HALF_SENT, b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = count_held(&flood);
+    ensure!(held == ADMIN_CAP, "{held} of {FLOOD} idle connections held, cap {ADMIN_CAP}");
+    let fds = open_fds(process.id())?;
+    ensure!(fds < PROBER_OPEN_FILES as usize - 100, "{fds} descriptors open under a limit of {PROBER_OPEN_FILES}");
+    let closed = all_closed(&flood, started, HEADER_TIMEOUT + SLACK).await?;
+    ensure!(closed >= HEADER_TIMEOUT, "the flood was closed after {closed:?}, before the header timeout");
+
+    let text = metrics(admin).await?;
+    let ups = checks(&text, "up") - checks(&before, "up");
+    // About one a 200 ms for the 3 s the flood was held; allow for a loaded machine.
+    ensure!(ups >= 5.0, "only {ups} checks passed while the admin port was flooded:\n{text}");
+    ensure!(checks(&text, "down") == 0.0, "checks failed while the admin port was flooded:\n{text}");
+    ensure!(
+        metric(&text, "geolb_cluster_prober_impaired", &[("prober", "prober-1")]) == Some(0.0),
+        "the prober calls itself impaired:\n{text}"
+    );
+    ensure!(refused(&text, "admin", "limit") == (FLOOD - ADMIN_CAP) as f64, "limit:\n{text}");
+    ensure!(refused(&text, "admin", "header_timeout") == ADMIN_CAP as f64, "header_timeout:\n{text}");
+    let log = process.log();
+    ensure!(!log.contains("Too many open files"), "the prober ran out of descriptors:\n{log}");
     Ok(())
 }
