@@ -392,7 +392,9 @@ async fn set_drain(state: AdminState, headers: HeaderMap, id: String, drained: b
     let _serialized = state.drain_lock.lock().await;
     let now = crate::unix_ms();
     if let Err(e) = state.drains.set(&id, drained, now) {
-        tracing::warn!(node = %id, error = %e, "cannot save the drain; it holds until restart");
+        tracing::warn!(node = %id, error = %e, "cannot save the drain; it is not made");
+        let why = format!("the drain was not made: {e}");
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
     }
     match state.gossip.set_drain(&id, drained, now).await {
         Ok(_) => {
@@ -474,7 +476,9 @@ async fn post_override(State(state): State<AdminState>, headers: HeaderMap, body
     let o = Override { target, action: request.action, at_ms: now, until_ms, by, why };
     let _serialized = state.drain_lock.lock().await;
     if let Err(e) = state.drains.set_override(&o) {
-        tracing::warn!(target = %o.target.encode(), error = %e, "cannot save the override; it holds until restart");
+        tracing::warn!(target = %o.target.encode(), error = %e, "cannot save the override; it is not made");
+        let why = format!("the override was not made: {e}");
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
     }
     match state.gossip.set_override(&o).await {
         Ok(_) => {

@@ -18,7 +18,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::gossip::GossipHandle;
-use crate::gossip::keys::{GossipSnapshot, Role};
+use crate::gossip::keys::{GossipSnapshot, Oversize, Role};
 
 /// Fencing defaults (not in the config yet): a prober is fenced when it disagrees with the
 /// quorum on more than 30 % of at least 5 judged nodes, and on more than 3× the median prober.
@@ -40,6 +40,9 @@ pub struct ClusterHealth {
     pub heartbeats: BTreeMap<String, (u64, u64)>,
     /// The probers as this fold saw them (liveness, impairment, freshness).
     pub voters: Vec<Voter>,
+    /// Members left out of the fold whole: their gossip state is past the cap
+    /// ([`crate::gossip::keys::MAX_MEMBER_KEYS`], [`crate::gossip::keys::MAX_MEMBER_BYTES`]).
+    pub ignored_members: BTreeMap<String, Oversize>,
 }
 
 /// The quorum parameters of a config.
@@ -101,7 +104,8 @@ pub fn fold_cluster(view: &GossipSnapshot, config: &Config, previous: &ClusterHe
         view.drains.iter().filter(|(_, (_, drained))| *drained).map(|(n, _)| NodeId::from(n.as_str())).collect();
     let mut decisions = decisions;
     apply_overrides(view, config, now_ms, &mut decisions, &mut drained);
-    ClusterHealth { decisions, drained, bad_verdicts, heartbeats, voters }
+    let ignored_members = view.ignored_members.clone();
+    ClusterHealth { decisions, drained, bad_verdicts, heartbeats, voters, ignored_members }
 }
 
 /// The operators' active overrides over the fold: a node forced Up or Down is so globally and
@@ -203,6 +207,11 @@ impl Follower {
         let snapshot = self.gossip.view().await;
         let previous = self.health().clone();
         let next = fold_cluster(&snapshot, &config(), &previous, crate::unix_ms());
+        for (id, why) in &next.ignored_members {
+            if previous.ignored_members.get(id) != Some(why) {
+                tracing::warn!(member = %id, reason = why.as_str(), "ignoring gossip member {id}: its state is past the cap ({} keys, {} bytes); none of its verdicts, drains or overrides are read", crate::gossip::keys::MAX_MEMBER_KEYS, crate::gossip::keys::MAX_MEMBER_BYTES);
+            }
+        }
         Some((snapshot, next))
     }
 

@@ -11,6 +11,8 @@
 //! * [`metrics`]: every metric name, and the families read at scrape time.
 //! * [`process`]: command-line arguments, logging, the async runtime and signals.
 //! * [`versions`]: the fleet document's versions in `state_dir` (the embedded store).
+//! * [`statefile`]: opening and reading `state_dir`'s files without trusting them (regular
+//!   files only, never blocking on a FIFO, bounded in size).
 //! * `fuzz` (feature `fuzz`): the gossip transport's receive and send paths, for `fuzz/`.
 //!
 //! It knows neither program: the prober's checks and the resolver's answers stand on it.
@@ -25,6 +27,7 @@ pub mod gossip;
 pub mod listener;
 pub mod metrics;
 pub mod process;
+pub mod statefile;
 pub mod versions;
 
 use std::net::SocketAddr;
@@ -73,15 +76,32 @@ pub async fn join(
     gc.seeds = cluster.seeds;
     gc.gossip_interval = cluster.gossip_interval;
     let gossip = Arc::new(spawn_gossip(gc, UdpDatagrams).await?);
-    for (node, (at_ms, drained)) in drains.entries() {
-        if let Err(e) = gossip.set_drain(&node, drained, at_ms).await {
-            tracing::warn!(node = %node, error = %e, "cannot republish a saved drain");
-        }
+    // Only what the config still names goes out again: every member holds this member's state,
+    // so drains of nodes long gone would cost the whole cluster. A member still waiting for its
+    // fleet document knows no node yet; it keeps (and publishes) what it saved, up to the cap.
+    let pruned = drains.prune(config);
+    if pruned != drains::Pruned::default() {
+        tracing::warn!(
+            drains = pruned.drains,
+            overrides = pruned.overrides,
+            over_cap = pruned.over_cap,
+            "left out {} saved drains and {} saved overrides of nodes and PoPs the config does not name, and {} beyond the newest {} of each; they are not published",
+            pruned.drains,
+            pruned.overrides,
+            pruned.over_cap,
+            drains::MAX_ENTRIES
+        );
     }
-    for o in drains.overrides() {
-        if let Err(e) = gossip.set_override(&o).await {
-            tracing::warn!(target = %o.target.encode(), error = %e, "cannot republish a saved override");
-        }
+    let done = gossip.republish(&drains.entries(), &drains.overrides()).await;
+    for (target, e) in done.refused.iter().take(3) {
+        tracing::warn!(target = %target, error = %e, "cannot republish a saved drain or override");
+    }
+    if done.refused.len() > 3 {
+        tracing::warn!(
+            refused = done.refused.len(),
+            "{} saved drains and overrides not republished",
+            done.refused.len()
+        );
     }
     tracing::info!(addr = %gossip.listen_addr(), "gossip listening on {}", gossip.listen_addr());
     Ok(gossip)

@@ -64,8 +64,11 @@ pub mod names {
     pub const GOSSIP_BYTES_TOTAL: &str = "geolb_gossip_bytes_total";
     /// Gossip datagrams by `direction`.
     pub const GOSSIP_DATAGRAMS_TOTAL: &str = "geolb_gossip_datagrams_total";
-    /// Gossip datagrams dropped, by `reason` (`bad_tag`, `replay`, …).
+    /// Gossip datagrams dropped, by `reason` (`bad_tag`, `replay`, `wrong_receiver`, …).
     pub const GOSSIP_REJECTED_TOTAL: &str = "geolb_gossip_rejected_total";
+    /// Gossip members this member's fold leaves out whole because their state is past the cap,
+    /// by `reason` (`too_many_keys`, `too_many_bytes`).
+    pub const GOSSIP_MEMBERS_IGNORED: &str = "geolb_gossip_members_ignored";
 
     /// Remote-backend lookups by `qtype` and `outcome` (`answered`, `fell_through`; `error`: a
     /// malformed call, counted with qtype `other`).
@@ -262,6 +265,15 @@ impl Families {
             &["prober"],
             voters.iter().map(|v| (vec![v.id.to_string()], flag(health.decisions.fenced.contains(&v.id)))),
         );
+        self.gauge(
+            names::GOSSIP_MEMBERS_IGNORED,
+            "Gossip members left out of the fold whole because their state is past the cap",
+            &["reason"],
+            crate::gossip::keys::Oversize::ALL.iter().map(|r| {
+                let n = health.ignored_members.values().filter(|why| *why == r).count();
+                (vec![r.as_str().to_owned()], n as f64)
+            }),
+        );
     }
 
     /// This member's gossip transport counters.
@@ -374,7 +386,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
 
-    const ALL: [&str; 41] = [
+    const ALL: [&str; 42] = [
         names::BUILD_INFO,
         names::CONFIG_RELOADS_TOTAL,
         names::CONFIG_VERSION,
@@ -399,6 +411,7 @@ mod tests {
         names::GOSSIP_BYTES_TOTAL,
         names::GOSSIP_DATAGRAMS_TOTAL,
         names::GOSSIP_REJECTED_TOTAL,
+        names::GOSSIP_MEMBERS_IGNORED,
         names::RESOLVER_LOOKUPS_TOTAL,
         names::RESOLVER_LOOKUP_DURATION_SECONDS,
         names::RESOLVER_ALL_DOWN_ANSWERS_TOTAL,
@@ -448,6 +461,19 @@ mod tests {
         assert!(text.contains("geolb_test_things_total{kind=\"b\"} 0\n"), "{text}");
         assert!(text.contains("geolb_test_ratio 0.25\n"), "{text}");
         assert!(!text.contains("geolb_test_level"), "an empty family is left out: {text}");
+    }
+
+    #[test]
+    fn ignored_members_are_counted_by_reason() {
+        use crate::gossip::keys::Oversize;
+        let mut health = ClusterHealth::default();
+        health.ignored_members.insert("p1".into(), Oversize::Keys);
+        health.ignored_members.insert("p2".into(), Oversize::Keys);
+        let mut f = Families::default();
+        f.cluster(&health);
+        let text = f.render(&Registry::new());
+        assert!(text.contains("geolb_gossip_members_ignored{reason=\"too_many_keys\"} 2\n"), "{text}");
+        assert!(text.contains("geolb_gossip_members_ignored{reason=\"too_many_bytes\"} 0\n"), "{text}");
     }
 
     #[test]

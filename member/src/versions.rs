@@ -139,8 +139,10 @@ impl VersionStore {
         let path = state_dir.join(FILE);
         let io = |source| StoreError::Io { path: path.clone(), source };
         std::fs::create_dir_all(state_dir).map_err(io)?;
-        let mut file =
-            OpenOptions::new().create(true).truncate(false).read(true).append(true).open(&path).map_err(io)?;
+        // A regular file only, opened without blocking: a FIFO there would hold the start for good.
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).read(true).append(true);
+        let mut file = crate::statefile::open_regular(&path, &mut options).map_err(|e| io(e.into()))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut problems = Vec::new();
@@ -364,6 +366,21 @@ mod tests {
         assert_eq!(store.document(1, &v1.hash).unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
         assert_eq!(store.document(2, &v2.hash).unwrap().as_deref(), Some(&b"{\"a\":2}"[..]));
         assert_eq!(store.document(2, &v1.hash).unwrap(), None);
+    }
+
+    #[test]
+    fn a_fifo_for_the_store_is_an_error_not_a_hang() {
+        let d = dir();
+        let path = d.path().join(FILE);
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state_dir = d.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(VersionStore::open(&state_dir).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let opened = rx.recv_timeout(std::time::Duration::from_secs(3)).expect("opening a FIFO store blocked");
+        let err = opened.unwrap_err();
+        assert!(err.contains("not a regular file but a FIFO") && err.contains(FILE), "{err}");
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //! datagram, and every later key of that member then stays blocked for good. So the state holds
 //! verdicts and versions, never documents.
 //!
+//! A member's whole state is capped too: at most [`MAX_MEMBER_KEYS`] keys holding at most
+//! [`MAX_MEMBER_BYTES`] bytes of keys and values (live keys; [`StateSize`]). Every member holds
+//! and gossips every other member's state, so one member with a huge one (a file of stale drains
+//! published again) costs the whole cluster memory and CPU. The guard refuses a write that would
+//! take this member past the cap ([`KeyError::StateFull`]), and readers leave out whole any
+//! member whose state is past it ([`GossipSnapshot::ignored_members`]): its verdicts, drains and
+//! overrides are not read.
+//!
 //! Freshness is not a key: readers judge a member's verdicts as fresh as its chitchat heartbeat,
 //! which rises every gossip round and travels in every digest. A key rewritten every few seconds
 //! would bump the member's version, so every reader would pull a delta, and chitchat would copy
@@ -59,6 +67,72 @@ pub const MAX_VALUE_LEN: usize = 512;
 pub const MAX_VERDICT_LEN: usize = 64;
 /// Longest node id (in a key) or region name.
 pub const MAX_NAME_LEN: usize = 128;
+/// Most live keys a member's state may hold. A prober holds one verdict per node, and any member
+/// one key per drain and per override it took, plus half a dozen of its own: 32,768 leaves room
+/// for 10,000 nodes, each also drained and overridden through one member.
+pub const MAX_MEMBER_KEYS: usize = 32_768;
+/// Most bytes of keys and values a member's state may hold: 4 MiB. A verdict key and value take
+/// about 40 to 200 bytes, an override up to about 650.
+pub const MAX_MEMBER_BYTES: usize = 4 << 20;
+
+/// The size of a member's state as every reader counts it: its live keys (not deletions), and
+/// the bytes of those keys and their values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Live keys.
+    pub keys: usize,
+    /// Bytes of the live keys and their values.
+    pub bytes: usize,
+}
+
+/// Why a member's state is past the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Oversize {
+    /// More than [`MAX_MEMBER_KEYS`] keys.
+    Keys,
+    /// More than [`MAX_MEMBER_BYTES`] bytes.
+    Bytes,
+}
+
+impl Oversize {
+    /// Every reason, for exporting gauges.
+    pub const ALL: [Oversize; 2] = [Oversize::Keys, Oversize::Bytes];
+
+    /// Lower-case name, suitable as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Oversize::Keys => "too_many_keys",
+            Oversize::Bytes => "too_many_bytes",
+        }
+    }
+}
+
+impl StateSize {
+    /// Counts `state` whole.
+    pub fn of(state: &NodeState) -> StateSize {
+        state.key_values().fold(StateSize::default(), |size, (k, v)| StateSize {
+            keys: size.keys + 1,
+            bytes: size.bytes + k.len() + v.len(),
+        })
+    }
+
+    /// Counts `state` until it passes the cap: `Err` with the first limit passed, in
+    /// O([`MAX_MEMBER_KEYS`]) whatever the state holds.
+    pub fn within_cap(state: &NodeState) -> Result<StateSize, Oversize> {
+        let mut size = StateSize::default();
+        for (k, v) in state.key_values() {
+            size.keys += 1;
+            size.bytes += k.len() + v.len();
+            if size.keys > MAX_MEMBER_KEYS {
+                return Err(Oversize::Keys);
+            }
+            if size.bytes > MAX_MEMBER_BYTES {
+                return Err(Oversize::Bytes);
+            }
+        }
+        Ok(size)
+    }
+}
 
 /// What a member does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +183,19 @@ pub enum KeyError {
         /// The limit that applies.
         max: usize,
     },
+    /// The write would take this member's state past [`MAX_MEMBER_KEYS`] or
+    /// [`MAX_MEMBER_BYTES`].
+    #[error(
+        "gossip key {key:?} not written: this member's state holds {keys} keys in {bytes} bytes, and at most {MAX_MEMBER_KEYS} keys in {MAX_MEMBER_BYTES} bytes are read by the others"
+    )]
+    StateFull {
+        /// The key.
+        key: String,
+        /// Live keys of the state.
+        keys: usize,
+        /// Their bytes.
+        bytes: usize,
+    },
 }
 
 /// Checks a node id or region: 1..=[`MAX_NAME_LEN`] bytes, no control characters.
@@ -129,14 +216,37 @@ pub fn drain_key(node: &str) -> String {
     format!("{DRAIN_PREFIX}{node}")
 }
 
-/// The single guard every write goes through: refuses values over [`MAX_VALUE_LEN`], writes only
-/// if the value differs. Returns whether it wrote.
+/// The single guard every write goes through: refuses values over [`MAX_VALUE_LEN`] and writes
+/// that would take the member's state past [`MAX_MEMBER_KEYS`] or [`MAX_MEMBER_BYTES`], writes
+/// only if the value differs. Returns whether it wrote.
 pub fn set_checked(state: &mut NodeState, key: &str, value: &str) -> Result<bool, KeyError> {
+    set_within(state, &mut None, key, value)
+}
+
+/// [`set_checked`] for a series of writes: `size` is the state's [`StateSize`], counted on the
+/// first write that grows the state and kept up to date after it (so a batch costs one count).
+fn set_within(state: &mut NodeState, size: &mut Option<StateSize>, key: &str, value: &str) -> Result<bool, KeyError> {
     if value.len() > MAX_VALUE_LEN {
         return Err(KeyError::ValueTooLarge { key: key.to_owned(), len: value.len(), max: MAX_VALUE_LEN });
     }
-    if state.get(key) == Some(value) {
+    let old = state.get(key);
+    if old == Some(value) {
         return Ok(false);
+    }
+    let (new_key, old_len) = match old {
+        Some(old) => (0, key.len() + old.len()),
+        None => (1, 0),
+    };
+    let new_len = key.len() + value.len();
+    if new_key == 1 || new_len > old_len {
+        let counted = *size.get_or_insert_with(|| StateSize::of(state));
+        let after = StateSize { keys: counted.keys + new_key, bytes: counted.bytes.saturating_sub(old_len) + new_len };
+        if after.keys > MAX_MEMBER_KEYS || after.bytes > MAX_MEMBER_BYTES {
+            return Err(KeyError::StateFull { key: key.to_owned(), keys: counted.keys, bytes: counted.bytes });
+        }
+    }
+    if let Some(counted) = size {
+        *counted = StateSize { keys: counted.keys + new_key, bytes: counted.bytes.saturating_sub(old_len) + new_len };
     }
     state.set(key, value);
     Ok(true)
@@ -170,8 +280,51 @@ pub fn write_impaired(state: &mut NodeState, impaired: bool) -> bool {
 
 /// Writes an operator drain (or undrain) of `node` at `now_ms`.
 pub fn write_drain(state: &mut NodeState, node: &str, drained: bool, now_ms: u64) -> Result<bool, KeyError> {
+    write_drain_within(state, &mut None, node, drained, now_ms)
+}
+
+fn write_drain_within(
+    state: &mut NodeState,
+    size: &mut Option<StateSize>,
+    node: &str,
+    drained: bool,
+    now_ms: u64,
+) -> Result<bool, KeyError> {
     check_name("node id", node)?;
-    set_checked(state, &drain_key(node), &format!("{now_ms},{}", u8::from(drained)))
+    set_within(state, size, &drain_key(node), &format!("{now_ms},{}", u8::from(drained)))
+}
+
+/// What [`republish`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Republished {
+    /// Keys written (those that differed).
+    pub written: usize,
+    /// Drains and overrides refused, each with its target and why.
+    pub refused: Vec<(String, KeyError)>,
+}
+
+/// Writes saved drains and overrides again (at start), counting the state's size once: a
+/// write past the cap is refused, as any other.
+pub fn republish<'a>(
+    state: &mut NodeState,
+    drains: impl IntoIterator<Item = (&'a str, bool, u64)>,
+    overrides: impl IntoIterator<Item = &'a Override>,
+) -> Republished {
+    let mut size = None;
+    let mut done = Republished::default();
+    for (node, drained, at_ms) in drains {
+        match write_drain_within(state, &mut size, node, drained, at_ms) {
+            Ok(wrote) => done.written += usize::from(wrote),
+            Err(e) => done.refused.push((format!("node:{node}"), e)),
+        }
+    }
+    for o in overrides {
+        match check_override(o).and_then(|()| set_within(state, &mut size, &o.key(), &o.encode())) {
+            Ok(wrote) => done.written += usize::from(wrote),
+            Err(e) => done.refused.push((o.target.encode(), e)),
+        }
+    }
+    done
 }
 
 /// The keys a member starts with: its role and region, and for a prober `imp = "0"`.
@@ -331,10 +484,15 @@ impl Override {
 
 /// Writes an operator override into this member's state.
 pub fn write_override(state: &mut NodeState, o: &Override) -> Result<bool, KeyError> {
+    check_override(o)?;
+    set_checked(state, &o.key(), &o.encode())
+}
+
+fn check_override(o: &Override) -> Result<(), KeyError> {
     if o.why.chars().count() > MAX_WHY_LEN || o.why.chars().any(char::is_control) || o.by.contains(',') {
         return Err(KeyError::BadName { what: "override reason", value: o.why.clone() });
     }
-    set_checked(state, &o.key(), &o.encode())
+    Ok(())
 }
 
 /// Parses a drain value `"<unix ms>,<1|0>"`.
@@ -391,16 +549,32 @@ pub struct GossipSnapshot {
     pub overrides: BTreeMap<OverrideTarget, Override>,
     /// Values that did not parse (bad drains and overrides); they are ignored.
     pub ignored_values: usize,
+    /// Members left out whole because their state (their newest generation's) is past the cap
+    /// ([`MAX_MEMBER_KEYS`], [`MAX_MEMBER_BYTES`]): member id → why.
+    pub ignored_members: BTreeMap<String, Oversize>,
 }
 
 impl GossipSnapshot {
-    /// Builds the view from node states and their liveness.
+    /// Builds the view from node states and their liveness. A state past the cap is not read
+    /// at all; a member whose newest generation is past it is in
+    /// [`GossipSnapshot::ignored_members`], not in [`GossipSnapshot::members`].
     pub fn from_node_states<'a>(states: impl IntoIterator<Item = (&'a NodeState, bool)>) -> GossipSnapshot {
-        let mut newest: BTreeMap<&str, (&'a NodeState, bool)> = BTreeMap::new();
+        let mut newest: BTreeMap<&str, (&'a NodeState, bool, Option<Oversize>)> = BTreeMap::new();
         let mut drains: BTreeMap<String, (u64, bool)> = BTreeMap::new();
         let mut overrides: BTreeMap<OverrideTarget, Override> = BTreeMap::new();
         let mut ignored_values = 0;
         for (state, live) in states {
+            let oversize = StateSize::within_cap(state).err();
+            let id = state.chitchat_id();
+            match newest.get(&*id.node_id) {
+                Some((seen, _, _)) if seen.chitchat_id().generation_id >= id.generation_id => {}
+                _ => {
+                    newest.insert(&id.node_id, (state, live, oversize));
+                }
+            }
+            if oversize.is_some() {
+                continue;
+            }
             for (key, value) in state.iter_prefix(DRAIN_PREFIX) {
                 let node = key.strip_prefix(DRAIN_PREFIX).unwrap_or(key);
                 match parse_drain(&value.value) {
@@ -423,16 +597,18 @@ impl GossipSnapshot {
                     None => ignored_values += 1,
                 }
             }
-            let id = state.chitchat_id();
-            match newest.get(&*id.node_id) {
-                Some((seen, _)) if seen.chitchat_id().generation_id >= id.generation_id => {}
-                _ => {
-                    newest.insert(&id.node_id, (state, live));
+        }
+        let mut members = Vec::with_capacity(newest.len());
+        let mut ignored_members = BTreeMap::new();
+        for (id, (state, live, oversize)) in newest {
+            match oversize {
+                None => members.push(member_view(state, live)),
+                Some(why) => {
+                    ignored_members.insert(id.to_owned(), why);
                 }
             }
         }
-        let members = newest.into_values().map(|(state, live)| member_view(state, live)).collect();
-        GossipSnapshot { members, drains, overrides, ignored_values }
+        GossipSnapshot { members, drains, overrides, ignored_values, ignored_members }
     }
 
     /// Builds the view from a [`ClusterStateSnapshot`]; `live` lists the live members.
@@ -635,6 +811,87 @@ mod tests {
         assert!(view.member("a").unwrap().live);
         assert!(!view.member("b").unwrap().live);
         assert_eq!(view.member("a").unwrap().role, Some(Role::Observer));
+    }
+
+    #[test]
+    fn a_member_over_the_key_cap_is_ignored_whole() {
+        let mut big = state("big", 1, 3, &[("role", "prober"), ("imp", "0"), ("ovr:node:n9", "5,down,0,a,b")]);
+        for i in 0..40_000 {
+            big.set(format!("drain:stale-{i}"), "10,1");
+        }
+        let small = state("small", 1, 4, &[("role", "prober"), ("imp", "0"), ("drain:n1", "7,1")]);
+        let view = GossipSnapshot::from_node_states([(&big, true), (&small, true)]);
+        assert!(view.member("big").is_none(), "an oversized member must not be folded");
+        assert_eq!(view.ignored_members, BTreeMap::from([("big".to_owned(), Oversize::Keys)]));
+        assert!(view.member("small").is_some());
+        assert_eq!(view.drains.len(), 1, "only the small member's drain");
+        assert!(view.overrides.is_empty(), "nothing of the oversized member is read");
+    }
+
+    #[test]
+    fn a_member_does_not_write_past_the_key_cap() {
+        let mut s = NodeState::for_test();
+        let mut refused = 0;
+        for i in 0..40_000 {
+            if write_drain(&mut s, &format!("n{i}"), true, 1).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 40_000 - MAX_MEMBER_KEYS, "40,000 drains were all written");
+        assert_eq!(StateSize::of(&s).keys, MAX_MEMBER_KEYS);
+        assert!(matches!(write_drain(&mut s, "new", true, 1), Err(KeyError::StateFull { keys: MAX_MEMBER_KEYS, .. })));
+        // Rewriting a key that exists is still allowed, and a deletion makes room.
+        assert_eq!(write_drain(&mut s, "n0", false, 2), Ok(true));
+        s.delete("drain:n1");
+        assert_eq!(write_drain(&mut s, "new", true, 1), Ok(true));
+        // What the writer allows, every reader takes.
+        assert!(StateSize::within_cap(&s).is_ok());
+    }
+
+    #[test]
+    fn a_member_does_not_write_past_the_byte_cap() {
+        let mut s = NodeState::for_test();
+        let value = "x".repeat(MAX_VALUE_LEN);
+        let mut written = 0;
+        while set_checked(&mut s, &format!("k{written:05}"), &value).is_ok() {
+            written += 1;
+        }
+        let size = StateSize::of(&s);
+        assert!(size.bytes <= MAX_MEMBER_BYTES && size.bytes + 6 + MAX_VALUE_LEN > MAX_MEMBER_BYTES, "{size:?}");
+        assert_eq!(StateSize::within_cap(&s), Ok(size));
+        // Growing a value that is there counts too; shrinking one is always allowed.
+        assert!(set_checked(&mut s, "k00000", "short").is_ok());
+        assert!(set_checked(&mut s, "k00000", &value).is_ok());
+        assert!(matches!(set_checked(&mut s, "other-key", &value), Err(KeyError::StateFull { .. })));
+        let mut big = NodeState::for_test();
+        for i in 0..=MAX_MEMBER_BYTES / (6 + MAX_VALUE_LEN) {
+            big.set(format!("k{i:05}"), &value);
+        }
+        assert_eq!(StateSize::within_cap(&big), Err(Oversize::Bytes));
+        let view = GossipSnapshot::from_node_states([(&big, true)]);
+        assert_eq!(view.ignored_members.values().collect::<Vec<_>>(), [&Oversize::Bytes]);
+    }
+
+    #[test]
+    fn republishing_counts_once_and_stops_at_the_cap() {
+        let mut s = NodeState::for_test();
+        let names: Vec<String> = (0..MAX_MEMBER_KEYS + 10).map(|i| format!("n{i}")).collect();
+        let o = Override {
+            target: OverrideTarget::Node("n0".into()),
+            action: OverrideAction::Down,
+            at_ms: 3,
+            until_ms: None,
+            by: "ops".into(),
+            why: "disk".into(),
+        };
+        let done = republish(&mut s, names.iter().map(|n| (n.as_str(), true, 5)), [&o]);
+        assert_eq!(done.written, MAX_MEMBER_KEYS);
+        assert_eq!(done.refused.len(), 11, "ten drains and the override");
+        assert!(matches!(done.refused[0].1, KeyError::StateFull { .. }), "{:?}", done.refused[0]);
+        assert_eq!(StateSize::of(&s), StateSize::within_cap(&s).unwrap());
+        // Once more: nothing changed, nothing written.
+        let again = republish(&mut s, names.iter().take(5).map(|n| (n.as_str(), true, 5)), []);
+        assert_eq!((again.written, again.refused.len()), (0, 0));
     }
 
     #[test]

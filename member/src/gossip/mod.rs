@@ -445,6 +445,25 @@ impl GossipHandle {
         Ok(self.pushed(changed))
     }
 
+    /// Publishes saved drains (node → (unix ms, drained)) and overrides again, as at start, in
+    /// one pass under chitchat's lock (the state's size is counted once). What the schema or the
+    /// cap on this member's state refuses is in [`keys::Republished::refused`].
+    pub async fn republish(
+        &self,
+        drains: &BTreeMap<String, (u64, bool)>,
+        overrides: &[keys::Override],
+    ) -> keys::Republished {
+        let done = self
+            .chitchat
+            .with_chitchat(|c| {
+                let drains = drains.iter().map(|(node, (at_ms, drained))| (node.as_str(), *drained, *at_ms));
+                keys::republish(c.self_node_state(), drains, overrides)
+            })
+            .await;
+        self.pushed(done.written > 0);
+        done
+    }
+
     /// Publishes the fleet document versions this member holds (`head`) and has applied;
     /// pushed to the peers at once when `push` (a version written here: the others fetch it from
     /// this member, and would otherwise hear of it only at the next gossip rounds). Returns

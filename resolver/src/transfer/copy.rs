@@ -265,11 +265,12 @@ pub(crate) enum Saved {
 }
 
 /// Whether the file at `path` is whole, or not a copy of ours at all (then the zone loader
-/// judges it); reads only its first and last bytes.
+/// judges it); reads only its first and last bytes. Something other than a regular file (a
+/// FIFO would block the loader for good) is not whole.
 pub(crate) fn looks_whole(path: &std::path::Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let check = || -> std::io::Result<bool> {
-        let mut file = std::fs::File::open(path)?;
+        let mut file = geolb_member::statefile::open_regular(path, std::fs::OpenOptions::new().read(true))?;
         let mut head = vec![0u8; SAVED_HEADER.len()];
         if file.read_exact(&mut head).is_err() || head != SAVED_HEADER.as_bytes() {
             return Ok(true);
@@ -463,6 +464,14 @@ mod tests {
             std::fs::write(&path, content).unwrap();
             assert_eq!(looks_whole(&path), whole, "{content}");
         }
+        // A FIFO where the copy should be is not whole, and does not block.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(looks_whole(&fifo));
+        });
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(3)), Ok(false), "a FIFO copy blocked");
     }
 
     #[test]

@@ -363,9 +363,12 @@ async fn follow(origin: String, shared: Arc<Shared>, wake: Arc<tokio::sync::Noti
     }
 }
 
-/// The zone's `file` read back as a copy (off the runtime: it can be large).
+/// The zone's `file` read back as a copy (off the runtime: it can be large; a regular file only).
 async fn read_saved(file: Option<std::path::PathBuf>) -> Option<Saved> {
-    let read = move || Some(ZoneCopy::from_saved(&std::fs::read_to_string(file?).ok()?));
+    let read = move || {
+        let bytes = geolb_member::statefile::read(&file?, u64::MAX).ok()?;
+        Some(ZoneCopy::from_saved(&String::from_utf8(bytes).ok()?))
+    };
     tokio::task::spawn_blocking(read).await.ok().flatten()
 }
 
