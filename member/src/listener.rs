@@ -553,6 +553,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_limits_are_read_at_each_accept() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let cap = Arc::new(AtomicUsize::new(1));
+        let listener = Listener {
+            name: "test",
+            limits: Arc::new({
+                let cap = cap.clone();
+                move || limits(5000, 5000, cap.load(Ordering::Relaxed))
+            }),
+            metrics: ConnectionMetrics::default(),
+            shutdown_grace: Duration::from_secs(2),
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(tcp, listener, |_| ok(), shutdown.clone()));
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        first.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut answer = [0u8; 12];
+        first.read_exact(&mut answer).await.expect("the first is served");
+        let mut refused = TcpStream::connect(addr).await.expect("connect");
+        let answer = closed_within(&mut refused, Duration::from_secs(2)).await.expect("refused at once");
+        assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+        // A reload raises the cap: the next connection is served, the first one still open.
+        cap.store(2, Ordering::Relaxed);
+        let answer = get(addr).await.expect("served");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("bounded shutdown").expect("task");
+    }
+
+    #[tokio::test]
     async fn silent_half_sent_and_idle_connections_are_closed_after_their_timeouts() {
         let server = start(limits(300, 1200, 100)).await;
         let started = Instant::now();
