@@ -38,6 +38,8 @@ fn fixture() -> &'static Fixture {
             backend: backend.clone(),
             max_body: MAX_REQUEST_BYTES,
             metrics: Some(Arc::new(|| METRICS.to_owned())),
+            limits: geolb_config::ConnectionLimits::HTTP,
+            connections: Default::default(),
         };
         let shutdown = CancellationToken::new();
         runtime.spawn(geolb_resolver::server::http::serve(listener, state, shutdown.clone()));
