@@ -304,17 +304,27 @@ async fn forged_gossip_is_rejected_counted_and_changes_nothing() -> Result<()> {
     all_up(&cluster, Duration::from_secs(20)).await?;
     let target = &cluster.resolvers[0];
     let rejected = |s: &serde_json::Value| {
-        ["bad_magic", "bad_tag", "stale", "replay", "spoofed_sender", "malformed", "oversize"]
-            .iter()
-            .map(|k| s["gossip"][k].as_u64().unwrap_or(0))
-            .sum::<u64>()
+        [
+            "bad_magic",
+            "bad_tag",
+            "stale",
+            "replay",
+            "spoofed_sender",
+            "wrong_receiver",
+            "malformed",
+            "oversize",
+            "old_format",
+        ]
+        .iter()
+        .map(|k| s["gossip"][k].as_u64().unwrap_or(0))
+        .sum::<u64>()
     };
     let before = rejected(&state(target.admin).await?);
     // Datagrams that claim to be gossip but carry no valid tag for the cluster key: our frame's
     // magic followed by noise, and plain noise, from a loopback socket of our own.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     for i in 0..20u8 {
-        let mut datagram = b"GLB2".to_vec();
+        let mut datagram = b"GLB3".to_vec();
         datagram.extend((0..200u16).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i)));
         socket.send_to(&datagram, target.gossip).await?;
         socket.send_to(&[i; 64], target.gossip).await?;

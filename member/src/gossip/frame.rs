@@ -5,23 +5,37 @@
 //!
 //! # Wire format
 //!
-//! Every datagram a geolb member sends is one frame. Integers are big-endian.
+//! Every datagram a geolb member sends is one frame. Integers are big-endian. An address is its
+//! family (`4` or `6`), its IP (4 or 16 bytes) and its UDP port (2 bytes): 7 bytes for IPv4, 19
+//! for IPv6. Offsets below are for an IPv4 sender and receiver; each IPv6 address moves what
+//! follows it by 12 bytes.
 //!
-//! | offset (IPv4 / IPv6 sender) | length | field |
+//! | offset | length | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `b"GLB2"` |
+//! | 0 | 4 | magic `b"GLB3"` (the frame format's version) |
 //! | 4 | 8 | sent at: sender's clock, unix milliseconds, `u64` |
-//! | 12 | 1 | sender address family: `4` or `6` |
-//! | 13 | 4 / 16 | sender IP: the member's advertised gossip address |
-//! | 17 / 29 | 2 | sender UDP port |
-//! | 19 / 31 | 4 | message id, `u32`: distinct for every message a sender sends (a counter) |
-//! | 23 / 35 | 1 | fragment index, 0-based |
-//! | 24 / 36 | 1 | fragment count, `1..=`[`MAX_FRAGMENTS`] |
-//! | 25 / 37 | n | payload: fragment `index` of one `ChitchatMessage` serialized by chitchat 0.11.2, then compressed (one zstd frame) |
+//! | 12 | 7 / 19 | sender: the member's advertised gossip address |
+//! | 19 | 7 / 19 | receiver: the address the sender sent the datagram to (IPv4-mapped IPv6 written as IPv4) |
+//! | 26 | 4 | message id, `u32`: distinct for every message a sender sends (a counter) |
+//! | 30 | 1 | fragment index, 0-based |
+//! | 31 | 1 | fragment count, `1..=`[`MAX_FRAGMENTS`] |
+//! | 32 | n | payload: fragment `index` of one `ChitchatMessage` serialized by chitchat 0.11.2, then compressed (one zstd frame) |
 //! | len − 32 | 32 | HMAC-SHA256, keyed with the cluster key, over every byte before it |
 //!
-//! So the overhead is 57 bytes per datagram from an IPv4 sender and 69 from an IPv6 sender.
+//! So the overhead is 64 bytes per datagram between IPv4 members, 88 between IPv6 members.
 //! A datagram is at most [`MAX_DATAGRAM`] bytes (the IPv4 UDP payload limit).
+//!
+//! The receiver is in the tag so a frame is good for one member only: captured on its way to
+//! one member and replayed from its real source to another, it is refused there
+//! ([`Reject::WrongReceiver`]). A member's receiver address is the address it advertises, the
+//! address every peer sends to; a seed must therefore be given as that address (a name that
+//! resolves to it is fine).
+//!
+//! The previous format, `b"GLB2"` (no receiver field, geolb before the receiver was bound), is
+//! not accepted: a datagram with that magic whose tag verifies under the cluster key is counted
+//! as [`Reject::OldFormat`] (and logged), so a member of the previous version shows as such
+//! rather than as noise. The previous version counts these frames as `bad_magic`. Members of the
+//! two versions do not hear each other: upgrade them all within a short window.
 //!
 //! Fragments exist because chitchat sizes its deltas for a whole 65,507-byte datagram without
 //! knowing about our header and tag: a near-full delta plus the frame would not fit, would be
@@ -33,15 +47,17 @@
 //!
 //! Checks run in this order; the first failure drops the datagram with that [`Reject`] reason:
 //! 1. length ≤ the datagram bound, else [`Reject::Oversize`];
-//! 2. the magic, else [`Reject::BadMagic`]; at least a header and a tag, else [`Reject::Malformed`];
+//! 2. the magic, else [`Reject::BadMagic`] ([`Reject::OldFormat`] for an authenticated frame of
+//!    the previous format); at least a header and a tag, else [`Reject::Malformed`];
 //! 3. the tag (constant-time compare), else [`Reject::BadTag`]. Nothing unauthenticated is parsed;
-//! 4. the header parses (family, index < count ≤ [`MAX_FRAGMENTS`]), else [`Reject::Malformed`];
+//! 4. the header parses (families, index < count ≤ [`MAX_FRAGMENTS`]), else [`Reject::Malformed`];
 //! 5. `|now − sent at| ≤ 30 s`, else [`Reject::Stale`];
 //! 6. the sender address equals the datagram's source address, else [`Reject::SpoofedSender`];
-//! 7. the tag was not seen in the last 60 s ([`ReplayCache`]), else [`Reject::Replay`]. A frame
+//! 7. the receiver address is this member's advertised address, else [`Reject::WrongReceiver`];
+//! 8. the tag was not seen in the last 60 s ([`ReplayCache`]), else [`Reject::Replay`]. A frame
 //!    stays acceptable for at most 60 s of the receiver's clock (30 s of skew either way), so
-//!    remembering tags that long closes the replay window; only frames that passed 1–6 enter it.
-//! 8. fragments are held until their message is complete ([`Reassembler`], 5 s, bounded).
+//!    remembering tags that long closes the replay window; only frames that passed 1–7 enter it.
+//! 9. fragments are held until their message is complete ([`Reassembler`], 5 s, bounded).
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
@@ -51,8 +67,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// First four bytes of every frame.
-pub(crate) const MAGIC: [u8; 4] = *b"GLB2";
+/// First four bytes of every frame: the format's version.
+pub(crate) const MAGIC: [u8; 4] = *b"GLB3";
+/// The magic of the previous format (no receiver in the header), refused as
+/// [`Reject::OldFormat`].
+pub(crate) const OLD_MAGIC: [u8; 4] = *b"GLB2";
 /// Length of the HMAC-SHA256 tag that ends every frame.
 pub(crate) const TAG_LEN: usize = 32;
 /// Largest datagram sent or accepted: the IPv4 UDP payload limit.
@@ -75,17 +94,26 @@ pub(crate) const MAX_PENDING_MESSAGES: usize = 32;
 /// Smallest datagram bound [`Outbound`] and [`Inbound`] accept (tests use small ones).
 pub(crate) const MIN_DATAGRAM: usize = 128;
 
-const V4_HEADER_LEN: usize = 4 + 8 + 1 + 4 + 2 + 4 + 1 + 1;
-const V6_HEADER_LEN: usize = 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1;
+/// Magic, time, message id, index and count: the header without its two addresses.
+const FIXED_HEADER_LEN: usize = 4 + 8 + 4 + 1 + 1;
+/// Shortest header: both addresses IPv4.
+const MIN_HEADER_LEN: usize = FIXED_HEADER_LEN + 2 * 7;
+/// Shortest frame of the previous format (an IPv4 sender, no receiver), with its tag.
+const MIN_OLD_FRAME_LEN: usize = FIXED_HEADER_LEN + 7 + TAG_LEN;
 /// How long a seen tag is remembered: a frame is acceptable for at most twice the skew.
 const REPLAY_MEMORY_MS: u64 = 2 * MAX_SKEW_MS;
 
-/// Header length for frames from `sender`.
-pub(crate) fn header_len(sender: SocketAddr) -> usize {
-    match sender {
-        SocketAddr::V4(_) => V4_HEADER_LEN,
-        SocketAddr::V6(_) => V6_HEADER_LEN,
+/// Bytes of one address in the header: family, IP, port.
+fn address_len(addr: SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 1 + 4 + 2,
+        SocketAddr::V6(_) => 1 + 16 + 2,
     }
+}
+
+/// Header length for frames from `sender` to `receiver`.
+pub(crate) fn header_len(sender: SocketAddr, receiver: SocketAddr) -> usize {
+    FIXED_HEADER_LEN + address_len(sender) + address_len(canonical(receiver))
 }
 
 /// `sender` with an IPv4-mapped IPv6 address turned into plain IPv4, so a dual-stack socket's
@@ -142,6 +170,8 @@ pub(crate) struct FrameHeader {
     pub sent_at_ms: u64,
     /// The sender's advertised gossip address; must equal the datagram's source.
     pub sender: SocketAddr,
+    /// The address the sender sent the frame to; must be the receiver's advertised address.
+    pub receiver: SocketAddr,
     /// Identifies the message the fragment belongs to (per sender).
     pub msg_id: u32,
     /// Fragment index, `< count`.
@@ -150,13 +180,8 @@ pub(crate) struct FrameHeader {
     pub count: u8,
 }
 
-/// Appends one signed frame to `out` (cleared first).
-pub(crate) fn encode_frame(key: &FrameKey, header: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(header_len(header.sender) + payload.len() + TAG_LEN);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&header.sent_at_ms.to_be_bytes());
-    match header.sender.ip() {
+fn push_address(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr.ip() {
         IpAddr::V4(ip) => {
             out.push(4);
             out.extend_from_slice(&ip.octets());
@@ -166,7 +191,18 @@ pub(crate) fn encode_frame(key: &FrameKey, header: &FrameHeader, payload: &[u8],
             out.extend_from_slice(&ip.octets());
         }
     }
-    out.extend_from_slice(&header.sender.port().to_be_bytes());
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+/// Appends one signed frame to `out` (cleared first). The receiver is written in canonical form
+/// (an IPv4-mapped IPv6 address as IPv4).
+pub(crate) fn encode_frame(key: &FrameKey, header: &FrameHeader, payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(header_len(header.sender, header.receiver) + payload.len() + TAG_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&header.sent_at_ms.to_be_bytes());
+    push_address(out, header.sender);
+    push_address(out, canonical(header.receiver));
     out.extend_from_slice(&header.msg_id.to_be_bytes());
     out.push(header.index);
     out.push(header.count);
@@ -192,20 +228,28 @@ pub enum Reject {
     Stale,
     /// The sender address in the frame is not the datagram's source address.
     SpoofedSender,
+    /// The frame was sent to another member (captured on its way there and replayed to us),
+    /// or to an address of ours that is not the one we advertise (a seed given by another
+    /// address).
+    WrongReceiver,
     /// The same frame was already accepted in the last 60 s.
     Replay,
+    /// An authenticated frame of the previous format (`GLB2`): a member of an older geolb.
+    OldFormat,
 }
 
 impl Reject {
     /// Every reason, for exporting counters.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Oversize,
         Reject::BadMagic,
         Reject::Malformed,
         Reject::BadTag,
         Reject::Stale,
         Reject::SpoofedSender,
+        Reject::WrongReceiver,
         Reject::Replay,
+        Reject::OldFormat,
     ];
 
     /// Lower-case name, suitable as a metric label.
@@ -217,7 +261,9 @@ impl Reject {
             Reject::BadTag => "bad_tag",
             Reject::Stale => "stale",
             Reject::SpoofedSender => "spoofed_sender",
+            Reject::WrongReceiver => "wrong_receiver",
             Reject::Replay => "replay",
+            Reject::OldFormat => "old_format",
         }
     }
 }
@@ -260,23 +306,30 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    fn address(&mut self) -> Option<SocketAddr> {
+        let ip = match self.u8()? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+            _ => return None,
+        };
+        Some(SocketAddr::new(ip, u16::from_be_bytes(self.array()?)))
+    }
+}
+
 fn parse_header(body: &[u8]) -> Option<(FrameHeader, &[u8])> {
     let mut r = Reader(body);
     r.take(MAGIC.len())?;
     let sent_at_ms = u64::from_be_bytes(r.array()?);
-    let ip = match r.u8()? {
-        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
-        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
-        _ => return None,
-    };
-    let port = u16::from_be_bytes(r.array()?);
+    let sender = r.address()?;
+    let receiver = r.address()?;
     let msg_id = u32::from_be_bytes(r.array()?);
     let index = r.u8()?;
     let count = r.u8()?;
     if count == 0 || count > MAX_FRAGMENTS || index >= count {
         return None;
     }
-    let header = FrameHeader { sent_at_ms, sender: SocketAddr::new(ip, port), msg_id, index, count };
+    let header = FrameHeader { sent_at_ms, sender, receiver, msg_id, index, count };
     Some((header, r.0))
 }
 
@@ -289,10 +342,17 @@ pub(crate) fn open_frame<'a>(
     if datagram.len() > max_datagram {
         return Err(Reject::Oversize);
     }
+    if datagram.get(..OLD_MAGIC.len()) == Some(&OLD_MAGIC[..]) {
+        if datagram.len() < MIN_OLD_FRAME_LEN {
+            return Err(Reject::Malformed);
+        }
+        let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
+        return Err(if key.verify(body, tag) { Reject::OldFormat } else { Reject::BadTag });
+    }
     if datagram.get(..MAGIC.len()) != Some(&MAGIC[..]) {
         return Err(Reject::BadMagic);
     }
-    if datagram.len() < V4_HEADER_LEN + TAG_LEN {
+    if datagram.len() < MIN_HEADER_LEN + TAG_LEN {
         return Err(Reject::Malformed);
     }
     let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
@@ -304,14 +364,22 @@ pub(crate) fn open_frame<'a>(
     Ok(OpenedFrame { header, payload, tag_id })
 }
 
-/// Steps 5–6: the sender's clock is within [`MAX_SKEW_MS`] of `now_ms` and the claimed sender is
-/// the datagram's source.
-pub(crate) fn check_origin(header: &FrameHeader, source: SocketAddr, now_ms: u64) -> Result<(), Reject> {
+/// Steps 5–7: the sender's clock is within [`MAX_SKEW_MS`] of `now_ms`, the claimed sender is
+/// the datagram's source, and the frame was sent to `me` (the receiver's advertised address).
+pub(crate) fn check_origin(
+    header: &FrameHeader,
+    source: SocketAddr,
+    me: SocketAddr,
+    now_ms: u64,
+) -> Result<(), Reject> {
     if now_ms.abs_diff(header.sent_at_ms) > MAX_SKEW_MS {
         return Err(Reject::Stale);
     }
     if canonical(header.sender) != canonical(source) {
         return Err(Reject::SpoofedSender);
+    }
+    if canonical(header.receiver) != canonical(me) {
+        return Err(Reject::WrongReceiver);
     }
     Ok(())
 }
@@ -458,16 +526,19 @@ impl Reassembler {
 #[derive(Debug)]
 pub(crate) struct Inbound {
     key: FrameKey,
+    me: SocketAddr,
     max_datagram: usize,
     replay: ReplayCache,
     reassembly: Reassembler,
 }
 
 impl Inbound {
-    /// A receiver for frames signed with `key`, at most `max_datagram` bytes long.
-    pub(crate) fn new(key: FrameKey, max_datagram: usize) -> Inbound {
+    /// A receiver at `me` (its advertised address: frames must be sent to it) for frames signed
+    /// with `key`, at most `max_datagram` bytes long.
+    pub(crate) fn new(key: FrameKey, me: SocketAddr, max_datagram: usize) -> Inbound {
         Inbound {
             key,
+            me,
             max_datagram: max_datagram.clamp(MIN_DATAGRAM, MAX_DATAGRAM),
             replay: ReplayCache::new(REPLAY_CAPACITY),
             reassembly: Reassembler::default(),
@@ -483,7 +554,7 @@ impl Inbound {
         now_ms: u64,
     ) -> Result<Option<Cow<'a, [u8]>>, Reject> {
         let frame = open_frame(&self.key, datagram, self.max_datagram)?;
-        check_origin(&frame.header, source, now_ms)?;
+        check_origin(&frame.header, source, self.me, now_ms)?;
         if !self.replay.insert(frame.tag_id, now_ms) {
             return Err(Reject::Replay);
         }
@@ -530,15 +601,15 @@ impl Outbound {
         self.sender
     }
 
-    /// Payload bytes that fit in one frame.
-    pub(crate) fn max_payload(&self) -> usize {
-        self.max_datagram - header_len(self.sender) - TAG_LEN
+    /// Payload bytes that fit in one frame to `to`.
+    pub(crate) fn max_payload(&self, to: SocketAddr) -> usize {
+        self.max_datagram - header_len(self.sender, to) - TAG_LEN
     }
 
-    /// Frames for one serialized message, or [`Reject::Oversize`] if it needs more than
+    /// Frames for one serialized message to `to`, or [`Reject::Oversize`] if it needs more than
     /// [`MAX_FRAGMENTS`] frames.
-    pub(crate) fn encode(&mut self, message: &[u8], now_ms: u64) -> Result<Vec<Vec<u8>>, Reject> {
-        let chunk = self.max_payload();
+    pub(crate) fn encode(&mut self, message: &[u8], to: SocketAddr, now_ms: u64) -> Result<Vec<Vec<u8>>, Reject> {
+        let chunk = self.max_payload(to);
         let count = message.len().div_ceil(chunk).max(1);
         let count = u8::try_from(count).ok().filter(|c| *c <= MAX_FRAGMENTS).ok_or(Reject::Oversize)?;
         let msg_id = self.next_msg_id;
@@ -546,7 +617,7 @@ impl Outbound {
         let mut frames = Vec::with_capacity(usize::from(count));
         let mut parts = message.chunks(chunk);
         for index in 0..count {
-            let header = FrameHeader { sent_at_ms: now_ms, sender: self.sender, msg_id, index, count };
+            let header = FrameHeader { sent_at_ms: now_ms, sender: self.sender, receiver: to, msg_id, index, count };
             let mut out = Vec::new();
             encode_frame(&self.key, &header, parts.next().unwrap_or_default(), &mut out);
             frames.push(out);
@@ -569,36 +640,103 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn frame(k: &FrameKey, sender: SocketAddr, ts: u64, payload: &[u8]) -> Vec<u8> {
+    /// The receiver of the tests' frames.
+    const ME: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 7946);
+
+    fn frame_to(k: &FrameKey, sender: SocketAddr, receiver: SocketAddr, ts: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_frame(k, &FrameHeader { sent_at_ms: ts, sender, msg_id: 7, index: 0, count: 1 }, payload, &mut out);
+        let header = FrameHeader { sent_at_ms: ts, sender, receiver, msg_id: 7, index: 0, count: 1 };
+        encode_frame(k, &header, payload, &mut out);
+        out
+    }
+
+    fn frame(k: &FrameKey, sender: SocketAddr, ts: u64, payload: &[u8]) -> Vec<u8> {
+        frame_to(k, sender, ME, ts, payload)
+    }
+
+    fn inbound(k: FrameKey, max_datagram: usize) -> Inbound {
+        Inbound::new(k, ME, max_datagram)
+    }
+
+    /// A frame of the previous format (`GLB2`: no receiver), signed with `k`.
+    fn old_frame(k: &FrameKey, sender: SocketAddr, ts: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = b"GLB2".to_vec();
+        out.extend_from_slice(&ts.to_be_bytes());
+        push_address(&mut out, sender);
+        out.extend_from_slice(&[0, 0, 0, 7, 0, 1]);
+        out.extend_from_slice(payload);
+        let mut tag = Vec::new();
+        k.sign(&out, &mut tag);
+        out.extend_from_slice(&tag);
         out
     }
 
     #[test]
     fn layout_is_as_documented() {
-        let f = frame(&key(1), addr(0x1f90), 0x0102_0304_0506_0708, b"hello");
-        assert_eq!(f.len(), V4_HEADER_LEN + 5 + TAG_LEN);
-        assert_eq!(&f[0..4], b"GLB2");
+        let f = frame_to(&key(1), addr(0x1f90), addr(0x1f91), 0x0102_0304_0506_0708, b"hello");
+        assert_eq!(f.len(), 64 + 5);
+        assert_eq!(&f[0..4], b"GLB3");
         assert_eq!(&f[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(f[12], 4);
         assert_eq!(&f[13..17], &[127, 0, 0, 1]);
         assert_eq!(&f[17..19], &[0x1f, 0x90]);
-        assert_eq!(&f[19..23], &[0, 0, 0, 7]);
-        assert_eq!((f[23], f[24]), (0, 1));
-        assert_eq!(&f[25..30], b"hello");
+        assert_eq!(f[19], 4);
+        assert_eq!(&f[20..24], &[127, 0, 0, 1]);
+        assert_eq!(&f[24..26], &[0x1f, 0x91]);
+        assert_eq!(&f[26..30], &[0, 0, 0, 7]);
+        assert_eq!((f[30], f[31]), (0, 1));
+        assert_eq!(&f[32..37], b"hello");
+        assert_eq!(f.len() - TAG_LEN, 37);
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 9));
-        let f6 = frame(&key(1), v6, NOW, b"x");
-        assert_eq!(f6.len(), V6_HEADER_LEN + 1 + TAG_LEN);
-        assert_eq!(f6[12], 6);
+        let f6 = frame_to(&key(1), v6, v6, NOW, b"x");
+        assert_eq!(f6.len(), 88 + 1);
+        assert_eq!((f6[12], f6[31]), (6, 6));
+        assert_eq!(header_len(v6, v6), 56);
+        // A receiver written as IPv4-mapped IPv6 goes out as IPv4.
+        let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), 9);
+        let f4 = frame_to(&key(1), addr(1), mapped, NOW, b"x");
+        assert_eq!((f4.len(), f4[19], &f4[20..24]), (65, 4, &[127, 0, 0, 1][..]));
     }
 
     #[test]
     fn round_trip() {
-        let mut inbound = Inbound::new(key(1), MAX_DATAGRAM);
+        let mut inbound = inbound(key(1), MAX_DATAGRAM);
         let f = frame(&key(1), addr(1), NOW, b"payload");
         let got = inbound.accept(&f, addr(1), NOW + 10).unwrap().unwrap();
         assert_eq!(&*got, b"payload");
+    }
+
+    #[test]
+    fn a_frame_sent_to_another_member_is_refused() {
+        let k = key(1);
+        let mut inbound = inbound(k.clone(), MAX_DATAGRAM);
+        // To another member, and to another port of our address: both not us.
+        for other in [SocketAddr::from(([127, 0, 0, 3], 7946)), SocketAddr::from(([127, 0, 0, 2], 7947))] {
+            let f = frame_to(&k, addr(1), other, NOW, b"p");
+            assert_eq!(inbound.accept(&f, addr(1), NOW), Err(Reject::WrongReceiver), "{other}");
+        }
+        // Not remembered as seen: the frame sent to us is accepted once after it.
+        let f = frame_to(&k, addr(1), ME, NOW, b"p");
+        assert!(inbound.accept(&f, addr(1), NOW).unwrap().is_some());
+        assert_eq!(inbound.accept(&f, addr(1), NOW), Err(Reject::Replay));
+        // Our address as IPv4-mapped IPv6, as a dual-stack sender may write it, is us.
+        let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped()), 7946);
+        let mut out = Vec::new();
+        let header = FrameHeader { sent_at_ms: NOW, sender: addr(1), receiver: mapped, msg_id: 8, index: 0, count: 1 };
+        encode_frame(&k, &header, b"p", &mut out);
+        assert!(inbound.accept(&out, addr(1), NOW).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_previous_format_is_refused_as_such() {
+        let k = key(1);
+        let mut inbound = inbound(k.clone(), MAX_DATAGRAM);
+        assert_eq!(inbound.accept(&old_frame(&k, addr(1), NOW, b"p"), addr(1), NOW), Err(Reject::OldFormat));
+        // Signed with another key, or noise after the old magic: not a member of ours.
+        assert_eq!(inbound.accept(&old_frame(&key(2), addr(1), NOW, b"p"), addr(1), NOW), Err(Reject::BadTag));
+        assert_eq!(inbound.accept(b"GLB2 short", addr(1), NOW), Err(Reject::Malformed));
+        // And an old member reading a new frame finds a magic it does not know.
+        assert_ne!(&frame(&k, addr(1), NOW, b"p")[..4], b"GLB2");
     }
 
     #[test]
@@ -611,7 +749,7 @@ mod tests {
     fn every_reject_reason() {
         let k = key(1);
         let good = frame(&k, addr(1), NOW, b"payload");
-        let mut inbound = Inbound::new(k.clone(), MAX_DATAGRAM);
+        let mut inbound = inbound(k.clone(), MAX_DATAGRAM);
         // Tampered: any single flipped bit fails the tag.
         for i in 4..good.len() {
             let mut bad = good.clone();
@@ -622,8 +760,8 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(inbound.accept(&bad, addr(1), NOW), Err(Reject::BadMagic));
         assert_eq!(inbound.accept(&frame(&key(2), addr(1), NOW, b"p"), addr(1), NOW), Err(Reject::BadTag));
-        assert_eq!(inbound.accept(&good[..60], addr(1), NOW), Err(Reject::BadTag));
-        assert_eq!(inbound.accept(&good[..20], addr(1), NOW), Err(Reject::Malformed));
+        assert_eq!(inbound.accept(&good[..67], addr(1), NOW), Err(Reject::BadTag));
+        assert_eq!(inbound.accept(&good[..63], addr(1), NOW), Err(Reject::Malformed));
         assert_eq!(inbound.accept(&good[..3], addr(1), NOW), Err(Reject::BadMagic));
         assert_eq!(inbound.accept(&[], addr(1), NOW), Err(Reject::BadMagic));
         let stale = frame(&k, addr(1), NOW - MAX_SKEW_MS - 1, b"p");
@@ -645,20 +783,20 @@ mod tests {
     fn authenticated_garbage_header_is_malformed() {
         let k = key(1);
         let mut out = Vec::new();
-        encode_frame(
-            &k,
-            &FrameHeader { sent_at_ms: NOW, sender: addr(1), msg_id: 1, index: 3, count: 2 },
-            b"x",
-            &mut out,
-        );
-        assert_eq!(Inbound::new(k.clone(), MAX_DATAGRAM).accept(&out, addr(1), NOW), Err(Reject::Malformed));
-        encode_frame(
-            &k,
-            &FrameHeader { sent_at_ms: NOW, sender: addr(1), msg_id: 1, index: 0, count: 9 },
-            b"x",
-            &mut out,
-        );
-        assert_eq!(Inbound::new(k, MAX_DATAGRAM).accept(&out, addr(1), NOW), Err(Reject::Malformed));
+        let header = FrameHeader { sent_at_ms: NOW, sender: addr(1), receiver: ME, msg_id: 1, index: 3, count: 2 };
+        encode_frame(&k, &header, b"x", &mut out);
+        assert_eq!(inbound(k.clone(), MAX_DATAGRAM).accept(&out, addr(1), NOW), Err(Reject::Malformed));
+        encode_frame(&k, &FrameHeader { index: 0, count: 9, ..header }, b"x", &mut out);
+        assert_eq!(inbound(k.clone(), MAX_DATAGRAM).accept(&out, addr(1), NOW), Err(Reject::Malformed));
+        // A receiver of an unknown family.
+        encode_frame(&k, &FrameHeader { index: 0, count: 1, ..header }, b"x", &mut out);
+        out[19] = 5;
+        let body_len = out.len() - TAG_LEN;
+        let mut tag = Vec::new();
+        k.sign(&out[..body_len], &mut tag);
+        out.truncate(body_len);
+        out.extend_from_slice(&tag);
+        assert_eq!(inbound(k, MAX_DATAGRAM).accept(&out, addr(1), NOW), Err(Reject::Malformed));
     }
 
     #[test]
@@ -666,7 +804,7 @@ mod tests {
         let k = key(1);
         let f = frame(&k, addr(5), NOW, b"p");
         let mapped = SocketAddr::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), 5);
-        assert!(Inbound::new(k, MAX_DATAGRAM).accept(&f, mapped, NOW).unwrap().is_some());
+        assert!(inbound(k, MAX_DATAGRAM).accept(&f, mapped, NOW).unwrap().is_some());
     }
 
     #[test]
@@ -687,10 +825,10 @@ mod tests {
         let k = key(1);
         let message: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
         let mut out = Outbound::new(k.clone(), addr(1), 300, 42);
-        let frames = out.encode(&message, NOW).unwrap();
-        assert_eq!(frames.len(), message.len().div_ceil(300 - V4_HEADER_LEN - TAG_LEN));
+        let frames = out.encode(&message, ME, NOW).unwrap();
+        assert_eq!(frames.len(), message.len().div_ceil(300 - MIN_HEADER_LEN - TAG_LEN));
         assert!(frames.iter().all(|f| f.len() <= 300));
-        let mut inbound = Inbound::new(k, 300);
+        let mut inbound = inbound(k, 300);
         let mut got = None;
         for f in frames.iter().rev() {
             assert!(got.is_none());
@@ -704,13 +842,19 @@ mod tests {
     fn fragment_limits() {
         let k = key(1);
         let mut out = Outbound::new(k.clone(), addr(1), 200, 0);
-        let cap = out.max_payload() * usize::from(MAX_FRAGMENTS);
-        assert_eq!(out.encode(&vec![1; cap], NOW).unwrap().len(), usize::from(MAX_FRAGMENTS));
-        assert_eq!(out.encode(&vec![1; cap + 1], NOW), Err(Reject::Oversize));
+        let cap = out.max_payload(ME) * usize::from(MAX_FRAGMENTS);
+        assert_eq!(out.encode(&vec![1; cap], ME, NOW).unwrap().len(), usize::from(MAX_FRAGMENTS));
+        assert_eq!(out.encode(&vec![1; cap + 1], ME, NOW), Err(Reject::Oversize));
+        // To an IPv6 receiver, 12 bytes fewer fit in each frame.
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 9));
+        assert_eq!(out.max_payload(v6), out.max_payload(ME) - 12);
+        let cap6 = out.max_payload(v6) * usize::from(MAX_FRAGMENTS);
+        assert!(out.encode(&vec![1; cap6], v6, NOW).unwrap().iter().all(|f| f.len() <= 200));
+        assert_eq!(out.encode(&vec![1; cap], v6, NOW), Err(Reject::Oversize));
 
         // An incomplete message is dropped after the timeout and a late fragment starts over.
-        let frames = out.encode(&vec![2; out.max_payload() + 1], NOW).unwrap();
-        let mut inbound = Inbound::new(k, 200);
+        let frames = out.encode(&vec![2; out.max_payload(ME) + 1], ME, NOW).unwrap();
+        let mut inbound = inbound(k, 200);
         assert_eq!(inbound.accept(&frames[0], addr(1), NOW), Ok(None));
         let late = NOW + REASSEMBLY_TIMEOUT_MS + 1;
         assert_eq!(inbound.accept(&frames[1], addr(1), late), Ok(None));
@@ -722,9 +866,9 @@ mod tests {
     fn reassembly_is_bounded() {
         let k = key(1);
         let mut out = Outbound::new(k.clone(), addr(1), 200, 0);
-        let mut inbound = Inbound::new(k, 200);
+        let mut inbound = inbound(k, 200);
         for _ in 0..MAX_PENDING_MESSAGES + 5 {
-            let frames = out.encode(&[3; 300], NOW).unwrap();
+            let frames = out.encode(&[3; 300], ME, NOW).unwrap();
             assert_eq!(inbound.accept(&frames[0], addr(1), NOW), Ok(None));
         }
         assert_eq!(inbound.reassembler().pending(), MAX_PENDING_MESSAGES);
@@ -734,9 +878,9 @@ mod tests {
     #[test]
     fn inconsistent_fragments_are_malformed() {
         let k = key(1);
-        let mut inbound = Inbound::new(k.clone(), MAX_DATAGRAM);
+        let mut inbound = inbound(k.clone(), MAX_DATAGRAM);
         let mut out = Vec::new();
-        let h = FrameHeader { sent_at_ms: NOW, sender: addr(1), msg_id: 5, index: 0, count: 2 };
+        let h = FrameHeader { sent_at_ms: NOW, sender: addr(1), receiver: ME, msg_id: 5, index: 0, count: 2 };
         encode_frame(&k, &h, b"a", &mut out);
         assert_eq!(inbound.accept(&out, addr(1), NOW), Ok(None));
         encode_frame(&k, &FrameHeader { count: 3, ..h }, b"b", &mut out);
@@ -750,13 +894,13 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048), port in 0u16..4) {
-            let mut inbound = Inbound::new(key(1), 1024);
+            let mut inbound = inbound(key(1), 1024);
             let _ = inbound.accept(&bytes, addr(port), NOW);
         }
 
         #[test]
         fn random_bytes_after_magic_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let mut inbound = Inbound::new(key(1), MAX_DATAGRAM);
+            let mut inbound = inbound(key(1), MAX_DATAGRAM);
             let mut datagram = MAGIC.to_vec();
             datagram.extend_from_slice(&bytes);
             let _ = inbound.accept(&datagram, addr(1), NOW);
@@ -766,9 +910,9 @@ mod tests {
         fn signed_random_payload_round_trips(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
             let k = key(1);
             let mut out = Outbound::new(k.clone(), addr(1), 700, 0);
-            let mut inbound = Inbound::new(k, 700);
+            let mut inbound = inbound(k, 700);
             let mut got = None;
-            for f in out.encode(&payload, NOW).unwrap() {
+            for f in out.encode(&payload, ME, NOW).unwrap() {
                 got = inbound.accept(&f, addr(1), NOW).unwrap().map(Cow::into_owned);
             }
             proptest::prop_assert_eq!(got, Some(payload));

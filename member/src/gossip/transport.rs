@@ -105,6 +105,8 @@ pub struct AuthStats {
     stale: AtomicU64,
     replay: AtomicU64,
     spoofed_sender: AtomicU64,
+    wrong_receiver: AtomicU64,
+    old_format: AtomicU64,
     malformed: AtomicU64,
     oversize: AtomicU64,
     unsendable: AtomicU64,
@@ -135,6 +137,10 @@ pub struct AuthCounters {
     pub replay: u64,
     /// Frames whose sender address was not their source address.
     pub spoofed_sender: u64,
+    /// Frames sent to another member (or to an address of ours we do not advertise).
+    pub wrong_receiver: u64,
+    /// Authenticated frames of the previous format (`GLB2`): members of an older geolb.
+    pub old_format: u64,
     /// Datagrams too short, or authenticated content that does not decode.
     pub malformed: u64,
     /// Received datagrams over the datagram bound.
@@ -173,7 +179,9 @@ impl AuthCounters {
             Reject::BadTag => self.bad_tag,
             Reject::Stale => self.stale,
             Reject::SpoofedSender => self.spoofed_sender,
+            Reject::WrongReceiver => self.wrong_receiver,
             Reject::Replay => self.replay,
+            Reject::OldFormat => self.old_format,
         }
     }
 
@@ -201,6 +209,8 @@ impl AuthStats {
             stale: load(&self.stale),
             replay: load(&self.replay),
             spoofed_sender: load(&self.spoofed_sender),
+            wrong_receiver: load(&self.wrong_receiver),
+            old_format: load(&self.old_format),
             malformed: load(&self.malformed),
             oversize: load(&self.oversize),
             unsendable: load(&self.unsendable),
@@ -226,7 +236,9 @@ impl AuthStats {
             Reject::BadTag => &self.bad_tag,
             Reject::Stale => &self.stale,
             Reject::SpoofedSender => &self.spoofed_sender,
+            Reject::WrongReceiver => &self.wrong_receiver,
             Reject::Replay => &self.replay,
+            Reject::OldFormat => &self.old_format,
         };
         add(counter, 1);
     }
@@ -245,7 +257,13 @@ pub(crate) struct AuthSocket {
     recv_buf: Vec<u8>,
     seen_dropped: u64,
     seen_evicted: u64,
+    /// When (unix ms) a frame of the previous format, and one sent to another receiver, were
+    /// last logged: each is logged at most once a minute.
+    warned_ms: [Option<u64>; 2],
 }
+
+/// How often each of the rejections worth an operator's attention is logged.
+const WARN_EVERY_MS: u64 = 60_000;
 
 /// zstd level of gossip messages: a syn (the digest of every member) shrinks to about half, in a
 /// few microseconds.
@@ -273,7 +291,7 @@ impl AuthSocket {
         AuthSocket {
             inner,
             outbound: Outbound::new(key.clone(), sender, max_datagram, first_msg_id),
-            inbound: Inbound::new(key, max_datagram),
+            inbound: Inbound::new(key, sender, max_datagram),
             stats,
             message_buf: Vec::new(),
             compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)
@@ -284,6 +302,7 @@ impl AuthSocket {
             recv_buf: vec![0; max_datagram + 1],
             seen_dropped: 0,
             seen_evicted: 0,
+            warned_ms: [None; 2],
         }
     }
 
@@ -320,7 +339,7 @@ impl AuthSocket {
                 return;
             }
         };
-        let frames = match self.outbound.encode(&compressed, crate::unix_ms()) {
+        let frames = match self.outbound.encode(&compressed, to, crate::unix_ms()) {
             Ok(frames) => frames,
             Err(_) => {
                 add(&self.stats.unsendable, 1);
@@ -397,8 +416,30 @@ impl AuthSocket {
             Err(reason) => {
                 self.stats.record_reject(reason);
                 debug!(from = %source, len = datagram.len(), reason = %reason, "gossip datagram dropped");
+                self.warn_about(reason, source, now_ms);
                 None
             }
+        }
+    }
+
+    /// Logs (at most once a minute each) the rejections an operator should hear of: they are
+    /// authenticated, so they come from a member of the cluster.
+    fn warn_about(&mut self, reason: Reject, source: SocketAddr, now_ms: u64) {
+        let slot = match reason {
+            Reject::OldFormat => 0,
+            Reject::WrongReceiver => 1,
+            _ => return,
+        };
+        let Some(last) = self.warned_ms.get_mut(slot) else { return };
+        if last.is_some_and(|at| now_ms.saturating_sub(at) < WARN_EVERY_MS) {
+            return;
+        }
+        *last = Some(now_ms);
+        let me = self.outbound.sender();
+        if reason == Reject::OldFormat {
+            warn!(from = %source, "gossip from {source} uses the previous frame format (GLB2, an older geolb): members of the two versions do not hear each other until all are upgraded (counted as rejected, reason old_format)");
+        } else {
+            warn!(from = %source, me = %me, "gossip from {source} was sent to another member, or to an address of this one other than {me} that it advertises: a replayed frame, or a seed not given as the member's advertised address (counted as rejected, reason wrong_receiver)");
         }
     }
 
@@ -532,9 +573,10 @@ mod tests {
         SocketAddr::from(([10, 0, 0, last], 7946))
     }
 
+    /// A frame to `addr(2)`.
     fn signed(key: &[u8], sender: SocketAddr, sent_at_ms: u64, msg_id: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let header = FrameHeader { sent_at_ms, sender, msg_id, index: 0, count: 1 };
+        let header = FrameHeader { sent_at_ms, sender, receiver: addr(2), msg_id, index: 0, count: 1 };
         encode_frame(&FrameKey::new(key).unwrap(), &header, payload, &mut out);
         out
     }
@@ -562,8 +604,8 @@ mod tests {
         Socket::send(&mut a, addr(2), ChitchatMessage::BadCluster).await.unwrap();
         assert_eq!(recv(&mut b).await, (addr(1), ChitchatMessage::BadCluster));
         let seen = tap.recv().await.unwrap();
-        assert_eq!(&seen.bytes[..4], b"GLB2");
-        assert_eq!(seen.bytes.len(), 25 + bad_cluster().len() + TAG_LEN);
+        assert_eq!(&seen.bytes[..4], b"GLB3");
+        assert_eq!(seen.bytes.len(), 32 + bad_cluster().len() + TAG_LEN);
         let c = transport.stats().snapshot();
         assert_eq!((c.accepted, c.datagrams_sent, c.bytes_sent), (1, 1, seen.bytes.len() as u64));
         assert_eq!(c.bytes_received, c.bytes_sent);
@@ -600,6 +642,39 @@ mod tests {
             ("from the future", addr(1), signed(&KEY, addr(1), now + 31_000, 4, &payload), Reject::Stale),
             ("replay", addr(1), captured.clone(), Reject::Replay),
             ("sender is not source", addr(3), signed(&KEY, addr(1), now, 5, &payload), Reject::SpoofedSender),
+            (
+                "sent to another member",
+                addr(1),
+                {
+                    let mut out = Vec::new();
+                    let header = FrameHeader {
+                        sent_at_ms: now,
+                        sender: addr(1),
+                        receiver: addr(3),
+                        msg_id: 10,
+                        index: 0,
+                        count: 1,
+                    };
+                    encode_frame(&FrameKey::new(&KEY).unwrap(), &header, &payload, &mut out);
+                    out
+                },
+                Reject::WrongReceiver,
+            ),
+            (
+                "previous format",
+                addr(1),
+                {
+                    let mut old = b"GLB2".to_vec();
+                    old.extend_from_slice(&now.to_be_bytes());
+                    old.extend_from_slice(&[4, 10, 0, 0, 1, 0x1f, 0x0a, 0, 0, 0, 11, 0, 1]);
+                    old.extend_from_slice(&payload);
+                    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&KEY).unwrap();
+                    hmac::Mac::update(&mut mac, &old);
+                    old.extend_from_slice(&hmac::Mac::finalize(mac).into_bytes());
+                    old
+                },
+                Reject::OldFormat,
+            ),
             ("truncated", addr(1), captured[..20].to_vec(), Reject::Malformed),
             ("truncated after the header", addr(1), captured[..captured.len() - 1].to_vec(), Reject::BadTag),
             ("oversize", addr(1), oversize, Reject::Oversize),
@@ -642,6 +717,30 @@ mod tests {
         }
     }
 
+    /// A frame captured on its way to one member and replayed from its real source to another
+    /// is refused there: the tag covers the receiver.
+    #[tokio::test]
+    async fn a_frame_for_one_member_is_refused_by_another() {
+        let net = MemNetwork::new(1);
+        let transport = AuthTransport::new(net.clone(), &KEY).unwrap();
+        let mut a = transport.bind(addr(1)).await.unwrap();
+        let mut b = transport.bind(addr(2)).await.unwrap();
+        let c_transport = AuthTransport::new(net.clone(), &KEY).unwrap();
+        let mut c = c_transport.bind(addr(3)).await.unwrap();
+        let c_stats = c.stats();
+        let mut tap = net.tap();
+        Socket::send(&mut a, addr(2), ChitchatMessage::BadCluster).await.unwrap();
+        recv(&mut b).await;
+        let captured = tap.recv().await.unwrap().bytes;
+        // Replayed at once, from the real sender's address, to a member that never saw it.
+        assert!(net.inject(addr(1), addr(3), captured));
+        Socket::send(&mut a, addr(3), ChitchatMessage::BadCluster).await.unwrap();
+        assert_eq!(recv(&mut c).await, (addr(1), ChitchatMessage::BadCluster));
+        let after = c_stats.snapshot();
+        assert_eq!(after.accepted, 1, "only the frame sent to c is accepted: {after:?}");
+        assert_eq!(after.rejected_total(), 1, "{after:?}");
+    }
+
     #[tokio::test]
     async fn large_messages_are_fragmented_and_reassembled() {
         let net = MemNetwork::new(1);
@@ -667,7 +766,7 @@ mod tests {
         assert_eq!(recv(&mut b).await, (addr(1), syn));
         let c = transport.stats().snapshot();
         assert_eq!(c.fragmented_sent, 1);
-        assert_eq!(c.datagrams_sent, len.div_ceil(1_000 - 25 - TAG_LEN) as u64);
+        assert_eq!(c.datagrams_sent, len.div_ceil(1_000 - 32 - TAG_LEN) as u64);
         assert_eq!(c.fragments_held, c.datagrams_sent - 1);
         assert_eq!(c.accepted, 1);
     }
