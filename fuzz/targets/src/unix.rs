@@ -32,7 +32,16 @@ fn fixture() -> &'static Fixture {
         let shutdown = CancellationToken::new();
         let bound = runtime.block_on(async { geolb_resolver::server::unix::bind(&socket, 0o600) });
         let bound = must(bound, "bind the unix connector");
-        runtime.spawn(geolb_resolver::server::unix::serve(bound, backend.clone(), MAX_REQUEST_BYTES, shutdown.clone()));
+        // Never handed over, and no connections adopted: a connector as a first start runs it.
+        let serve = geolb_resolver::server::unix::serve(
+            bound,
+            backend.clone(),
+            MAX_REQUEST_BYTES,
+            shutdown.clone(),
+            geolb_resolver::server::unix::Handoff::default(),
+            None,
+        );
+        runtime.spawn(serve);
         Fixture { runtime, socket, backend, _shutdown: shutdown }
     })
 }
