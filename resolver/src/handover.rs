@@ -220,6 +220,10 @@ impl HandoverListener {
     /// of a handover sets (the old one keeps its now-unnamed socket to the end).
     pub fn bind(path: &Path, replace: bool) -> Result<HandoverListener, HandoverError> {
         let io_error = |what, source| HandoverError::Io { what, path: path.to_path_buf(), source };
+        // The default in state_dir may come before anything else created it.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error("create the directory of", e))?;
+        }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => return Err(HandoverError::NotASocket(path.to_path_buf())),
             Ok(_) => {

@@ -46,8 +46,8 @@
 
 pub mod cluster;
 pub mod load;
-pub mod restart;
 pub mod postgres;
+pub mod restart;
 pub mod stack;
 
 mod delv;

@@ -10,6 +10,17 @@ use geolb_tests::load::Outcome;
 use geolb_tests::restart::{KillStack, UpgradeStack, count};
 use geolb_tests::{pdns_installed, query};
 
+/// Asks the unix connector at `socket` PowerDNS's first call and checks the answer.
+async fn initialize(socket: &std::path::Path) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::UnixStream::connect(socket).await?;
+    conn.write_all(b"{\"method\":\"initialize\",\"parameters\":{}}\n").await?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(conn).read_line(&mut line).await?;
+    ensure!(line.contains("true"), "initialize answered {line:?}");
+    Ok(())
+}
+
 fn skip() -> bool {
     if !pdns_installed() {
         eprintln!("skipped: PowerDNS is not installed (bash scripts/setup.sh)");
@@ -110,12 +121,7 @@ async fn a_second_resolver_without_takeover_is_refused_and_the_first_goes_on() -
     ensure!(stderr.contains("--takeover"), "the refusal does not say how to take over: {stderr}");
     ensure!(resolver.process.try_wait()?.is_none(), "the first resolver stopped");
     // It still answers on its socket.
-    let mut conn = tokio::net::UnixStream::connect(&resolver.socket).await?;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    conn.write_all(b"{\"method\":\"initialize\",\"parameters\":{}}\n").await?;
-    let mut line = String::new();
-    tokio::io::BufReader::new(conn).read_line(&mut line).await?;
-    ensure!(line.contains("true"), "initialize answered {line:?}");
+    initialize(&resolver.socket).await?;
     Ok(())
 }
 
@@ -133,12 +139,7 @@ async fn a_successor_that_dies_before_serving_leaves_the_old_resolver_serving() 
         .wait_for_log_line("an upgrade failed: this resolver keeps serving", Duration::from_secs(15))
         .await?;
     ensure!(resolver.process.try_wait()?.is_none(), "the old resolver stopped");
-    let mut conn = tokio::net::UnixStream::connect(&resolver.socket).await?;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    conn.write_all(b"{\"method\":\"initialize\",\"parameters\":{}}\n").await?;
-    let mut line = String::new();
-    tokio::io::BufReader::new(conn).read_line(&mut line).await?;
-    ensure!(line.contains("true"), "initialize answered {line:?}");
+    initialize(&resolver.socket).await?;
     // And a real upgrade still works afterwards.
     let next = geolb_tests::restart::upgrade(&resolver.process, resolver.process.id(), Duration::from_secs(20)).await?;
     let _guard = geolb_tests::restart::PidGuard(next);
