@@ -121,7 +121,15 @@ pub fn gossip_frame(data: &[u8]) {
 }
 
 /// An accepted message survives chitchat's encoding, and the real sender and receiver.
+///
+/// Not for messages carrying a delta: chitchat 0.11.2's `Delta::serialize` asserts that it writes
+/// as many bytes as the delta was read from, and panics on a delta read from a stream it would
+/// not write itself (found by this target). A received delta is applied, never sent on, so
+/// neither chitchat nor geolb serializes one: only this check did.
 fn round_trip(message: ChitchatMessage, now: u64) {
+    if matches!(message, ChitchatMessage::SynAck { .. } | ChitchatMessage::Ack { .. }) {
+        return;
+    }
     let bytes = message.serialize_to_vec();
     let mut cursor = bytes.as_slice();
     let again = ChitchatMessage::deserialize(&mut cursor);
