@@ -23,7 +23,7 @@ pub use model::{
     AllDownPolicy, Config, DefaultLocation, MAX_ANSWERS, Node, Override, OverrideTarget, Pop, PrimarySource,
     RESERVED_NODE_PREFIX, RecordTypes, ResolverConfig, Service, TsigKey, TsigSecret, ZoneFile,
 };
-pub use raw::{Fleet, in_zone};
+pub use raw::{Fleet, NO_GEOIP, in_zone};
 
 use std::path::{Path, PathBuf};
 

@@ -65,6 +65,10 @@ fn default_types() -> Vec<RawType> {
     vec![RawType::A, RawType::Aaaa]
 }
 
+/// The warning for a config without GeoIP databases: only the resolver places clients, so the
+/// prober leaves it out.
+pub const NO_GEOIP: &str = "no GeoIP database configured: every client is placed by overrides or the default location";
+
 /// `base` joined with `path` when `path` is relative.
 fn absolute(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
@@ -162,9 +166,7 @@ impl RawGeoIp {
         // Files are only named here; the resolver opens them (and `--check-config` does too).
         let geoip: Vec<PathBuf> = self.databases.iter().map(|p| absolute(base, p)).collect();
         if geoip.is_empty() {
-            warnings.push(
-                "no GeoIP database configured: every client is placed by overrides or the default location".to_owned(),
-            );
+            warnings.push(NO_GEOIP.to_owned());
         }
         geoip
     }

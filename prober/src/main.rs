@@ -23,7 +23,8 @@ fn main() -> ExitCode {
     if cli.common.check_config {
         return match geolb_member::fleet::check(&cli.common.config) {
             Ok(c) if c.prober.is_some() && c.cluster.is_some() => {
-                for w in &c.warnings {
+                // The prober places no client: the resolver's GeoIP warning is not its concern.
+                for w in c.warnings.iter().filter(|w| *w != geolb_config::NO_GEOIP) {
                     println!("warning: {w}");
                 }
                 println!("config ok: {} nodes to check", c.nodes.len());
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for w in &config.warnings {
+    for w in config.warnings.iter().filter(|w| *w != geolb_config::NO_GEOIP) {
         tracing::warn!("{w}");
     }
     if let Some(prober) = config.prober.as_mut() {
