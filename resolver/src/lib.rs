@@ -146,25 +146,6 @@ pub async fn prepare(source: Arc<ConfigSource>, config: geolb_config::Config) ->
     Prepared { shared, source }
 }
 
-/// Reads the view the resolver this one took over from saved last, if it is newer than the one
-/// loaded at start (the old process kept folding the gossip while this one loaded).
-async fn refresh_view(shared: &Arc<Shared>) {
-    let Some(path) = state::view_path(&shared.config()) else { return };
-    let shared = shared.clone();
-    let refreshed =
-        tokio::task::spawn_blocking(move || match health::ServedHealth::load(&path, geolb_member::unix_ms()) {
-            Ok(view) if view.computed_ms > shared.view().computed_ms => {
-                shared.set_view(view);
-                true
-            }
-            _ => false,
-        })
-        .await;
-    if matches!(refreshed, Ok(true)) {
-        tracing::info!("took over the health view the old resolver saved last");
-    }
-}
-
 /// Serves a [`Prepared`] resolver on `listeners` until `shutdown` is cancelled, or until a
 /// successor took everything over ([`handover`]).
 pub async fn serve(prepared: Prepared, mut listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
@@ -172,7 +153,15 @@ pub async fn serve(prepared: Prepared, mut listeners: Listeners, shutdown: Cance
     let taken_over = listeners.takeover.take();
     let taken_over_flag = taken_over.is_some();
     if taken_over.is_some() {
-        refresh_view(&shared).await;
+        // The old process kept folding the gossip while this one loaded.
+        let refreshed = tokio::task::spawn_blocking({
+            let shared = shared.clone();
+            move || shared.refresh_view()
+        })
+        .await;
+        if matches!(refreshed, Ok(true)) {
+            tracing::info!("took over the health view the old resolver saved last");
+        }
     }
     let handoff = server::unix::Handoff::default();
     let offer = match listeners.handover.take() {

@@ -198,18 +198,20 @@ fn serve(
     })
 }
 
+/// A listening socket from elsewhere (systemd, the resolver taken over from), served by tokio.
+fn tokio_tcp(listener: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// The listeners passed by the resolver this one takes over from.
 fn from_taken(taken: geolb_resolver::handover::Taken) -> anyhow::Result<geolb_resolver::Listeners> {
-    let tcp = |l: std::net::TcpListener| -> std::io::Result<tokio::net::TcpListener> {
-        l.set_nonblocking(true)?;
-        tokio::net::TcpListener::from_std(l)
-    };
-    let http = tcp(taken.http).context("cannot serve the HTTP listener taken over")?;
+    let http = tokio_tcp(taken.http).context("cannot serve the HTTP listener taken over")?;
     let unix = match taken.unix {
         Some((listener, _, owned)) => Some(geolb_resolver::server::unix::Bound::adopt(listener, owned)?),
         None => None,
     };
-    let admin = taken.admin.map(tcp).transpose().context("cannot serve the admin listener taken over")?;
+    let admin = taken.admin.map(tokio_tcp).transpose().context("cannot serve the admin listener taken over")?;
     let notify = match taken.notify {
         Some(socket) => {
             socket.set_nonblocking(true)?;
@@ -284,7 +286,6 @@ impl Activated {
             }
             if let Ok(Some(listener)) = fds.take_tcp_listener(idx) {
                 let addr = listener.local_addr().ok();
-                listener.set_nonblocking(true)?;
                 let slot = match addr {
                     Some(a) if http.contains(&a) && activated.http.is_none() => &mut activated.http,
                     Some(a) if Some(a) == admin && activated.admin.is_none() => &mut activated.admin,
@@ -297,7 +298,7 @@ impl Activated {
                     }
                 };
                 tracing::info!(?addr, "listener from systemd");
-                *slot = Some(tokio::net::TcpListener::from_std(listener)?);
+                *slot = Some(tokio_tcp(listener)?);
                 continue;
             }
             tracing::warn!(fd = idx + 3, "systemd passed a socket geolb does not use; ignored");

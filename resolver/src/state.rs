@@ -94,7 +94,7 @@ fn serving<'a>(config: &'a Config, serve_services: bool, waiting_zones: &[String
 }
 
 /// Where a gossip member keeps its last health view.
-pub(crate) fn view_path(config: &Config) -> Option<PathBuf> {
+fn view_path(config: &Config) -> Option<PathBuf> {
     config.member.as_ref().map(|m| m.state_dir.join("view.json"))
 }
 
@@ -279,6 +279,20 @@ impl Shared {
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot save the health view");
         }
+    }
+
+    /// Serves the saved view instead when it is newer than the current one (restored as at
+    /// start: grace periods restarted, cut to the configured nodes); whether it was. Blocks on
+    /// the file: call it off the runtime.
+    pub fn refresh_view(&self) -> bool {
+        let config = self.config();
+        let Some(path) = view_path(&config) else { return false };
+        let saved = restore_view(&path, &config);
+        let newer = saved.computed_ms > self.view().computed_ms;
+        if newer {
+            self.set_view(saved);
+        }
+        newer
     }
 
     /// The current health view.

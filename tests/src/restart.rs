@@ -137,32 +137,48 @@ impl UpgradeStack {
 
     /// `count` upgrades under a load of `rate` questions per second, `pause` apart.
     pub async fn upgrades(&self, count: usize, rate: u32, pause: Duration) -> Result<Vec<Restart>> {
-        let load = Load::start(self.pdns.addr(), &questions()?, rate, Duration::from_secs(3)).await?;
-        sleep(pause).await;
         let current = || self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut pid = current().as_ref().map_or(self.resolver.process.id(), |g| g.0);
-        let mut spans = Vec::new();
-        for _ in 0..count {
-            let from = load.elapsed();
+        under_load(&self.pdns, count, rate, pause, || async {
+            let pid = current().as_ref().map_or(self.resolver.process.id(), |g| g.0);
             let started = Instant::now();
-            let next = upgrade(&self.resolver.process, pid, Duration::from_secs(20)).await;
-            let took = started.elapsed();
-            let next = match next {
-                Ok(next) => next,
-                Err(e) => {
-                    let _ = load.stop().await;
-                    return Err(e);
-                }
-            };
+            let next = upgrade(&self.resolver.process, pid, Duration::from_secs(20)).await?;
             // The old one is gone: its guard has nothing left to kill.
             *current() = Some(PidGuard(next));
-            pid = next;
-            spans.push((from, took));
-            sleep(pause).await;
-        }
-        let asked = load.stop().await?;
-        Ok(restarts(&asked, &spans))
+            Ok(started.elapsed())
+        })
+        .await
     }
+}
+
+/// `count` restarts done by `restart` (which returns how long one took) under a load of `rate`
+/// questions per second through `pdns`, `pause` apart.
+async fn under_load<F, Fut>(
+    pdns: &Pdns,
+    count: usize,
+    rate: u32,
+    pause: Duration,
+    mut restart: F,
+) -> Result<Vec<Restart>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration>>,
+{
+    let load = Load::start(pdns.addr(), &questions()?, rate, Duration::from_secs(3)).await?;
+    sleep(pause).await;
+    let mut spans = Vec::new();
+    for _ in 0..count {
+        let from = load.elapsed();
+        match restart().await {
+            Ok(took) => spans.push((from, took)),
+            Err(e) => {
+                let _ = load.stop().await;
+                return Err(e);
+            }
+        }
+        sleep(pause).await;
+    }
+    let asked = load.stop().await?;
+    Ok(restarts(&asked, &spans))
 }
 
 /// Each restart's questions: from its start to the start of the next one (the last: to the end).
@@ -365,22 +381,7 @@ impl KillStack {
     /// `count` restarts by `signal_name` (`KILL`, `TERM`) under a load of `rate` questions per
     /// second, `pause` apart.
     pub async fn restarts(&self, signal_name: &str, count: usize, rate: u32, pause: Duration) -> Result<Vec<Restart>> {
-        let load = Load::start(self.pdns.addr(), &questions()?, rate, Duration::from_secs(3)).await?;
-        sleep(pause).await;
-        let mut spans = Vec::new();
-        for _ in 0..count {
-            let from = load.elapsed();
-            match self.supervisor.restart(signal_name).await {
-                Ok(took) => spans.push((from, took)),
-                Err(e) => {
-                    let _ = load.stop().await;
-                    return Err(e);
-                }
-            }
-            sleep(pause).await;
-        }
-        let asked = load.stop().await?;
-        Ok(restarts(&asked, &spans))
+        under_load(&self.pdns, count, rate, pause, || self.supervisor.restart(signal_name)).await
     }
 }
 

@@ -22,17 +22,11 @@ async fn resolver_log(extra: &[&str]) -> Result<String> {
         .stderr(file)
         .kill_on_drop(true)
         .spawn()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("listening on http://") {
-            child.start_kill()?;
-            let _ = child.wait().await;
-            return Ok(text);
-        }
-        ensure!(tokio::time::Instant::now() < deadline, "the resolver did not start:\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let started = geolb_tests::restart::wait_for_line(&log, 0, "listening on http://", Duration::from_secs(20)).await;
+    child.start_kill()?;
+    let _ = child.wait().await;
+    started?;
+    Ok(std::fs::read_to_string(&log)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
