@@ -66,3 +66,23 @@ pub(crate) fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_
         Err(e) => Err(format!("not JSON ({e}): {}", String::from_utf8_lossy(bytes))),
     }
 }
+
+/// Writes `data` and closes the writing half while reading what comes back to its end. Errors
+/// are moot: the server may close first (an over-long line), and what it did not read is lost.
+pub(crate) async fn send_and_read(
+    mut read: impl tokio::io::AsyncRead + Unpin,
+    mut write: impl tokio::io::AsyncWrite + Unpin,
+    data: &[u8],
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let send = async {
+        let _ = write.write_all(data).await;
+        let _ = write.shutdown().await;
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        let _ = read.read_to_end(&mut got).await;
+        got
+    };
+    tokio::join!(send, receive).1
+}

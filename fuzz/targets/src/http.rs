@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use geolb_resolver::server::Backend;
 use geolb_resolver::server::http::HttpState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::fixture::{json_object, must, runtime};
+use crate::fixture::{json_object, must, runtime, send_and_read};
 use crate::resolver::{MAX_REQUEST_BYTES, backend};
 
 /// Longest an execution may take before it counts as a hang.
@@ -130,18 +129,7 @@ pub fn remote_backend_http(data: &[u8]) {
         let stream = must(TcpStream::connect(fx.addr).await, "connect to the HTTP connector");
         let _ = stream.set_nodelay(true);
         let (mut read, mut write) = stream.into_split();
-        let got = {
-            let send = async {
-                let _ = write.write_all(data).await;
-                let _ = write.shutdown().await;
-            };
-            let receive = async {
-                let mut got = Vec::new();
-                let _ = read.read_to_end(&mut got).await;
-                got
-            };
-            tokio::join!(send, receive).1
-        };
+        let got = send_and_read(&mut read, &mut write, data).await;
         // A reset instead of TIME_WAIT: millions of executions would use up loopback ports.
         if let Ok(stream) = read.reunite(write) {
             let _ = stream.set_zero_linger();

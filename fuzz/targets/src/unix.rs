@@ -5,11 +5,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use geolb_resolver::server::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::fixture::{must, runtime, scratch_subdir};
+use crate::fixture::{must, runtime, scratch_subdir, send_and_read};
 use crate::resolver::{MAX_REQUEST_BYTES, backend};
 
 /// Longest an execution may take before it counts as a hang.
@@ -83,18 +82,8 @@ pub fn remote_backend_unix(data: &[u8]) {
     let fx = fixture();
     let exchange = async {
         let stream = must(UnixStream::connect(&fx.socket).await, "connect to the unix connector");
-        let (mut read, mut write) = stream.into_split();
-        let send = async {
-            // The connector may close first (an over-long line): what it did not read is moot.
-            let _ = write.write_all(data).await;
-            let _ = write.shutdown().await;
-        };
-        let receive = async {
-            let mut got = Vec::new();
-            let _ = read.read_to_end(&mut got).await;
-            got
-        };
-        tokio::join!(send, receive).1
+        let (read, write) = stream.into_split();
+        send_and_read(read, write, data).await
     };
     let got = fx.runtime.block_on(async { tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await });
     let Ok(got) = got else {
